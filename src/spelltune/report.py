@@ -1,0 +1,166 @@
+"""Stage `report`: plots/ and a Markdown report of the run, from the files earlier stages wrote.
+
+Reads metrics/{base,eval}.json, their breakdowns, the DVCLive curves under metrics/train/
+and the per-item predictions; writes plots/*.png and plots/report.md.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+from spelltune.params import load_or_exit
+
+log = logging.getLogger("spelltune.report")
+
+PLOTS_DIR = Path("plots")
+METRICS_DIR = Path("metrics")
+CURVES_DIR = METRICS_DIR / "train" / "plots" / "metrics"
+TASK_METRICS = ("letter_position_accuracy", "spelling_exact_match", "char_error_rate")
+MODELS = {"base": "base model", "eval": "fine-tuned"}
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def read_curve(name: str):
+    import pandas as pd
+
+    path = CURVES_DIR / f"{name}.tsv"
+    return pd.read_csv(path, sep="\t") if path.exists() else None
+
+
+def plot_loss(out: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for name, style in (("train/loss", "-"), ("val/loss", "o--")):
+        curve = read_curve(name)
+        if curve is not None:
+            ax.plot(curve["step"], curve[name.split("/")[1]], style, label=name)
+    ax.set(xlabel="optimizer step", ylabel="loss (answer tokens)", title="Training loss", yscale="log")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
+def plot_breakdown(breakdowns: dict, key: str, metrics: tuple[str, ...], xlabel: str, out: Path) -> None:
+    """One panel per metric: base vs fine-tuned on the test split, by `key`."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 3.5), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        groups = list(breakdowns["eval"]["test"][key])
+        x = np.arange(len(groups))
+        for offset, (model, label) in zip((-0.2, 0.2), MODELS.items()):
+            values = [breakdowns[model]["test"][key].get(g, {}).get(metric) for g in groups]
+            ax.bar(x + offset, [v if v is not None else 0 for v in values], width=0.4, label=label)
+        ax.set_xticks(x, groups)
+        ax.set(xlabel=xlabel, ylabel=metric, ylim=(0, 1), title=f"{metric} by {xlabel} (test)")
+        ax.grid(axis="y", alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
+def plot_side_by_side(results: dict, out: Path) -> None:
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    labels = [f"{split}/{m}" for split in ("val", "test") for m in TASK_METRICS]
+    x = np.arange(len(labels))
+    fig, ax = plt.subplots(figsize=(9, 3.8))
+    for offset, (model, label) in zip((-0.2, 0.2), MODELS.items()):
+        ax.bar(x + offset, [results[model].get(k) or 0 for k in labels], width=0.4, label=label)
+    ax.set_xticks(x, [lbl.replace("/", "\n") for lbl in labels], fontsize=8)
+    ax.set(ylim=(0, 1), title="Base model vs fine-tuned (char_error_rate: lower is better)")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
+def fmt(value) -> str:
+    return "–" if value is None else f"{value:.3f}"
+
+
+def examples(path: Path, n: int = 8) -> list[dict]:
+    """Some wrong answers of the fine-tuned model on the test split, for a first look."""
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    wrong = [r for r in rows if r["split"] == "test" and not r["correct"]]
+    return wrong[:n]
+
+
+def markdown(params, results: dict, train_summary: dict) -> str:
+    lines = [
+        "# spelltune run report",
+        "",
+        f"Model `{params.model.source}`, prompt `{params.model.prompt_format}`; "
+        f"LoRA r={params.lora.r}, alpha={params.lora.alpha:g}, dropout={params.lora.dropout:g}, "
+        f"targets {', '.join(params.lora.target_modules)}; "
+        f"lr={params.train.lr:g}, batch {params.train.batch_size}×{params.train.grad_accum_steps}, "
+        f"{params.train.max_steps} steps.",
+        "",
+        "| metric | base model | fine-tuned |",
+        "|---|---|---|",
+    ]
+    for split in ("val", "test"):
+        for m in TASK_METRICS:
+            key = f"{split}/{m}"
+            lines.append(f"| {key} | {fmt(results['base'].get(key))} | {fmt(results['eval'].get(key))} |")
+    time_ = train_summary.get("time", {})
+    lines += [
+        "",
+        f"Training: final train/loss {fmt(train_summary.get('train', {}).get('loss'))}, "
+        f"val/loss {fmt(train_summary.get('val', {}).get('loss'))}, "
+        f"{time_.get('wallclock_hours', 0) * 60:.1f} min, {int(time_.get('tokens_seen', 0))} tokens.",
+        "",
+        "![loss](loss.png)",
+        "",
+        "![base vs fine-tuned](base_vs_finetuned.png)",
+        "",
+        "![by length](accuracy_by_length.png)",
+        "",
+        "![by position](accuracy_by_position.png)",
+        "",
+        "## Some wrong answers (test words)",
+        "",
+        "| question | expected | reply |",
+        "|---|---|---|",
+    ]
+    for r in examples(METRICS_DIR / "predictions" / "eval.jsonl"):
+        reply = r["reply"].replace("|", "\\|").replace("\n", " ")
+        lines.append(f"| {r['question']} | {r['answer']} | {reply} |")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    params = load_or_exit()
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    import matplotlib
+
+    matplotlib.use("Agg")
+
+    results = {m: read_json(METRICS_DIR / f"{m}.json") for m in MODELS}
+    breakdowns = {m: read_json(METRICS_DIR / f"{m}_breakdown.json") for m in MODELS}
+    train_summary = read_json(METRICS_DIR / "train" / "metrics.json")
+    PLOTS_DIR.mkdir(exist_ok=True)
+    plot_loss(PLOTS_DIR / "loss.png")
+    plot_side_by_side(results, PLOTS_DIR / "base_vs_finetuned.png")
+    plot_breakdown(breakdowns, "by_length", TASK_METRICS, "word length", PLOTS_DIR / "accuracy_by_length.png")
+    plot_breakdown(
+        breakdowns, "by_position", ("letter_position_accuracy",), "letter position", PLOTS_DIR / "accuracy_by_position.png"
+    )
+    (PLOTS_DIR / "report.md").write_text(markdown(params, results, train_summary))
+    log.info("report written to %s", PLOTS_DIR / "report.md")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,23 @@
+"""Stage `validate`: check params.yaml against the schema before any other stage runs.
+
+DVC deletes a stage's outputs before it runs the stage's command, so a bad value caught
+inside `train` would already have cost the previous checkpoints. This stage comes first
+in the DAG (every stage depends on its marker file, whose content never changes), so a
+bad params.yaml stops `dvc exp run` before anything is touched.
+"""
+
+from pathlib import Path
+
+from spelltune.params import load_or_exit
+
+MARKER = Path("data/params.ok")
+
+
+def main() -> None:
+    load_or_exit()
+    MARKER.parent.mkdir(parents=True, exist_ok=True)
+    MARKER.write_text("params.yaml is valid\n")
+
+
+if __name__ == "__main__":
+    main()

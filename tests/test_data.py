@@ -1,0 +1,86 @@
+"""The task data: deterministic, split by word, correct answers, loadable by `datasets`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from spelltune.data import SPLITS, build_splits, candidate_words, ordinal, write_jsonl
+from spelltune.params import DataParams
+
+SMALL = DataParams(n_words=400)
+
+
+@pytest.fixture(scope="module")
+def splits():
+    return build_splits(SMALL)
+
+
+def test_words_come_from_a_real_word_list():
+    words = candidate_words(3, 10)
+    assert len(words) > 10_000
+    assert {"the", "banana", "house"} <= set(words)
+    assert all(w.isascii() and w.isalpha() and w.islower() and 3 <= len(w) <= 10 for w in words)
+
+
+def test_same_seed_same_data_other_seed_other_data(splits):
+    assert build_splits(SMALL) == splits
+    assert build_splits(SMALL.model_copy(update={"seed": 1})) != splits
+
+
+def test_no_word_is_in_two_splits(splits):
+    words = {name: {it["word"] for it in splits[name]} for name in SPLITS}
+    assert not words["train"] & words["validation"]
+    assert not words["train"] & words["test"]
+    assert not words["validation"] & words["test"]
+    assert sum(len(w) for w in words.values()) == SMALL.n_words
+    assert len(words["train"]) == 320 and len(words["validation"]) == 40 and len(words["test"]) == 40
+
+
+def test_answers_are_correct(splits):
+    items = [it for name in SPLITS for it in splits[name]]
+    assert {it["task"] for it in items} == {"letter_position", "spelling"}
+    for it in items:
+        word = it["word"]
+        assert f"'{word}'" in it["question"]
+        if it["task"] == "spelling":
+            assert it["answer"] == "-".join(word) and it["position"] is None
+        else:
+            assert it["answer"] == word[it["position"] - 1]
+            label = "last" if it["position"] == len(word) else ordinal(it["position"])
+            assert it["question"] == f"What is the {label} letter of '{word}'?"
+
+
+def test_every_word_gets_its_last_letter_asked(splits):
+    for name in SPLITS:
+        last = {it["word"] for it in splits[name] if it["task"] == "letter_position" and "last letter" in it["question"]}
+        assert last == {it["word"] for it in splits[name]}
+
+
+def test_ordinals():
+    assert [ordinal(n) for n in (1, 2, 3, 4, 11, 12, 13, 21, 22)] == [
+        "1st", "2nd", "3rd", "4th", "11th", "12th", "13th", "21st", "22nd",
+    ]
+
+
+def test_task_selection():
+    only_spelling = build_splits(SMALL.model_copy(update={"tasks": ["spelling"]}))
+    assert {it["task"] for name in SPLITS for it in only_spelling[name]} == {"spelling"}
+
+
+def test_too_few_words_is_a_clear_error():
+    with pytest.raises(ValueError, match="data.n_words = 500: only 3 words"):
+        build_splits(DataParams(n_words=500), words=["cat", "dog", "emu"])
+
+
+def test_jsonl_loads_with_datasets(tmp_path, splits):
+    from datasets import load_dataset
+
+    for name in SPLITS:
+        write_jsonl(splits[name], tmp_path / f"{name}.jsonl")
+    ds = load_dataset("json", data_files={n: str(tmp_path / f"{n}.jsonl") for n in SPLITS}, cache_dir=str(tmp_path / "cache"))
+    assert set(ds) == set(SPLITS)
+    assert ds["train"].num_rows == len(splits["train"])
+    assert set(ds["train"].column_names) == {"question", "answer", "word", "task", "position"}
+    assert json.loads((tmp_path / "train.jsonl").read_text().splitlines()[0]) == splits["train"][0]

@@ -1,0 +1,127 @@
+"""params.yaml is checked by one schema: bad input gets one line naming the key, the
+value and what is allowed, and a non-zero exit."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from spelltune.params import ParamsError, Params, load, parse
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def committed() -> dict:
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def with_value(dotted: str, value) -> dict:
+    raw = committed()
+    node = raw
+    *parents, leaf = dotted.split(".")
+    for p in parents:
+        node = node[p]
+    node[leaf] = value
+    return raw
+
+
+def test_committed_params_are_valid_and_complete():
+    params = load(ROOT / "params.yaml")
+    # Every key the schema knows is written out in the committed file, so users see them.
+    assert committed() == params.model_dump()
+    assert params.train.lr > 0 and params.lora.r > 0
+
+
+def test_yaml_exponent_floats_are_accepted():
+    # PyYAML reads 5e-4 as a string; `dvc exp run -S train.lr=5e-4` writes exactly that.
+    assert parse(yaml.safe_load("train: {lr: 5e-4}")).train.lr == 5e-4
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "allowed"),
+    [
+        ("lora.r", 0, "greater than 0"),
+        ("lora.r", "eight", "valid integer"),
+        ("train.lr", 0, "greater than 0"),
+        ("train.lr", -1e-4, "greater than 0"),
+        ("lora.dropout", 1.0, "less than 1"),
+        ("lora.dropout", -0.1, "greater than or equal to 0"),
+        ("train.batch_size", 2.5, "valid integer"),
+        ("train.warmup_steps", 10_000, "must be <= train.max_steps"),
+        ("data.max_word_length", 2, "must be >= data.min_word_length"),
+        ("model.prompt_format", "fancy", "'compact' or 'chat_template'"),
+        ("eval.max_items_per_split", 0, "greater than 0"),
+    ],
+)
+def test_bad_value_names_key_value_and_allowed(key, value, allowed):
+    with pytest.raises(ParamsError) as err:
+        parse(with_value(key, value))
+    line = str(err.value)
+    assert "\n" not in line
+    assert line.startswith(f"params.yaml: {key} = {value!r}: ")
+    assert allowed in line
+
+
+def test_unknown_target_module_lists_the_allowed_ones():
+    with pytest.raises(ParamsError) as err:
+        parse(with_value("lora.target_modules", ["q_proj", "attn_qkv"]))
+    line = str(err.value)
+    assert line.startswith("params.yaml: lora.target_modules.1 = 'attn_qkv': ")
+    assert "'q_proj'" in line and "'down_proj'" in line
+
+
+def test_splits_must_sum_to_one():
+    with pytest.raises(ParamsError) as err:
+        parse(with_value("data.splits", {"train": 0.8, "validation": 0.1, "test": 0.2}))
+    assert "data.splits" in str(err.value) and "sum to 1, got 1.1" in str(err.value)
+
+
+def test_unknown_key_lists_the_allowed_keys():
+    with pytest.raises(ParamsError) as err:
+        parse(with_value("lora.rank", 8))
+    line = str(err.value)
+    assert line.startswith("params.yaml: lora.rank = 8: unknown key; allowed: r, alpha, dropout, target_modules")
+
+
+def test_unknown_section():
+    raw = committed()
+    raw["optimizer"] = {"name": "adam"}
+    with pytest.raises(ParamsError, match=r"optimizer = .*unknown key; allowed: data, model, lora, train, eval"):
+        parse(raw)
+
+
+def test_defaults_fill_missing_sections():
+    assert parse({"train": {"lr": 0.01}}) == Params(train={"lr": 0.01})
+
+
+def test_stage_exits_non_zero_with_one_line_before_loading_anything(tmp_path):
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(with_value("lora.r", 0)))
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "keep.txt").write_text("previous run")
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "spelltune.train"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert proc.returncode == 2
+    lines = [ln for ln in proc.stderr.splitlines() if not ln.startswith("import time:")]
+    assert lines == ["error: params.yaml: lora.r = 0: Input should be greater than 0"]
+    # Nothing heavy was imported and nothing was touched.
+    imported = {ln.split("|")[-1].strip() for ln in proc.stderr.splitlines() if ln.startswith("import time:")}
+    assert "torch" not in imported and "transformers" not in imported
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoints", "params.yaml"]
+    assert (tmp_path / "checkpoints" / "keep.txt").read_text() == "previous run"
+
+
+def test_cli_check(tmp_path):
+    good = tmp_path / "good.yaml"
+    good.write_text((ROOT / "params.yaml").read_text())
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("lora: {alpha: zero}\n")
+    ok = subprocess.run([sys.executable, "-m", "spelltune.cli", "check", str(good)], capture_output=True, text=True)
+    assert ok.returncode == 0 and "valid" in ok.stdout
+    fail = subprocess.run([sys.executable, "-m", "spelltune.cli", "check", str(bad)], capture_output=True, text=True)
+    assert fail.returncode == 2
+    assert fail.stderr.strip() == f"error: {bad}: lora.alpha = 'zero': Input should be a valid number, unable to parse string as a number"

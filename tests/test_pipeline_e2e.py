@@ -1,0 +1,103 @@
+"""End to end: a fresh git + DVC repository, a real `dvc exp run` of all stages on the
+tiny model, then what a user looks at: metrics files, `dvc exp show`, plots."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+
+from conftest import TINY_OVERRIDES, run, set_args
+
+pytestmark = pytest.mark.e2e
+
+TASK_METRICS = ("letter_position_accuracy", "spelling_exact_match", "char_error_rate")
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def outputs(repo: Path) -> dict[str, str]:
+    """Every file the pipeline wrote, with its content hash."""
+    files = [p for d in ("data", "checkpoints", "metrics", "plots") for p in (repo / d).rglob("*") if p.is_file()]
+    return {str(p.relative_to(repo)): digest(p) for p in files}
+
+
+
+
+def exp_run(repo: Path, overrides: dict, check: bool = True):
+    return run(["dvc", "exp", "run", *set_args(overrides)], repo, check=check, timeout=900)
+
+
+def test_exp_run_end_to_end(repo, tiny_model):
+    overrides = {"model.source": str(tiny_model), **TINY_OVERRIDES}
+    exp_run(repo, overrides)
+
+    # prepare: the data and the base model as safetensors
+    for split in ("train", "validation", "test"):
+        assert (repo / "data" / f"{split}.jsonl").stat().st_size > 0
+    assert (repo / "data" / "base_model" / "model.safetensors").exists()
+    # train: the adapter and DVCLive curves with the optimizer step as the step
+    assert (repo / "checkpoints" / "adapter" / "adapter_model.safetensors").exists()
+    loss = (repo / "metrics/train/plots/metrics/train/loss.tsv").read_text().splitlines()
+    assert loss[0].split("\t") == ["timestamp", "step", "loss"]
+    assert [int(r.split("\t")[1]) for r in loss[1:]] == [2, 4, 6]
+    assert (repo / "metrics/train/plots/metrics/val/loss.tsv").exists()
+    # evaluate: base and fine-tuned, val and test, the three metrics
+    for name in ("base", "eval"):
+        metrics = json.loads((repo / "metrics" / f"{name}.json").read_text())
+        for split in ("val", "test"):
+            assert metrics[f"{split}/n_items"] == TINY_OVERRIDES["eval.max_items_per_split"]
+            for m in TASK_METRICS:
+                value = metrics[f"{split}/{m}"]
+                assert value is None or 0.0 <= value <= 1.0
+        breakdown = json.loads((repo / "metrics" / f"{name}_breakdown.json").read_text())
+        assert set(breakdown["test"]) == {"by_length", "by_position"}
+        preds = (repo / "metrics" / "predictions" / f"{name}.jsonl").read_text().splitlines()
+        assert len(preds) == 2 * TINY_OVERRIDES["eval.max_items_per_split"]
+        assert {"question", "answer", "reply", "correct", "split"} <= set(json.loads(preds[0]))
+    # report
+    for png in ("loss", "base_vs_finetuned", "accuracy_by_length", "accuracy_by_position"):
+        assert (repo / "plots" / f"{png}.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| test/spelling_exact_match |" in (repo / "plots" / "report.md").read_text()
+
+    # `dvc exp show` lists the experiment with its params and metrics
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
+    exps = [e for row in shown for e in (row.get("experiments") or [])]
+    assert exps, shown
+    data = exps[0]["revs"][0]["data"]
+    assert data["params"]["params.yaml"]["data"]["train"]["max_steps"] == TINY_OVERRIDES["train.max_steps"]
+    eval_metrics = data["metrics"]["metrics/eval.json"]["data"]
+    assert set(f"test/{m}" for m in TASK_METRICS) <= set(eval_metrics)
+    assert "metrics/base.json" in data["metrics"] and "metrics/train/metrics.json" in data["metrics"]
+
+    # `dvc plots show` knows the training curves
+    plots = json.loads(run(["dvc", "plots", "show", "--json"], repo).stdout)
+    assert any("train/loss.tsv" in key for key in json.dumps(plots).split('"'))
+
+    # A second run with nothing changed reruns nothing but the params check.
+    again = exp_run(repo, overrides)
+    assert "Running stage 'train'" not in again.stdout + again.stderr
+    assert "Running stage 'evaluate_base'" not in again.stdout + again.stderr
+
+    # Bad params: one clear line, non-zero exit, and every output left as it was.
+    before = outputs(repo)
+    bad = exp_run(repo, {**overrides, "lora.r": 0}, check=False)
+    assert bad.returncode != 0
+    assert "params.yaml: lora.r = 0: Input should be greater than 0" in bad.stdout + bad.stderr
+    # (data/params.ok, the validate stage's marker, is the one file gone: params are not valid.)
+    before.pop("data/params.ok")
+    assert outputs(repo) == before
+
+    # DVC leaves the failed -S value in params.yaml; a user restores it the same way.
+    run(["git", "checkout", "--", "params.yaml"], repo)
+
+    # A new lr reruns train and evaluate, not prepare or the base model's evaluation.
+    other = exp_run(repo, {**overrides, "train.lr": 5e-4})
+    log = other.stdout + other.stderr
+    assert "Running stage 'train'" in log and "Running stage 'evaluate'" in log
+    for stage in ("prepare", "prepare_model", "evaluate_base"):
+        assert f"Running stage '{stage}'" not in log

@@ -1,0 +1,56 @@
+"""The train stage's pieces on the tiny model: answer-only labels, padding, and a loss
+that computes logits only at answer positions yet equals the model's own loss."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from spelltune.data import letter_question, spelling_question
+from spelltune.model import load_base_model, render_prompt
+from spelltune.train import IGNORE_INDEX, PadCollator, answer_loss_trainer, encode_example
+
+
+@pytest.fixture(scope="module")
+def model_and_tokenizer(tiny_model):
+    return load_base_model(tiny_model)
+
+
+def test_prompt_formats(model_and_tokenizer):
+    _, tok = model_and_tokenizer
+    compact = render_prompt("Q?", "compact", tok)
+    assert compact == "<|im_start|>user\nQ?<|im_end|>\n<|im_start|>assistant\n"
+    template = render_prompt("Q?", "chat_template", tok)
+    assert template.endswith(compact) and "system" in template
+    # The system prompt is what the compact format saves on every example.
+    assert len(tok(template)["input_ids"]) - len(tok(compact)["input_ids"]) >= 15
+
+
+def test_only_answer_tokens_carry_loss(model_and_tokenizer):
+    _, tok = model_and_tokenizer
+    item = spelling_question("cat")
+    ex = encode_example(item, tok, "compact")
+    answer = [t for t in ex["labels"] if t != IGNORE_INDEX]
+    assert tok.decode(answer) == "c-a-t<|im_end|>"
+    n_prompt = len(ex["labels"]) - len(answer)
+    assert ex["labels"][:n_prompt] == [IGNORE_INDEX] * n_prompt
+    assert ex["input_ids"][n_prompt:] == answer
+
+
+def test_collator_pads_right_without_loss():
+    batch = PadCollator(pad_id=2)([{"input_ids": [5, 6, 7], "labels": [-100, 6, 7]}, {"input_ids": [5], "labels": [5]}])
+    assert batch["input_ids"].tolist() == [[5, 6, 7], [5, 2, 2]]
+    assert batch["labels"].tolist() == [[-100, 6, 7], [5, -100, -100]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+
+
+def test_answer_only_loss_equals_the_full_loss(model_and_tokenizer):
+    model, tok = model_and_tokenizer
+    items = [letter_question("banana", 3), spelling_question("house"), letter_question("at", 2)]
+    batch = PadCollator(tok.pad_token_id)([encode_example(it, tok, "compact") for it in items])
+    full = model(**batch).loss  # HF's own loss: logits at every position
+    trainer_cls = answer_loss_trainer()
+    ours = trainer_cls.compute_loss(None, model, batch)
+    torch.testing.assert_close(ours, full)
+    n_answer = (batch["labels"][:, 1:] != IGNORE_INDEX).sum()
+    torch.testing.assert_close(trainer_cls.compute_loss(None, model, batch, num_items_in_batch=2 * n_answer), full / 2)
