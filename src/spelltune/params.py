@@ -81,14 +81,14 @@ class TrainParams(Section):
     lr: Annotated[float, Field(gt=0, lt=1)] = 1e-3
     batch_size: Annotated[int, Field(gt=0)] = 16
     grad_accum_steps: Annotated[int, Field(gt=0)] = 1
-    max_steps: Annotated[int, Field(gt=0)] = 250
-    warmup_steps: Annotated[int, Field(ge=0)] = 20
+    max_steps: Annotated[int, Field(gt=0)] = 160
+    warmup_steps: Annotated[int, Field(ge=0)] = 16
     lr_scheduler: Literal["linear", "cosine", "constant_with_warmup"] = "cosine"
     weight_decay: Annotated[float, Field(ge=0)] = 0.0
     seed: int = 0
     log_every: Annotated[int, Field(gt=0)] = 10
     eval_every: Annotated[int, Field(gt=0)] = 50
-    val_loss_items: Annotated[int, Field(ge=0)] = 128
+    val_loss_items: Annotated[int, Field(ge=0)] = 64
     threads: Annotated[int, Field(ge=0)] = 0  # 0: one per available core
 
     @field_validator("warmup_steps")
