@@ -8,7 +8,8 @@ import torch
 
 from spelltune.data import letter_question, spelling_question
 from spelltune.model import load_base_model, render_prompt
-from spelltune.train import IGNORE_INDEX, PadCollator, answer_loss_trainer, encode_example
+from spelltune.params import LoraParams
+from spelltune.train import IGNORE_INDEX, PadCollator, answer_loss_trainer, build_lora_model, encode_example
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +45,11 @@ def test_collator_pads_right_without_loss():
     assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
 
 
-def test_answer_only_loss_equals_the_full_loss(model_and_tokenizer):
-    model, tok = model_and_tokenizer
+@pytest.mark.parametrize("lora", [False, True])
+def test_answer_only_loss_equals_the_full_loss(tiny_model, lora):
+    model, tok = load_base_model(tiny_model)
+    if lora:
+        model = build_lora_model(model, LoraParams(r=4, dropout=0.0))
     items = [letter_question("banana", 3), spelling_question("house"), letter_question("at", 2)]
     batch = PadCollator(tok.pad_token_id)([encode_example(it, tok, "compact") for it in items])
     full = model(**batch).loss  # HF's own loss: logits at every position

@@ -81,10 +81,13 @@ class TrainParams(Section):
     lr: Annotated[float, Field(gt=0, lt=1)] = 1e-3
     batch_size: Annotated[int, Field(gt=0)] = 16
     grad_accum_steps: Annotated[int, Field(gt=0)] = 1
-    max_steps: Annotated[int, Field(gt=0)] = 160
-    warmup_steps: Annotated[int, Field(ge=0)] = 16
+    max_steps: Annotated[int, Field(gt=0)] = 130
+    warmup_steps: Annotated[int, Field(ge=0)] = 13
     lr_scheduler: Literal["linear", "cosine", "constant_with_warmup"] = "cosine"
     weight_decay: Annotated[float, Field(ge=0)] = 0.0
+    # Batches of similar length pad less (~20 % faster here) but then hold one task each,
+    # which makes the gradient swing between tasks.
+    group_by_length: bool = False
     seed: int = 0
     log_every: Annotated[int, Field(gt=0)] = 10
     eval_every: Annotated[int, Field(gt=0)] = 50

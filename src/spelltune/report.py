@@ -19,6 +19,7 @@ METRICS_DIR = Path("metrics")
 CURVES_DIR = METRICS_DIR / "train" / "plots" / "metrics"
 TASK_METRICS = ("letter_position_accuracy", "spelling_exact_match", "char_error_rate")
 MODELS = {"base": "base model", "eval": "fine-tuned"}
+SHORT = {"letter_position_accuracy": "letter\naccuracy", "spelling_exact_match": "spelling\nexact match", "char_error_rate": "char error rate\n(lower is better)"}
 
 
 def read_json(path: Path) -> dict:
@@ -63,8 +64,8 @@ def plot_breakdown(breakdowns: dict, key: str, metrics: tuple[str, ...], xlabel:
         ax.set_xticks(x, groups)
         ax.set(xlabel=xlabel, ylabel=metric, ylim=(0, 1), title=f"{metric} by {xlabel} (test)")
         ax.grid(axis="y", alpha=0.3)
-        ax.legend()
-    fig.tight_layout()
+    fig.legend(*axes[0][0].get_legend_handles_labels(), loc="upper right", ncol=2)
+    fig.tight_layout(rect=(0, 0, 1, 0.9))
     fig.savefig(out, dpi=100)
     plt.close(fig)
 
@@ -75,11 +76,11 @@ def plot_side_by_side(results: dict, out: Path) -> None:
 
     labels = [f"{split}/{m}" for split in ("val", "test") for m in TASK_METRICS]
     x = np.arange(len(labels))
-    fig, ax = plt.subplots(figsize=(9, 3.8))
+    fig, ax = plt.subplots(figsize=(10, 4))
     for offset, (model, label) in zip((-0.2, 0.2), MODELS.items()):
         ax.bar(x + offset, [results[model].get(k) or 0 for k in labels], width=0.4, label=label)
-    ax.set_xticks(x, [lbl.replace("/", "\n") for lbl in labels], fontsize=8)
-    ax.set(ylim=(0, 1), title="Base model vs fine-tuned (char_error_rate: lower is better)")
+    ax.set_xticks(x, [f"{lbl.split('/')[0]}\n{SHORT[lbl.split('/')[1]]}" for lbl in labels], fontsize=8)
+    ax.set(ylim=(0, 1), title="Base model vs fine-tuned")
     ax.grid(axis="y", alpha=0.3)
     ax.legend()
     fig.tight_layout()

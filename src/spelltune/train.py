@@ -92,9 +92,9 @@ def live_callback(live):
 
 
 def answer_loss_trainer():
-    """HF Trainer whose loss computes logits only where the next token is an answer
-    token: the 49k-wide output layer is ~20 % of the forward pass when run at every
-    position, and the prompt positions carry no loss anyway."""
+    """HF Trainer whose loss runs the 49k-wide output layer only at positions whose next
+    token is an answer token: at every position it is ~20 % of the forward pass, and the
+    prompt positions carry no loss anyway."""
     import torch
     import torch.nn.functional as F
     from transformers import Trainer
@@ -103,14 +103,14 @@ def answer_loss_trainer():
         loss_is_scaled_for_ga = True  # we divide by the answer tokens of the whole accumulated batch
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            # The LoRA-injected *ForCausalLM: its decoder, then the output layer where it pays.
+            causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+            hidden = causal_lm.model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])[0]
             targets = inputs["labels"][:, 1:]  # position t predicts token t + 1
-            keep = (targets != IGNORE_INDEX).any(dim=0).nonzero().squeeze(1)
-            out = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], logits_to_keep=keep)
-            kept = targets[:, keep]
-            loss = F.cross_entropy(
-                out.logits.flatten(0, 1).float(), kept.flatten(), ignore_index=IGNORE_INDEX, reduction="sum"
-            )
-            n_answer_tokens = num_items_in_batch if num_items_in_batch is not None else (kept != IGNORE_INDEX).sum()
+            answer = targets != IGNORE_INDEX
+            logits = causal_lm.lm_head(hidden[:, :-1][answer])
+            loss = F.cross_entropy(logits.float(), targets[answer], reduction="sum")
+            n_answer_tokens = num_items_in_batch if num_items_in_batch is not None else answer.sum()
             loss = loss / torch.as_tensor(n_answer_tokens, device=loss.device)
             return (loss, {"loss": loss}) if return_outputs else loss
 
@@ -177,7 +177,7 @@ def main() -> None:
         use_cpu=True,
         include_num_input_tokens_seen="non_padding",
         dataloader_pin_memory=False,
-        train_sampling_strategy="group_by_length",
+        train_sampling_strategy="group_by_length" if tp.group_by_length else "random",
     )
     live = Live(dir=str(LIVE_DIR), dvcyaml=None, save_dvc_exp=False)
     trainer = answer_loss_trainer()(
