@@ -82,7 +82,7 @@ class TrainParams(Section):
     batch_size: Annotated[int, Field(gt=0)] = 16
     grad_accum_steps: Annotated[int, Field(gt=0)] = 1
     max_steps: Annotated[int, Field(gt=0)] = 130
-    warmup_steps: Annotated[int, Field(ge=0)] = 13
+    warmup_steps: Annotated[int, Field(ge=0)] = 20
     lr_scheduler: Literal["linear", "cosine", "constant_with_warmup"] = "cosine"
     weight_decay: Annotated[float, Field(ge=0)] = 0.0
     # Batches of similar length pad less (~20 % faster here) but then hold one task each,
