@@ -58,3 +58,16 @@ def test_answer_only_loss_equals_the_full_loss(tiny_model, lora):
     torch.testing.assert_close(ours, full)
     n_answer = (batch["labels"][:, 1:] != IGNORE_INDEX).sum()
     torch.testing.assert_close(trainer_cls.compute_loss(None, model, batch, num_items_in_batch=2 * n_answer), full / 2)
+
+
+def test_saved_adapter_config_is_byte_stable(tiny_model, tmp_path):
+    """PEFT keeps target_modules as a set; its JSON order must not depend on the hash seed."""
+    import json
+
+    from spelltune.train import save_adapter
+
+    model = build_lora_model(load_base_model(tiny_model)[0], LoraParams(r=4))
+    save_adapter(model, tmp_path / "adapter")
+    config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert config["target_modules"] == sorted(LoraParams().target_modules)
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").exists()

@@ -7,6 +7,7 @@ The loss is computed on answer tokens only.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -130,6 +131,18 @@ def build_lora_model(model, lora):
     return get_peft_model(model, config)
 
 
+def save_adapter(model, out_dir: Path) -> None:
+    """Save the LoRA adapter as safetensors. PEFT keeps target_modules as a set, so its
+    order in adapter_config.json follows Python's hash seed: sort it so that the same
+    training gives byte-identical files (and the same DVC hash) in every process."""
+    model.save_pretrained(out_dir, safe_serialization=True)
+    config_file = out_dir / "adapter_config.json"
+    config = json.loads(config_file.read_text())
+    if isinstance(config.get("target_modules"), list):
+        config["target_modules"] = sorted(config["target_modules"])
+    config_file.write_text(json.dumps(config, indent=2, sort_keys=True))
+
+
 def main() -> None:
     params = load_or_exit()
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
@@ -191,7 +204,7 @@ def main() -> None:
     start = time.perf_counter()
     trainer.train()
     live.end()
-    model.save_pretrained(ADAPTER_DIR, safe_serialization=True)
+    save_adapter(model, ADAPTER_DIR)
     log.info("trained %d steps in %.1f s; adapter saved to %s", tp.max_steps, time.perf_counter() - start, ADAPTER_DIR)
 
 
