@@ -125,3 +125,13 @@ def test_cli_check(tmp_path):
     fail = subprocess.run([sys.executable, "-m", "spelltune.cli", "check", str(bad)], capture_output=True, text=True)
     assert fail.returncode == 2
     assert fail.stderr.strip() == f"error: {bad}: lora.alpha = 'zero': Input should be a valid number, unable to parse string as a number"
+
+
+def test_training_fingerprint_tracks_what_shapes_the_weights():
+    from spelltune.params import training_fingerprint
+
+    base = parse(committed())
+    same = parse(with_value("train.log_every", 1))  # logging only
+    assert training_fingerprint(same) == training_fingerprint(base)
+    for key, value in (("train.lr", 0.0002), ("lora.r", 4), ("data.seed", 7), ("model.prompt_format", "chat_template")):
+        assert training_fingerprint(parse(with_value(key, value))) != training_fingerprint(base), key

@@ -45,7 +45,25 @@ def test_exp_run_end_to_end(repo, tiny_model):
     loss = (repo / "metrics/train/plots/metrics/train/loss.tsv").read_text().splitlines()
     assert loss[0].split("\t") == ["timestamp", "step", "loss"]
     assert [int(r.split("\t")[1]) for r in loss[1:]] == [2, 4, 6]
-    assert (repo / "metrics/train/plots/metrics/val/loss.tsv").exists()
+    curves = repo / "metrics/train/plots/metrics"
+    logged = {str(p.relative_to(curves))[: -len(".tsv")] for p in curves.rglob("*.tsv")}
+    assert {
+        "train/loss", "train/perplexity", "train/learning_rate", "train/grad_norm",
+        "time/wallclock_hours", "time/gradient_steps", "time/tokens_seen", "progress/completion_pct",
+        "throughput/tokens_per_second", "throughput/steps_per_hour", "memory/rss_mb",
+        "val/loss", "val/perplexity", "val/eval_time_seconds", "val/train_val_gap",
+        "val/letter_position_accuracy", "val/spelling_exact_match",
+    } <= logged
+    val_steps = [int(r.split("\t")[1]) for r in (curves / "val/loss.tsv").read_text().splitlines()[1:]]
+    assert val_steps == [3, 6]
+    completion = (curves / "progress/completion_pct.tsv").read_text().splitlines()[-1].split("\t")
+    assert float(completion[-1]) == 100.0
+    summary = json.loads((repo / "metrics" / "summary.json").read_text())
+    assert summary["best_step"] in (3, 6) and summary["early_stop_reason"] == "max_steps"
+    assert summary["final"]["time/gradient_steps"] == TINY_OVERRIDES["train.max_steps"]
+    assert summary["best"]["val/loss"] == min(float(r.split("\t")[2]) for r in (curves / "val/loss.tsv").read_text().splitlines()[1:])
+    assert 0 < summary["parameters"]["trainable"] < summary["parameters"]["total"]
+    assert len(summary["params_fingerprint"]) == 16 and summary["tokens_seen"] > 0
     # evaluate: base and fine-tuned, val and test, the three metrics
     for name in ("base", "eval"):
         metrics = json.loads((repo / "metrics" / f"{name}.json").read_text())

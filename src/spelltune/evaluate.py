@@ -23,47 +23,6 @@ METRICS_DIR = Path("metrics")
 SPLIT_PREFIX = {"validation": "val", "test": "test"}
 
 
-def max_new_tokens(item: dict, chatty: bool = False) -> int:
-    """A tight budget per task: one letter, or letters and separators, then end-of-turn.
-    The untrained base model answers in sentences ("The 3rd letter of 'banana' is 'n'."),
-    so it gets room for one: it is scored once, not per experiment."""
-    budget = 3 if item["task"] == "letter_position" else 2 * len(item["word"]) + 2
-    return budget + 24 if chatty else budget
-
-
-def generate_replies(
-    model, tokenizer, items: list[dict], prompt_format: str, batch_size: int, chatty: bool = False
-) -> list[str]:
-    """Batched, left-padded greedy generation that stops at end-of-turn. Items are
-    grouped by task and prompt length so that batches carry little padding."""
-    import torch
-    from tqdm import tqdm
-
-    from spelltune.model import render_prompt
-
-    tokenizer.padding_side = "left"
-    prompts = [render_prompt(it["question"], prompt_format, tokenizer) for it in items]
-    order = sorted(range(len(items)), key=lambda i: (items[i]["task"], max_new_tokens(items[i]), len(prompts[i])))
-    replies = [""] * len(items)
-    model.eval()
-    with torch.inference_mode(), tqdm(total=len(items), desc="generate", unit="q") as bar:
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
-            out = model.generate(
-                **enc,
-                max_new_tokens=max(max_new_tokens(items[i], chatty) for i in idx),
-                do_sample=False,
-                eos_token_id=tokenizer.eos_token_id,
-                pad_token_id=tokenizer.pad_token_id,
-            )
-            texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
-            for i, text in zip(idx, texts):
-                replies[i] = text.strip()
-            bar.update(len(idx))
-    return replies
-
-
 def load_model(base: bool):
     from spelltune.model import load_base_model
     from spelltune.train import ADAPTER_DIR
@@ -78,6 +37,7 @@ def load_model(base: bool):
 
 def evaluate(params, base: bool) -> None:
     from spelltune.data import read_jsonl
+    from spelltune.generation import generate_replies
     from spelltune.metrics import breakdown, score_item, summarize
     from spelltune.model import set_threads
 

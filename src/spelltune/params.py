@@ -92,6 +92,7 @@ class TrainParams(Section):
     log_every: Annotated[int, Field(gt=0)] = 10
     eval_every: Annotated[int, Field(gt=0)] = 50
     val_loss_items: Annotated[int, Field(ge=0)] = 64
+    val_generate_items: Annotated[int, Field(ge=0)] = 64  # val accuracy during training; 0: off
     threads: Annotated[int, Field(ge=0)] = 0  # 0: one per available core
 
     @field_validator("warmup_steps")
@@ -119,6 +120,22 @@ class Params(Section):
     @classmethod
     def _empty_section(cls, value):
         return {} if value is None else value
+
+
+# Keys that change what is logged, not what is trained.
+LOGGING_ONLY = {"train": {"log_every", "eval_every", "val_loss_items", "val_generate_items"}}
+
+
+def training_fingerprint(params: Params) -> str:
+    """A short hash of every param that shapes the trained weights."""
+    import hashlib
+    import json
+
+    shaping = {
+        name: {k: v for k, v in section.items() if k not in LOGGING_ONLY.get(name, set())}
+        for name, section in params.model_dump(include={"data", "model", "lora", "train"}).items()
+    }
+    return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def _allowed(msg: str, loc: tuple, model: type[BaseModel]) -> str:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import time
 from pathlib import Path
 
@@ -20,6 +19,7 @@ log = logging.getLogger("spelltune.train")
 CHECKPOINT_DIR = Path("checkpoints")
 ADAPTER_DIR = CHECKPOINT_DIR / "adapter"
 LIVE_DIR = Path("metrics/train")
+SUMMARY_FILE = Path("metrics/summary.json")
 IGNORE_INDEX = -100  # label value that carries no loss
 
 
@@ -53,43 +53,6 @@ class PadCollator:
             "labels": torch.tensor(labels),
             "attention_mask": torch.tensor(mask),
         }
-
-
-def live_callback(live):
-    """A Trainer callback that logs to DVCLive with the optimizer step as the step and
-    the project's metric names (see docs/model.md)."""
-    from transformers import TrainerCallback
-
-    class LiveCallback(TrainerCallback):
-        def __init__(self):
-            self.start = time.perf_counter()
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            logs = logs or {}
-            metrics = {}
-            if "loss" in logs:
-                metrics["train/loss"] = logs["loss"]
-                metrics["train/perplexity"] = math.exp(min(logs["loss"], 50))
-                metrics["train/learning_rate"] = logs.get("learning_rate")
-                metrics["train/grad_norm"] = logs.get("grad_norm")
-            if "eval_loss" in logs:
-                metrics["val/loss"] = logs["eval_loss"]
-                metrics["val/perplexity"] = math.exp(min(logs["eval_loss"], 50))
-            if not metrics:
-                return
-            hours = (time.perf_counter() - self.start) / 3600
-            metrics["time/wallclock_hours"] = hours
-            metrics["time/gradient_steps"] = state.global_step
-            metrics["time/tokens_seen"] = state.num_input_tokens_seen
-            if hours > 0:
-                metrics["throughput/tokens_per_second"] = state.num_input_tokens_seen / (hours * 3600)
-            live.step = state.global_step
-            for name, value in metrics.items():
-                if value is not None:
-                    live.log_metric(name, float(value), timestamp=True)
-            live.make_summary()
-
-    return LiveCallback()
 
 
 def answer_loss_trainer():
@@ -152,7 +115,10 @@ def main() -> None:
     from transformers import TrainingArguments, set_seed
 
     from spelltune.data import read_jsonl
+    from spelltune.generation import generate_replies
     from spelltune.model import load_base_model, set_threads
+    from spelltune.params import training_fingerprint
+    from spelltune.tracking import MetricsCallback, write_json
 
     tp = params.train
     threads = set_threads(tp.threads)
@@ -193,18 +159,35 @@ def main() -> None:
         train_sampling_strategy="group_by_length" if tp.group_by_length else "random",
     )
     live = Live(dir=str(LIVE_DIR), dvcyaml=None, save_dvc_exp=False)
+    metrics = MetricsCallback(
+        live,
+        max_steps=tp.max_steps,
+        val_items=read_jsonl("data/validation.jsonl")[: tp.val_generate_items],
+        answer=lambda m, items: generate_replies(
+            m, tokenizer, items, params.model.prompt_format, args.per_device_eval_batch_size
+        ),
+    )
     trainer = answer_loss_trainer()(
         model=model,
         args=args,
         train_dataset=train_set,
         eval_dataset=val_set,
         data_collator=PadCollator(tokenizer.pad_token_id),
-        callbacks=[live_callback(live)],
+        callbacks=[metrics],
     )
     start = time.perf_counter()
     trainer.train()
     live.end()
     save_adapter(model, ADAPTER_DIR)
+    write_json(
+        SUMMARY_FILE,
+        metrics.summary(
+            early_stop_reason="max_steps",
+            tokens_seen=trainer.state.num_input_tokens_seen,
+            parameters={"total": total, "trainable": trainable},
+            params_fingerprint=training_fingerprint(params),
+        ),
+    )
     log.info("trained %d steps in %.1f s; adapter saved to %s", tp.max_steps, time.perf_counter() - start, ADAPTER_DIR)
 
 
