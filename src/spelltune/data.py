@@ -99,13 +99,20 @@ def build_splits(params: DataParams, words: list[str] | None = None) -> dict[str
     return out
 
 
-def write_jsonl(items: list[dict], path: Path) -> None:
+def _write_atomically(path: Path, text: str) -> None:
+    """Temporary name, then rename: a killed run never leaves a half-written file."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w") as f:
-        for item in items:
-            f.write(json.dumps(item) + "\n")
+    tmp.write_text(text)
     tmp.replace(path)
+
+
+def write_jsonl(items: list[dict], path: Path) -> None:
+    _write_atomically(path, "".join(json.dumps(item) + "\n" for item in items))
+
+
+def write_json(data: dict, path: Path) -> None:
+    _write_atomically(path, json.dumps(data, indent=2) + "\n")
 
 
 def read_jsonl(path: str | Path) -> list[dict]:

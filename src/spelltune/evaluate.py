@@ -10,22 +10,20 @@ length and letter position, and per-item predictions for error analysis.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import time
-from pathlib import Path
 
 from spelltune.params import load_or_exit
+from spelltune.paths import METRICS_DIR
 
 log = logging.getLogger("spelltune.evaluate")
 
-METRICS_DIR = Path("metrics")
 SPLIT_PREFIX = {"validation": "val", "test": "test"}
 
 
 def load_model(base: bool):
     from spelltune.model import load_base_model
-    from spelltune.train import ADAPTER_DIR
+    from spelltune.paths import ADAPTER_DIR
 
     model, tokenizer = load_base_model()
     if not base:
@@ -36,7 +34,7 @@ def load_model(base: bool):
 
 
 def evaluate(params, base: bool) -> None:
-    from spelltune.data import read_jsonl
+    from spelltune.data import read_jsonl, write_json, write_jsonl
     from spelltune.generation import generate_replies
     from spelltune.metrics import breakdown, score_item, summarize
     from spelltune.model import set_threads
@@ -59,14 +57,9 @@ def evaluate(params, base: bool) -> None:
         breakdowns[prefix] = breakdown(rows)
         log.info("%s %s: %s (%.1f s)", name, split, summarize(rows), seconds)
 
-    METRICS_DIR.mkdir(exist_ok=True)
-    (METRICS_DIR / f"{name}.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    (METRICS_DIR / f"{name}_breakdown.json").write_text(json.dumps(breakdowns, indent=2) + "\n")
-    pred_dir = METRICS_DIR / "predictions"
-    pred_dir.mkdir(exist_ok=True)
-    with (pred_dir / f"{name}.jsonl").open("w") as f:
-        for row in predictions:
-            f.write(json.dumps(row) + "\n")
+    write_json(metrics, METRICS_DIR / f"{name}.json")
+    write_json(breakdowns, METRICS_DIR / f"{name}_breakdown.json")
+    write_jsonl(predictions, METRICS_DIR / "predictions" / f"{name}.jsonl")
 
 
 def main(argv=None) -> None:

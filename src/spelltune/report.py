@@ -11,15 +11,19 @@ import logging
 from pathlib import Path
 
 from spelltune.params import load_or_exit
+from spelltune.paths import METRICS_DIR
 
 log = logging.getLogger("spelltune.report")
 
 PLOTS_DIR = Path("plots")
-METRICS_DIR = Path("metrics")
 CURVES_DIR = METRICS_DIR / "train" / "plots" / "metrics"
 TASK_METRICS = ("letter_position_accuracy", "spelling_exact_match", "char_error_rate")
 MODELS = {"base": "base model", "eval": "fine-tuned"}
-SHORT = {"letter_position_accuracy": "letter\naccuracy", "spelling_exact_match": "spelling\nexact match", "char_error_rate": "char error rate\n(lower is better)"}
+SHORT = {
+    "letter_position_accuracy": "letter\naccuracy",
+    "spelling_exact_match": "spelling\nexact match",
+    "char_error_rate": "char error rate\n(lower is better)",
+}
 
 
 def read_json(path: Path) -> dict:
@@ -94,8 +98,9 @@ def fmt(value) -> str:
 
 def examples(path: Path, n: int = 8) -> list[dict]:
     """Some wrong answers of the fine-tuned model on the test split, for a first look."""
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    wrong = [r for r in rows if r["split"] == "test" and not r["correct"]]
+    from spelltune.data import read_jsonl
+
+    wrong = [r for r in read_jsonl(path) if r["split"] == "test" and not r["correct"]]
     return wrong[:n]
 
 

@@ -3,10 +3,8 @@ with the optimizer step as the step, and the run's summary JSON."""
 
 from __future__ import annotations
 
-import json
 import math
 import time
-from pathlib import Path
 
 from transformers import TrainerCallback
 
@@ -116,10 +114,3 @@ class MetricsCallback(TrainerCallback):
             "wallclock_seconds": time.perf_counter() - self.start,
             **extra,
         }
-
-
-def write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2) + "\n")
-    tmp.replace(path)

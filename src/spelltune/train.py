@@ -13,13 +13,12 @@ import time
 from pathlib import Path
 
 from spelltune.params import load_or_exit
+from spelltune.paths import ADAPTER_DIR, CHECKPOINT_DIR, METRICS_DIR
 
 log = logging.getLogger("spelltune.train")
 
-CHECKPOINT_DIR = Path("checkpoints")
-ADAPTER_DIR = CHECKPOINT_DIR / "adapter"
-LIVE_DIR = Path("metrics/train")
-SUMMARY_FILE = Path("metrics/summary.json")
+LIVE_DIR = METRICS_DIR / "train"
+SUMMARY_FILE = METRICS_DIR / "summary.json"
 IGNORE_INDEX = -100  # label value that carries no loss
 
 
@@ -114,11 +113,11 @@ def main() -> None:
     from dvclive import Live
     from transformers import TrainingArguments, set_seed
 
-    from spelltune.data import read_jsonl
+    from spelltune.data import read_jsonl, write_json
     from spelltune.generation import generate_replies
     from spelltune.model import load_base_model, set_threads
     from spelltune.params import training_fingerprint
-    from spelltune.tracking import MetricsCallback, write_json
+    from spelltune.tracking import MetricsCallback
 
     tp = params.train
     threads = set_threads(tp.threads)
@@ -179,15 +178,13 @@ def main() -> None:
     trainer.train()
     live.end()
     save_adapter(model, ADAPTER_DIR)
-    write_json(
-        SUMMARY_FILE,
-        metrics.summary(
-            early_stop_reason="max_steps",
-            tokens_seen=trainer.state.num_input_tokens_seen,
-            parameters={"total": total, "trainable": trainable},
-            params_fingerprint=training_fingerprint(params),
-        ),
+    summary = metrics.summary(
+        early_stop_reason="max_steps",
+        tokens_seen=trainer.state.num_input_tokens_seen,
+        parameters={"total": total, "trainable": trainable},
+        params_fingerprint=training_fingerprint(params),
     )
+    write_json(summary, SUMMARY_FILE)
     log.info("trained %d steps in %.1f s; adapter saved to %s", tp.max_steps, time.perf_counter() - start, ADAPTER_DIR)
 
 
