@@ -36,9 +36,10 @@ def tiny_model(tmp_path_factory) -> Path:
     return make_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
 
 
-def run(cmd: list[str], cwd: Path, check: bool = True, **kwargs) -> subprocess.CompletedProcess:
-    """Run a command the way a user's shell would, with this venv's tools on PATH."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+def run(cmd: list[str], cwd: Path, check: bool = True, env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
+    """Run a command the way a user's shell would, with this venv's tools on PATH
+    (`env`: extra environment variables)."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **(env or {})}
     env.pop("DVC_EXP_BASELINE_REV", None)
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, **kwargs)
     if check and proc.returncode != 0:

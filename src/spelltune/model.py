@@ -71,6 +71,11 @@ def materialize_base_model(source: str, out_dir: Path = BASE_MODEL_DIR) -> None:
     tokenizer.save_pretrained(out_dir)
 
 
+def model_tag(source: str) -> str:
+    """A short model name for trackers: the embedded model's name, else the id's last part."""
+    return "SmolLM2-135M-Instruct" if source == EMBEDDED else Path(source.rstrip("/")).name
+
+
 def set_threads(threads: int) -> int:
     """Use `threads` intra-op threads (0: one per core this process may run on)."""
     n = threads or len(os.sched_getaffinity(0))

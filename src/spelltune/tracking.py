@@ -1,12 +1,24 @@
 """Training metrics under one contract (names in docs/model.md), logged through DVCLive
-with the optimizer step as the step, and the run's summary JSON."""
+and Weights & Biases with the optimizer step as the step, and the run's summary JSON."""
 
 from __future__ import annotations
 
+import logging
 import math
+import os
+import re
 import time
+from pathlib import Path
 
 from transformers import TrainerCallback
+
+log = logging.getLogger("spelltune.tracking")
+
+# Environment variables whose values must never reach a file the run writes.
+SECRET_NAMES = {"WANDB_API_KEY", "HF_TOKEN"}
+SECRET_SUFFIXES = ("_KEY", "_TOKEN", "_SECRET")
+# A queued or --temp DVC experiment runs in <repo>/.dvc/tmp/exps/<tmp>/, deleted afterwards.
+EXP_TEMP_DIR = re.compile(r"^(.*?)/\.dvc/tmp/exps/")
 
 
 def perplexity(loss: float) -> float:
@@ -24,6 +36,113 @@ def memory_metrics() -> dict[str, float]:
     return metrics
 
 
+def secret_values() -> list[str]:
+    return [
+        value
+        for name, value in os.environ.items()
+        if (name in SECRET_NAMES or name.upper().endswith(SECRET_SUFFIXES)) and len(value) >= 4
+    ]
+
+
+def scrub(value, secrets: list[str] | None = None):
+    """`value` (nested dicts, lists, strings) with every secret's value replaced by ***."""
+    secrets = secret_values() if secrets is None else secrets
+    if isinstance(value, dict):
+        return {k: scrub(v, secrets) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [scrub(v, secrets) for v in value]
+    if isinstance(value, str):
+        for secret in secrets:
+            value = value.replace(secret, "***")
+    return value
+
+
+def original_repo_root(cwd: Path | None = None) -> Path:
+    """The repository the user ran from, also when DVC runs us in a temporary copy."""
+    cwd = (cwd or Path.cwd()).resolve()
+    match = EXP_TEMP_DIR.match(cwd.as_posix() + "/")
+    return Path(match.group(1)) if match else cwd
+
+
+def wandb_mode() -> str:
+    """WANDB_MODE when set; otherwise online if the user is logged in, else offline."""
+    if os.environ.get("WANDB_MODE"):
+        return os.environ["WANDB_MODE"]
+    if os.environ.get("WANDB_API_KEY"):
+        return "online"
+    try:
+        import netrc
+
+        logged_in = netrc.netrc().authenticators("api.wandb.ai") is not None
+    except (OSError, netrc.NetrcParseError):
+        logged_in = False
+    return "online" if logged_in else "offline"
+
+
+class WandbRun:
+    """One W&B run per DVC experiment. A tracker that fails (import error, bad key, no
+    network, unwritable directory) costs one warning: the run goes on without it."""
+
+    def __init__(self, name: str, config: dict, tags: list[str], group: str | None, run_id: str | None = None):
+        self.run = None
+        # W&B's own log records go to its debug.log, not through our handlers to stderr.
+        logging.getLogger("wandb").propagate = False
+        try:
+            import wandb
+
+            root = Path(os.environ.get("WANDB_DIR") or original_repo_root())
+            root.mkdir(parents=True, exist_ok=True)  # W&B itself would fall back to a temp dir
+            if not os.access(root, os.W_OK):
+                raise PermissionError(f"{root} is not writable")
+            self.run = wandb.init(
+                project=os.environ.get("WANDB_PROJECT", "spelltune"),
+                name=name,
+                id=run_id,
+                resume="allow" if run_id else None,
+                config=scrub(config),
+                tags=tags,
+                group=group,
+                job_type="train",
+                dir=str(root),
+                mode=wandb_mode(),
+                settings=wandb.Settings(x_disable_stats=True, console="off"),
+            )
+            log.info("W&B run %s (%s) in %s", name, self.run.settings.mode, self.run.dir)
+        except Exception as exc:  # noqa: BLE001 - any tracker failure must not stop training
+            self._fail("start", exc)
+
+    @property
+    def id(self) -> str | None:
+        return self.run.id if self.run is not None else None
+
+    def _fail(self, what: str, exc: Exception) -> None:
+        log.warning("W&B %s failed, going on without it: %s", what, scrub(str(exc).splitlines()[0] if str(exc) else repr(exc)))
+        self.run = None
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        if self.run is not None:
+            try:
+                self.run.log(metrics, step=step)
+            except Exception as exc:  # noqa: BLE001
+                self._fail("log", exc)
+
+    def finish(self, summary: dict) -> None:
+        if self.run is not None:
+            try:
+                self.run.summary.update(scrub(summary))
+                self.run.finish()
+            except Exception as exc:  # noqa: BLE001
+                self._fail("finish", exc)
+
+
+def flat_summary(summary: dict) -> dict:
+    """summary.json flattened for W&B: best/<metric>, final/<metric>, and the scalars."""
+    flat = {k: v for k, v in summary.items() if not isinstance(v, dict)}
+    for section in ("final", "best", "parameters"):
+        flat.update({f"{section}/{k}": v for k, v in summary.get(section, {}).items()})
+    return flat
+
+
 class MetricsCallback(TrainerCallback):
     """Turns the Trainer's log events into the project's metrics.
 
@@ -33,8 +152,9 @@ class MetricsCallback(TrainerCallback):
     val/eval_time_seconds and val/train_val_gap (val/loss − last train/loss).
     """
 
-    def __init__(self, live, max_steps: int, val_items: list[dict], answer):
+    def __init__(self, live, max_steps: int, val_items: list[dict], answer, wandb_run: WandbRun | None = None):
         self.live = live
+        self.wandb_run = wandb_run
         self.max_steps = max_steps
         self.val_items = val_items
         self.answer = answer  # (model, items) -> replies
@@ -80,7 +200,12 @@ class MetricsCallback(TrainerCallback):
     def _val(self, logs: dict, model) -> dict[str, float]:
         from spelltune.metrics import score_item, summarize
 
-        metrics = {"val/loss": logs["eval_loss"], "val/perplexity": perplexity(logs["eval_loss"])}
+        metrics = {
+            "val/loss": logs["eval_loss"],
+            "val/perplexity": perplexity(logs["eval_loss"]),
+            # The x axis of the validation curves against time (dvc.yaml joins files row by row).
+            "val/wallclock_hours": (time.perf_counter() - self.start) / 3600,
+        }
         seconds = logs.get("eval_runtime", 0.0)
         if self.val_items and model is not None:
             start = time.perf_counter()
@@ -96,14 +221,16 @@ class MetricsCallback(TrainerCallback):
         return metrics
 
     def _log(self, step: int, metrics: dict[str, float]) -> None:
+        metrics = {name: float(value) for name, value in metrics.items() if value is not None}
         self.live.step = step
         for name, value in metrics.items():
-            if value is not None:
-                self.live.log_metric(name, float(value), timestamp=True)
-                self.last[name] = float(value)
+            self.live.log_metric(name, value, timestamp=True)
         self.live.make_summary()
+        if self.wandb_run is not None:
+            self.wandb_run.log(metrics, step)
+        self.last.update(metrics)
         if "val/loss" in metrics and ("val/loss" not in self.best or metrics["val/loss"] < self.best["val/loss"]):
-            self.best = {k: float(v) for k, v in metrics.items() if k.startswith("val/") and v is not None}
+            self.best = {k: v for k, v in metrics.items() if k.startswith("val/")}
             self.best_step = step
 
     def summary(self, **extra) -> dict:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -115,9 +116,9 @@ def main() -> None:
 
     from spelltune.data import read_jsonl, write_json
     from spelltune.generation import generate_replies
-    from spelltune.model import load_base_model, set_threads
+    from spelltune.model import load_base_model, model_tag, set_threads
     from spelltune.params import training_fingerprint
-    from spelltune.tracking import MetricsCallback
+    from spelltune.tracking import MetricsCallback, WandbRun, flat_summary
 
     tp = params.train
     threads = set_threads(tp.threads)
@@ -158,6 +159,13 @@ def main() -> None:
         train_sampling_strategy="group_by_length" if tp.group_by_length else "random",
     )
     live = Live(dir=str(LIVE_DIR), dvcyaml=None, save_dvc_exp=False)
+    fingerprint = training_fingerprint(params)
+    wandb_run = WandbRun(
+        name=os.environ.get("DVC_EXP_NAME", "workspace"),
+        config={**params.model_dump(), "params_fingerprint": fingerprint},
+        tags=[model_tag(params.model.source), "spelling", "hf-cpu"],
+        group=os.environ.get("WANDB_RUN_GROUP"),
+    )
     metrics = MetricsCallback(
         live,
         max_steps=tp.max_steps,
@@ -165,6 +173,7 @@ def main() -> None:
         answer=lambda m, items: generate_replies(
             m, tokenizer, items, params.model.prompt_format, args.per_device_eval_batch_size
         ),
+        wandb_run=wandb_run,
     )
     trainer = answer_loss_trainer()(
         model=model,
@@ -182,9 +191,10 @@ def main() -> None:
         early_stop_reason="max_steps",
         tokens_seen=trainer.state.num_input_tokens_seen,
         parameters={"total": total, "trainable": trainable},
-        params_fingerprint=training_fingerprint(params),
+        params_fingerprint=fingerprint,
     )
     write_json(summary, SUMMARY_FILE)
+    wandb_run.finish(flat_summary(summary))
     log.info("trained %d steps in %.1f s; adapter saved to %s", tp.max_steps, time.perf_counter() - start, ADAPTER_DIR)
 
 

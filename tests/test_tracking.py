@@ -1,0 +1,181 @@
+"""Tracking: every run lands in DVCLive and in W&B (offline here) under one metric
+contract, no secret reaches a file the run writes, and a broken W&B never stops a run."""
+
+from __future__ import annotations
+
+import json
+import logging
+import struct
+from pathlib import Path
+
+import pytest
+
+from conftest import TINY_OVERRIDES, run, set_args
+from spelltune.tracking import WandbRun, original_repo_root, scrub, wandb_mode
+
+SECRETS = {
+    "WANDB_API_KEY": "wandbkey-0123456789abcdef0123456789abcdef",
+    "HF_TOKEN": "hf_tokenvalue_0123456789",
+    "MY_SERVICE_SECRET": "servicesecret-987654321",
+    "PAYMENTS_KEY": "paymentskey-13579",
+}
+CURVES = "metrics/train/plots/metrics"
+
+
+def wandb_records(path: Path):
+    """The records of a W&B run file (.wandb): a LevelDB-style log of protobuf records
+    after a 7-byte header, in 32 KiB blocks of chunks (crc32c, length, type, data)."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data, pos, block, pending = path.read_bytes(), 7, 32768, b""
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # a block's tail too short for a chunk header is padding
+            pos += block - pos % block
+            continue
+        length, kind = struct.unpack("<HB", data[pos + 4 : pos + 7])
+        chunk, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
+        pending = chunk if kind in (1, 2) else pending + chunk
+        if kind in (1, 4):  # FULL or LAST
+            record = pb.Record()
+            record.ParseFromString(pending)
+            yield record
+
+
+def read_wandb_run(run_dir: Path) -> dict:
+    """Name, config, tags, group, history rows and summary, read back from the run's file."""
+    out = {"history": [], "summary": {}, "config": {}}
+    (run_file,) = run_dir.glob("run-*.wandb")
+    for record in wandb_records(run_file):
+        kind = record.WhichOneof("record_type")
+        if kind == "run":
+            out.update(name=record.run.display_name, group=record.run.run_group, tags=list(record.run.tags))
+            out["config"].update({i.key: json.loads(i.value_json) for i in record.run.config.update})
+        elif kind == "config":
+            out["config"].update({i.key: json.loads(i.value_json) for i in record.config.update})
+        elif kind == "history":
+            row = {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.history.item}
+            out["history"].append(row)
+        elif kind == "summary":
+            out["summary"].update({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.summary.update})
+    return out
+
+
+def tsv_rows(path: Path) -> list[list[str]]:
+    return [line.split("\t") for line in path.read_text().splitlines()]
+
+
+def test_queued_style_run_tracked_in_dvclive_and_wandb_without_secrets(repo, tiny_model, tmp_path):
+    """A `--temp` experiment runs in a copy under .dvc/tmp/exps that DVC deletes; its W&B
+    offline run must land in the original repository."""
+    overrides = {"model.source": str(tiny_model), **TINY_OVERRIDES}
+    env = {**SECRETS, "WANDB_MODE": "offline", "WANDB_RUN_GROUP": "grid-lr"}
+    run(["dvc", "exp", "run", "--temp", "--name", "tracked", *set_args(overrides)], repo, env=env, timeout=900)
+    assert not list((repo / ".dvc/tmp/exps").glob("tmp*")), "the temporary copy is expected to be gone"
+
+    # W&B: one offline run named after the experiment, in the original repo's wandb/.
+    (run_dir,) = (repo / "wandb").glob("offline-run-*")
+    wb = read_wandb_run(run_dir)
+    assert wb["name"] == "tracked" and wb["group"] == "grid-lr"
+    assert set(wb["tags"]) == {tiny_model.name, "spelling", "hf-cpu"}
+    assert wb["config"]["train"]["max_steps"] == TINY_OVERRIDES["train.max_steps"]
+    assert len(wb["config"]["params_fingerprint"]) == 16
+
+    # The same metrics at the same steps in both trackers.
+    run(["dvc", "exp", "apply", "tracked"], repo)
+    curves = repo / CURVES
+    for name in ("train/loss", "train/grad_norm", "time/wallclock_hours", "throughput/tokens_per_second",
+                 "memory/rss_mb", "val/loss", "val/letter_position_accuracy", "val/wallclock_hours"):
+        rows = tsv_rows(curves / f"{name}.tsv")
+        assert rows[0][:2] == ["timestamp", "step"], name  # the wall-clock column
+        dvclive = {int(r[1]): float(r[2]) for r in rows[1:]}
+        in_wandb = {row["_step"]: row[name] for row in wb["history"] if name in row}
+        assert in_wandb == pytest.approx(dvclive), name
+
+    summary = json.loads((repo / "metrics/summary.json").read_text())
+    assert wb["summary"]["best_step"] == summary["best_step"]
+    assert wb["summary"]["best/val/loss"] == pytest.approx(summary["best"]["val/loss"])
+    assert wb["summary"]["early_stop_reason"] == summary["early_stop_reason"]
+
+    # `dvc plots diff` has loss and accuracy against steps and against wall-clock hours.
+    plots = json.loads(run(["dvc", "plots", "show", "--json"], repo).stdout)
+    assert not plots.get("errors"), plots.get("errors")
+    for plot_id in ("loss_by_step", "loss_by_hours", "val_loss_by_hours", "accuracy_by_step", "accuracy_by_hours"):
+        assert plots["data"][plot_id], plot_id
+    assert all("wallclock_hours" in row for row in plots["data"]["accuracy_by_hours"][0]["content"]["data"]["values"])
+
+    # No secret's value in any file the run wrote (W&B's own files and config included).
+    leaks = [
+        str(path.relative_to(repo))
+        for path in repo.rglob("*")
+        if path.is_file() and ".git" not in path.parts
+        for secret in SECRETS.values()
+        if secret.encode() in path.read_bytes()
+    ]
+    assert not leaks
+
+
+def test_broken_wandb_package_run_completes(repo, tiny_model, tmp_path):
+    """A W&B that fails to import costs one warning; DVCLive output stays complete."""
+    broken = tmp_path / "broken"
+    (broken / "wandb").mkdir(parents=True)
+    (broken / "wandb" / "__init__.py").write_text("raise ImportError('this wandb is broken')\n")
+    overrides = {"model.source": str(tiny_model), **TINY_OVERRIDES}
+    env = {"PYTHONPATH": str(broken)}
+    proc = run(["dvc", "exp", "run", *set_args(overrides)], repo, env=env, timeout=900)
+    warnings = [line for line in (proc.stdout + proc.stderr).splitlines() if "W&B start failed" in line]
+    assert len(warnings) == 1 and "this wandb is broken" in warnings[0]
+    steps = [int(r[1]) for r in tsv_rows(repo / CURVES / "train/loss.tsv")[1:]]
+    assert steps == [2, 4, 6]
+    assert json.loads((repo / "metrics/eval.json").read_text())["test/n_items"] == TINY_OVERRIDES["eval.max_items_per_split"]
+    assert not (repo / "wandb").exists()
+
+
+@pytest.mark.parametrize(
+    "env",
+    [
+        {"WANDB_DIR": "not-a-directory"},  # unwritable: a file where the directory should be
+        {  # a bad key and no reachable server
+            "WANDB_MODE": "online",
+            "WANDB_API_KEY": "bad-key-0000000000000000000000000000000000000",
+            "WANDB_BASE_URL": "http://127.0.0.1:9",
+            "WANDB_INIT_TIMEOUT": "5",
+        },
+    ],
+    ids=["unwritable-dir", "bad-key-no-network"],
+)
+def test_wandb_failure_is_one_warning(env, tmp_path, monkeypatch, caplog):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "not-a-directory").write_text("a file\n")
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    with caplog.at_level(logging.WARNING, logger="spelltune.tracking"):
+        tracker = WandbRun(name="broken", config={"a": 1}, tags=[], group=None)
+        tracker.log({"train/loss": 1.0}, step=1)
+        tracker.finish({"best_step": 1})
+    assert tracker.id is None
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING and r.name.startswith("spelltune")]
+    assert len(warnings) == 1 and "W&B start failed" in warnings[0].getMessage()
+    assert env.get("WANDB_API_KEY", "@@") not in caplog.text
+
+
+def test_wandb_mode_offline_unless_logged_in(monkeypatch, tmp_path):
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc
+    monkeypatch.delenv("NETRC", raising=False)
+    for key in ("WANDB_MODE", "WANDB_API_KEY"):
+        monkeypatch.delenv(key, raising=False)
+    assert wandb_mode() == "offline"
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
+    assert wandb_mode() == "online"
+    (tmp_path / ".netrc").write_text("machine api.wandb.ai\n  login user\n  password " + "y" * 40 + "\n")
+    (tmp_path / ".netrc").chmod(0o600)
+    monkeypatch.delenv("WANDB_API_KEY")
+    assert wandb_mode() == "online"
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert wandb_mode() == "offline"
+
+
+def test_scrub_and_original_root(monkeypatch):
+    monkeypatch.setenv("SOME_TOKEN", "tok-123456")
+    assert scrub({"a": ["x tok-123456 y"], "b": 3}) == {"a": ["x *** y"], "b": 3}
+    assert original_repo_root(Path("/work/proj/.dvc/tmp/exps/tmpab12cd")) == Path("/work/proj")
+    assert original_repo_root(Path("/work/proj")) == Path("/work/proj")
