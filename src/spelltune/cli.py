@@ -2,6 +2,10 @@
 
     spelltune check [params.yaml]     validate params against the schema
     spelltune tiny-model DIR          write a tiny random model with SmolLM2's tokenizer
+    spelltune compare                 leaderboard, plots, importance, next configs -> compare/
+    spelltune significance [A] [B]    is A better than B, or noise? (B may be `base`)
+    spelltune recommend               next configs as `dvc exp run --queue -S ...` lines
+    spelltune errors [EXP]            where one experiment's model fails
 """
 
 from __future__ import annotations
@@ -31,6 +35,104 @@ def cmd_tiny_model(args) -> int:
     return 0
 
 
+def _comparison(func):
+    """Run a comparison command; a bad experiment name or metric is one line and exit 2."""
+
+    def wrapped(args) -> int:
+        from spelltune.compare import CompareError
+
+        try:
+            return func(args)
+        except CompareError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+
+    return wrapped
+
+
+def _runs_and_metric(args):
+    from spelltune.compare import load_runs
+
+    runs = load_runs(args.repo, all_commits=args.all_commits)
+    metric = runs.resolve_metric(args.metric)
+    if runs.table.empty:
+        from spelltune.compare import CompareError
+
+        raise CompareError(f"no finished experiments in {runs.repo}: run `dvc exp run` first")
+    return runs, metric
+
+
+@_comparison
+def cmd_compare(args) -> int:
+    from spelltune.compare import leaderboard, recommend, write_report
+
+    runs, metric = _runs_and_metric(args)
+    paths = write_report(runs, metric, args.ascending, args.out)
+    print(leaderboard(runs, metric, args.ascending).to_markdown(index=False, floatfmt=".4g"))
+    print("\n".join(["", *recommend(runs, metric, args.ascending), ""]))
+    print(f"wrote {', '.join(str(p) for p in paths.values())}", file=sys.stderr)
+    return 0
+
+
+@_comparison
+def cmd_significance(args) -> int:
+    from spelltune.analysis import BASE, compare_two, default_comparisons, seed_groups
+
+    from spelltune.analysis import split_and_task
+
+    runs, metric = _runs_and_metric(args)
+    split_and_task(metric)  # an accuracy metric, or one line saying which are allowed
+    if args.a and args.b:
+        results = [compare_two(runs, args.a, args.b, metric)]
+    elif args.a:
+        results = [compare_two(runs, args.a, BASE, metric)]
+    else:
+        results = default_comparisons(runs, metric, args.ascending)
+    for result in results:
+        print(result.sentence())
+    seeds = seed_groups(runs, metric)
+    if seeds is not None:
+        print("\nSame config, different seeds (mean ± 95% CI, t-interval):")
+        print(seeds.to_markdown(index=False, floatfmt=".4g"))
+    return 0
+
+
+@_comparison
+def cmd_recommend(args) -> int:
+    from spelltune.compare import recommend
+
+    runs, metric = _runs_and_metric(args)
+    print("\n".join(recommend(runs, metric, args.ascending, limit=args.limit)))
+    return 0
+
+
+@_comparison
+def cmd_errors(args) -> int:
+    from spelltune.analysis import error_analysis, errors_markdown, predictions
+    from spelltune.compare import ranked
+
+    runs, metric = _runs_and_metric(args)
+    name = runs.resolve(args.experiment) if args.experiment else ranked(runs, metric, args.ascending).index[0]
+    text = errors_markdown(name, error_analysis(predictions(runs, name), args.split, args.top), args.split)
+    if args.out:
+        Path(args.out).write_text(text)
+        print(f"wrote {args.out}", file=sys.stderr)
+    else:
+        print(text)
+    return 0
+
+
+def _comparison_args(parser) -> None:
+    from spelltune.compare import DEFAULT_METRIC
+
+    parser.add_argument("--metric", default=DEFAULT_METRIC,
+                        help="rank by this metric: `test/letter_position_accuracy` or `file:key` as in `dvc exp show` (default: %(default)s)")
+    parser.add_argument("--ascending", action=argparse.BooleanOptionalAction, default=None,
+                        help="lower is better (default: only for losses, error rates and times)")
+    parser.add_argument("--repo", default=".", help="the repository (default: the current directory)")
+    parser.add_argument("-A", "--all-commits", action="store_true", help="experiments of every commit, not only HEAD's")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="spelltune", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -41,6 +143,26 @@ def main(argv=None) -> int:
     tiny.add_argument("out")
     tiny.add_argument("--seed", type=int, default=0)
     tiny.set_defaults(func=cmd_tiny_model)
+    compare = sub.add_parser("compare", help="leaderboard, plots, importance and next configs over all experiments")
+    _comparison_args(compare)
+    compare.add_argument("--out", default="compare", help="output directory (default: %(default)s)")
+    compare.set_defaults(func=cmd_compare)
+    significance = sub.add_parser("significance", help="paired test of two experiments on the same items")
+    significance.add_argument("a", nargs="?", help="experiment (default: the best)")
+    significance.add_argument("b", nargs="?", help="experiment or `base` (default: runner-up and base model; with A alone: base)")
+    _comparison_args(significance)
+    significance.set_defaults(func=cmd_significance)
+    recommend = sub.add_parser("recommend", help="next configs to try, as `dvc exp run --queue -S ...` lines")
+    _comparison_args(recommend)
+    recommend.add_argument("--limit", type=int, default=8, help="at most this many configs (default: %(default)s)")
+    recommend.set_defaults(func=cmd_recommend)
+    errors = sub.add_parser("errors", help="error analysis of one experiment (default: the best)")
+    errors.add_argument("experiment", nargs="?")
+    _comparison_args(errors)
+    errors.add_argument("--split", default="test", choices=["test", "validation", "all"])
+    errors.add_argument("--top", type=int, default=10, help="rows of confusions and worst words (default: %(default)s)")
+    errors.add_argument("--out", help="write the Markdown here instead of printing it")
+    errors.set_defaults(func=cmd_errors)
     args = parser.parse_args(argv)
     return args.func(args)
 
