@@ -296,7 +296,7 @@ def error_analysis(preds: pd.DataFrame, split: str = "test", examples: int = 10)
 
     wrong = p[~p["correct"]].assign(reply=lambda w: w["reply"].map(_clip))
     worst = (p.groupby("word").agg(items=("correct", "size"), accuracy=("correct", "mean"), char_error_rate=("cer", "mean"))
-             .sort_values(["accuracy", "char_error_rate"], ascending=[True, False]).head(examples))
+             .sort_values(["accuracy", "items", "char_error_rate"], ascending=[True, False, False]).head(examples))
     first_wrong = wrong.drop_duplicates("word").set_index("word")
     worst["example"] = [f"{first_wrong.loc[w, 'question']} → {first_wrong.loc[w, 'reply']!r} (expected {first_wrong.loc[w, 'answer']})"
                         if w in first_wrong.index else "" for w in worst.index]
@@ -304,6 +304,23 @@ def error_analysis(preds: pd.DataFrame, split: str = "test", examples: int = 10)
                             "spelling_exact_match": [spells["correct"].mean()], "char_error_rate": [spells["cer"].mean()]})
     return {"summary": summary, "by_length": by_length, "by_position": by_position, "by_letter": by_letter,
             "confusions": confusions, "worst_words": worst.reset_index()}
+
+
+def plot_errors(result: dict[str, pd.DataFrame], title: str = ""):
+    """Accuracy by word length (both tasks) and letter accuracy by the position asked."""
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 3.6))
+    result["by_length"][["letter_accuracy", "spelling_exact_match"]].plot.bar(ax=left, rot=0, width=0.8)
+    left.set(xlabel="word length", ylabel="accuracy", ylim=(0, 1), title="by word length")
+    result["by_position"]["accuracy"].plot.bar(ax=right, rot=0, color="tab:green")
+    right.set(xlabel="letter asked", ylabel="letter accuracy", ylim=(0, 1), title="by letter position")
+    for ax in (left, right):
+        ax.grid(axis="y", alpha=0.3)
+    left.legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
 
 
 def errors_markdown(name: str, result: dict[str, pd.DataFrame], split: str) -> str:

@@ -19,6 +19,7 @@ import json
 import math
 import shlex
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -142,10 +143,10 @@ class Runs:
 
 
 def _dvc_exp_show(repo: Path, all_commits: bool) -> list[dict]:
-    cmd = ["dvc", "exp", "show", "--json", *(["--all-commits"] if all_commits else [])]
+    cmd = [sys.executable, "-m", "dvc", "exp", "show", "--json", *(["--all-commits"] if all_commits else [])]
     proc = subprocess.run(cmd, cwd=repo, capture_output=True, text=True)
     if proc.returncode != 0:
-        raise CompareError(f"`{' '.join(cmd)}` failed in {repo}: {(proc.stderr or proc.stdout).strip()[-500:]}")
+        raise CompareError(f"`dvc exp show` failed in {repo}: {(proc.stderr or proc.stdout).strip()[-500:]}")
     return json.loads(proc.stdout or "[]")
 
 
@@ -458,12 +459,45 @@ def plot_training(curves: dict[str, pd.DataFrame], title: str = ""):
 
 
 def running_dirs(repo: str | Path = ".") -> dict[str, Path]:
-    """Curve directories of runs in progress: the workspace and DVC's temporary queue workspaces."""
+    """Curve directories on disk: the workspace's, and those of queued runs in progress (DVC
+    runs them in temporary workspaces under .dvc/tmp/exps/)."""
     repo = Path(repo)
     found = {"workspace": repo / CURVES_DIR} if (repo / CURVES_DIR).exists() else {}
-    for path in sorted((repo / ".dvc" / "tmp" / "exps").glob(f"*/*/{CURVES_DIR}")):
-        found[path.parents[len(Path(CURVES_DIR).parts) - 1].name] = path
+    for path in sorted((repo / ".dvc" / "tmp" / "exps").glob(f"*/{CURVES_DIR}")):
+        found[f"queued run in {path.relative_to(repo).parts[3]}"] = path
     return found
+
+
+def latest_curves(repo: str | Path = ".", experiment: str = "") -> tuple[str, dict[str, pd.DataFrame]]:
+    """The curves of `experiment` (a finished one, by name), or else of the run whose curve
+    files were written last: the one in progress, or the workspace's last run."""
+    dirs = running_dirs(repo)
+    if experiment and experiment not in dirs:
+        runs = load_runs(repo)
+        name = runs.resolve(experiment)
+        return name, runs.curves(name)
+    if not dirs:
+        raise CompareError(f"no training curves under {Path(repo) / CURVES_DIR}: start a run with `dvc exp run`")
+    newest = lambda d: max((f.stat().st_mtime for f in d.rglob("*.tsv")), default=0)  # noqa: E731
+    label = experiment or max(dirs, key=lambda k: newest(dirs[k]))
+    return label, read_curves_dir(dirs[label])
+
+
+def status_line(curves: dict[str, pd.DataFrame]) -> str:
+    """One line: where the run is and how it goes."""
+    def last(name):
+        frame = curves.get(name)
+        return frame["value"].iloc[-1] if frame is not None and len(frame) else None
+
+    parts = []
+    if (step := last("time/gradient_steps")) is not None:
+        parts.append(f"step {step:.0f}")
+    for name, fmt in (("progress/completion_pct", "{:.0f}% done"), ("train/loss", "train/loss {:.4g}"), ("val/loss", "val/loss {:.4g}"),
+                      ("val/letter_position_accuracy", "val letter accuracy {:.3f}"), ("throughput/steps_per_hour", "{:.0f} steps/h"),
+                      ("time/wallclock_hours", "{:.2f} h so far")):
+        if (value := last(name)) is not None:
+            parts.append(fmt.format(value))
+    return ", ".join(parts) or "no curves yet"
 
 
 # ---------------------------------------------------------------------------- report
