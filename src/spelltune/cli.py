@@ -6,6 +6,7 @@
     spelltune significance [A] [B]    is A better than B, or noise? (B may be `base`)
     spelltune recommend               next configs as `dvc exp run --queue -S ...` lines
     spelltune errors [EXP]            where one experiment's model fails
+    spelltune sweep plan|run [sweep.yaml]   grid / random / Bayesian search, every trial a DVC experiment
 """
 
 from __future__ import annotations
@@ -163,7 +164,15 @@ def main(argv=None) -> int:
     errors.add_argument("--top", type=int, default=10, help="rows of confusions and worst words (default: %(default)s)")
     errors.add_argument("--out", help="write the Markdown here instead of printing it")
     errors.set_defaults(func=cmd_errors)
-    args = parser.parse_args(argv)
+    from spelltune.sweep import add_parser as add_sweep_parser
+
+    add_sweep_parser(sub)
+    # `spelltune sweep wandb-agent` takes W&B's --key=value arguments as they come.
+    args, rest = parser.parse_known_args(argv)
+    if getattr(args, "wants_rest", False):
+        return args.func(args, rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     return args.func(args)
 
 

@@ -1,0 +1,705 @@
+"""`spelltune sweep`: grid, random and Bayesian search where every trial is a DVC experiment.
+
+    spelltune sweep plan sweep.yaml            validate; print the configurations; last line `trials: N`
+    spelltune sweep run sweep.yaml [-j N]      grid/random: queue them (`dvc exp run --queue`), run the
+                                               queue with N workers and wait; bayes: Optuna TPE
+                                               ask-and-tell, each trial `dvc exp run --temp`
+    spelltune sweep wandb-agent --k=v ...      what `wandb agent` runs: W&B's --key=value -> -S key=value
+
+The search space is sweep.yaml (W&B's sweep schema plus `constraints` and `seed`, see
+spelltune.sweep_space). Experiments are named `<sweep>-NNN` (grid, random) and
+`<sweep>-tNNN` (bayes: the Optuna trial number), so rerunning the same command skips
+what already finished. See docs/sweeps.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from spelltune.sweep_space import (
+    FINITE,
+    Space,
+    Sweep,
+    SweepError,
+    _round,
+    format_value,
+    load_base_params,
+    load_sweep,
+    overrides_args,
+    parse_override,
+)
+
+STATE_DIR = Path(".spelltune")  # sweep state (journal, logs); ignored by git through its own .gitignore
+METRIC_FILES = ("metrics/eval.json", "metrics/summary.json", "metrics/train/metrics.json")
+HEARTBEAT_S = 30.0
+
+
+def say(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def tool(name: str) -> str:
+    """The venv's own `dvc` when we run from one, else whatever is on PATH."""
+    local = Path(sys.executable).parent / name
+    return str(local) if local.exists() else name
+
+
+def dvc(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run([tool("dvc"), *args], capture_output=True, text=True, **kwargs)
+
+
+def git(*args: str) -> str:
+    return subprocess.run(["git", *args], capture_output=True, text=True, check=True).stdout
+
+
+def cores() -> int:
+    return len(os.sched_getaffinity(0))
+
+
+# ---------------------------------------------------------------- DVC experiments
+
+
+def exp_refs() -> dict[str, str]:
+    """Experiments of the current commit (the baseline), by name -> git ref."""
+    base = git("rev-parse", "HEAD").strip()
+    prefix = f"refs/exps/{base[:2]}/{base[2:]}/"
+    refs = git("for-each-ref", prefix, "--format=%(refname)").split()
+    return {ref[len(prefix):]: ref for ref in refs}
+
+
+def read_exp_json(ref: str, path: str) -> dict | None:
+    proc = subprocess.run(["git", "show", f"{ref}:{path}"], capture_output=True, text=True)
+    if proc.returncode != 0:
+        return None
+    try:
+        return json.loads(proc.stdout)
+    except json.JSONDecodeError:
+        return None
+
+
+def _lookup(data: dict | None, key: str) -> float | None:
+    if not isinstance(data, dict):
+        return None
+    candidates = [data.get(key), (data.get("final") or {}).get(key) if isinstance(data.get("final"), dict) else None]
+    node: Any = data
+    for part in key.split("/"):  # DVCLive nests keys by '/'
+        node = node.get(part) if isinstance(node, dict) else None
+    candidates.append(node)
+    for value in candidates:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    return None
+
+
+def metric_value(ref: str, metric: str) -> float | None:
+    """A metric of an experiment: `file:key`, or the key looked up in eval.json, then
+    summary.json (top level, then its `final`), then the DVCLive training metrics."""
+    if ":" in metric:
+        path, key = metric.rsplit(":", 1)
+        return _lookup(read_exp_json(ref, path), key)
+    for path in METRIC_FILES:
+        value = _lookup(read_exp_json(ref, path), metric)
+        if value is not None:
+            return value
+    return None
+
+
+def queue_status() -> dict[str, str]:
+    """`dvc queue status` as name -> Queued | Running | Success | Failed."""
+    proc = dvc("queue", "status")
+    status = {}
+    for line in proc.stdout.splitlines()[1:]:
+        parts = line.split()
+        if not parts or line.startswith("Worker"):
+            continue
+        if len(parts) >= 4 and parts[-1] in ("Queued", "Running", "Success", "Failed"):
+            status[parts[1]] = parts[-1]
+    return status
+
+
+# ---------------------------------------------------------------- setup shared by the commands
+
+
+def load_all(args) -> tuple[Sweep, Space]:
+    """The sweep file, the -S overrides and params.yaml, all checked; exit 2 on any error."""
+    try:
+        sweep = load_sweep(args.sweep)
+        fixed = dict(parse_override(s) for s in args.set or [])
+        space = Space(sweep, load_base_params(args.params), fixed)
+        problems = space.check_bounds()
+        if fixed:
+            why = space.check({})
+            if why and "params schema" in why:
+                problems.append(f"-S overrides: {why}")
+    except (SweepError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    if problems:
+        for line in problems:
+            print(f"error: {args.sweep}: {line}", file=sys.stderr)
+        raise SystemExit(2)
+    return sweep, space
+
+
+def thread_override(sweep: Sweep, space: Space, jobs: int) -> dict[str, int]:
+    """On CPU, N concurrent workers share the cores: torch threads = cores // N, set
+    through `train.threads` (so it shows among the experiment's params) only when the
+    user left it at 0 (= all cores) and the sweep does not set it."""
+    if jobs <= 1 or "train.threads" in sweep.parameters or "train.threads" in space.fixed:
+        return {}
+    base = (space.base_raw.get("train") or {}).get("threads", 0)
+    if base:
+        return {}
+    return {"train.threads": max(1, cores() // jobs)}
+
+
+def show_config(config: dict[str, Any]) -> str:
+    return " ".join(f"{k}={format_value(v)}" for k, v in config.items())
+
+
+def configs_for(sweep: Sweep, space: Space) -> tuple[list[dict], list[str]]:
+    """grid / random configurations and the notes on what was left out."""
+    notes = []
+    if sweep.method == "grid":
+        configs, dropped = space.grid()
+        for config, why in dropped:
+            notes.append(f"left out: {show_config(config)}: {why}")
+        if sweep.run_cap and len(configs) == sweep.run_cap:
+            notes.append(f"run_cap {sweep.run_cap}: the first {sweep.run_cap} grid points")
+    else:
+        configs, rejected = space.random()
+        if rejected:
+            notes.append(f"{rejected} draws rejected by the constraints or the params schema and drawn again")
+        if len(configs) < (sweep.run_cap or 0):
+            notes.append(f"only {len(configs)} distinct configurations hold (run_cap {sweep.run_cap})")
+    return configs, notes
+
+
+# ---------------------------------------------------------------- plan
+
+
+def cmd_plan(args) -> int:
+    sweep, space = load_all(args)
+    head = f"sweep {sweep.name!r} ({sweep.method})"
+    if sweep.metric:
+        head += f", metric {sweep.metric.name} ({sweep.metric.goal})"
+    print(head)
+    if space.fixed:
+        print(f"every trial: {show_config(space.fixed)}")
+    for c in sweep.constraints:
+        print(f"constraint: {c}")
+    if sweep.metric and sweep.metric.name.rsplit(":", 1)[-1].startswith("test/"):
+        say("warning: choosing hyperparameters on a test/ metric leaks the test split into the choice; use val/")
+    if sweep.method == "bayes":
+        for key, spec in sweep.parameters.items():
+            print(f"  {key}: {spec.describe()}")
+        if sweep.early_terminate:
+            print(f"early_terminate: {pruner_text(pruner_spec(sweep, space))}")
+        print(f"configurations are chosen adaptively by Optuna TPE (seed {sweep.seed}), "
+              f"each from the results so far; constraint and schema violations are drawn again")
+        print(f"trials: {sweep.run_cap}")
+        return 0
+    if sweep.early_terminate:
+        say("warning: early_terminate applies to method bayes only (grid and random run in `dvc queue`); ignored")
+    configs, notes = configs_for(sweep, space)
+    for i, config in enumerate(configs, 1):
+        print(f"  {sweep.name}-{i:03d}  {show_config(config)}")
+    for note in notes:
+        print(note)
+    print(f"trials: {len(configs)}")
+    return 0
+
+
+# ---------------------------------------------------------------- grid and random: the DVC queue
+
+
+def run_queue(sweep: Sweep, space: Space, args) -> int:
+    configs, notes = configs_for(sweep, space)
+    for note in notes:
+        say(note)
+    if sweep.early_terminate:
+        say("warning: early_terminate applies to method bayes only (grid and random run in `dvc queue`); ignored")
+    threads = thread_override(sweep, space, args.jobs)
+    if threads:
+        say(f"{args.jobs} workers on {cores()} cores: each trial gets -S train.threads={threads['train.threads']}")
+    names = {f"{sweep.name}-{i:03d}": config for i, config in enumerate(configs, 1)}
+
+    def enqueue(todo: list[str]) -> None:
+        for name in todo:
+            overrides = {**space.fixed, **threads, **names[name]}
+            proc = dvc("exp", "run", "--queue", "-n", name, *overrides_args(overrides))
+            if proc.returncode != 0:
+                say(f"{name}: could not queue: {(proc.stderr or proc.stdout).strip().splitlines()[-1:]}")
+            else:
+                say(f"queued {name}: {show_config(names[name])}")
+
+    done, status = exp_refs(), queue_status()
+    finished = [n for n in names if n in done]
+    pending = [n for n in names if n not in done and status.get(n) in ("Queued", "Running")]
+    for name in [n for n in names if n not in done and status.get(n) == "Failed"]:
+        dvc("queue", "remove", name)  # an earlier run's failure: queue it again
+    if finished:
+        say(f"{len(finished)} of {len(names)} already finished (rerun skips them): {', '.join(finished)}")
+    enqueue([n for n in names if n not in done and n not in pending])
+    if args.no_start:
+        print(f"queued: {len(names) - len(finished)}; start them with: dvc queue start -j {args.jobs}")
+        return 0
+
+    failed = wait_queue(list(names), args.jobs)
+    if failed:  # one retry each, then it stays failed
+        say(f"retrying once: {', '.join(failed)}")
+        for name in failed:
+            dvc("queue", "remove", name)
+        enqueue(failed)
+        failed = wait_queue(list(names), args.jobs)
+    refs = exp_refs()
+    key = sweep.metric.name if sweep.metric else None
+    for name, config in names.items():
+        state = "ok" if name in refs else "FAILED"
+        value = metric_value(refs[name], key) if key and name in refs else None
+        shown = f"  {key}={value:.4g}" if value is not None else ""
+        print(f"{name}  {state}{shown}  {show_config(config)}")
+    print(f"trials: {len(names)}  succeeded: {sum(n in refs for n in names)}  failed: {len(failed)}")
+    if failed:
+        say("see why with: dvc queue logs <name>")
+    return 1 if failed else 0
+
+
+def wait_queue(names: list[str], jobs: int) -> list[str]:
+    """Start the queue's workers and wait until each of `names` is done; the failed ones."""
+    # The workers are daemons: they must not hold our stdout (a pipe would never close).
+    subprocess.run([tool("dvc"), "queue", "start", "-j", str(jobs)], stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    last = None
+    while True:
+        status = queue_status()
+        ours = {n: status.get(n, "?") for n in names}
+        counts = {s: sum(v == s for v in ours.values()) for s in ("Queued", "Running", "Success", "Failed")}
+        line = ", ".join(f"{v} {k.lower()}" for k, v in counts.items() if v)
+        if line != last:
+            say(f"queue: {line}")
+            last = line
+        if not counts["Queued"] and not counts["Running"]:
+            break
+        if counts["Queued"] and not counts["Running"] and "0 active" in dvc("queue", "status").stdout:
+            subprocess.run([tool("dvc"), "queue", "start", "-j", str(jobs)], stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+        time.sleep(3)
+    refs = exp_refs()
+    return [n for n in names if n not in refs]
+
+
+# ---------------------------------------------------------------- bayes: Optuna ask-and-tell
+
+
+def pruner_spec(sweep: Sweep, space: Space) -> dict | None:
+    et = sweep.early_terminate
+    if et is None:
+        return None
+    max_iter = et.max_iter
+    if max_iter is None and "train.max_steps" not in sweep.parameters:
+        _, flat = space.full({})
+        max_iter = flat["train.max_steps"]
+    min_iter = et.min_iter or max(1, (max_iter or 1) // et.eta ** ((et.s or 3) - 1))
+    if et.type == "median":
+        return {"type": "median", "min_resource": min_iter, "n_startup_trials": 2}
+    return {"type": "hyperband", "min_resource": min_iter, "max_resource": max_iter or "auto",
+            "reduction_factor": et.eta}
+
+
+def pruner_text(spec: dict | None) -> str:
+    if not spec:
+        return "none"
+    if spec["type"] == "median":
+        return (f"median rule: from step {spec['min_resource']} on, a trial whose value is worse than the "
+                "median of earlier trials at the same step stops (after 2 trials)")
+    return (f"hyperband: rungs from step {spec['min_resource']} up to {spec['max_resource']}, "
+            f"keeping the best 1/{spec['reduction_factor']} at each rung (Optuna HyperbandPruner)")
+
+
+def distributions(sweep: Sweep) -> tuple[dict, dict, dict]:
+    """Optuna distributions of the searched parameters, the constants, and JSON-encoded
+    categorical choices (Optuna's choices must be scalars)."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    dists, constants, encoded = {}, {}, {}
+    for key, spec in sweep.parameters.items():
+        d = spec.distribution
+        if d == "constant":
+            constants[key] = spec.value
+        elif d == "categorical":
+            if all(v is None or isinstance(v, (bool, int, float, str)) for v in spec.values):
+                dists[key] = CategoricalDistribution(spec.values)
+            else:
+                dists[key] = CategoricalDistribution([json.dumps(v) for v in spec.values])
+                encoded[key] = True
+        elif d == "int_uniform":
+            dists[key] = IntDistribution(int(spec.min), int(spec.max))
+        elif d == "q_uniform":
+            if all(float(x).is_integer() for x in (spec.min, spec.max, spec.q)):
+                dists[key] = IntDistribution(int(spec.min), int(spec.max), step=int(spec.q))
+            else:
+                dists[key] = FloatDistribution(spec.min, spec.max, step=spec.q)
+        else:
+            dists[key] = FloatDistribution(spec.min, spec.max, log=d == "log_uniform_values")
+    assert set(FINITE) | {"uniform", "log_uniform_values"} >= {s.distribution for s in sweep.parameters.values()}
+    return dists, constants, encoded
+
+
+def default_storage(name: str) -> str:
+    STATE_DIR.mkdir(exist_ok=True)
+    ignore = STATE_DIR / ".gitignore"
+    if not ignore.exists():
+        ignore.write_text("*\n")
+    return str(STATE_DIR / "sweeps" / f"{name}.journal")
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class BayesRunner:
+    """Workers (threads here; processes or machines elsewhere) sharing one Optuna study:
+    ask -> `dvc exp run --temp -n <sweep>-tNNN -S ...` -> tell the value from the
+    experiment's metrics. A failed trial is enqueued again once, then stays failed."""
+
+    def __init__(self, sweep: Sweep, space: Space, args):
+        import optuna
+
+        from spelltune.trial import make_pruner, open_storage
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        self.optuna = optuna
+        self.sweep, self.space, self.args = sweep, space, args
+        self.storage_url = args.storage or default_storage(sweep.name)
+        self.storage = open_storage(self.storage_url)
+        self.spec = pruner_spec(sweep, space)
+        cap = sweep.run_cap or 1
+        sampler = optuna.samplers.TPESampler(seed=sweep.seed, n_startup_trials=max(1, min(10, cap // 2)))
+        self.study = optuna.create_study(
+            study_name=sweep.name, storage=self.storage, sampler=sampler, pruner=make_pruner(self.spec),
+            direction=sweep.metric.goal, load_if_exists=True,
+        )
+        self.study_id = self.storage.get_study_id_from_name(sweep.name)
+        self.dists, self.constants, self.encoded = distributions(sweep)
+        self.threads = thread_override(sweep, space, args.jobs)
+        self.stop = threading.Event()
+        self.children: set[subprocess.Popen] = set()
+        self.lock = threading.Lock()
+        self.host = socket.gethostname()
+        self.log_dir = STATE_DIR / "sweeps" / sweep.name
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+
+    # -- storage helpers
+    def set_attr(self, number: int, key: str, value: Any) -> None:
+        trial_id = self.storage.get_trial_id_from_study_id_trial_number(self.study_id, number)
+        self.storage.set_trial_user_attr(trial_id, key, value)
+
+    def trials(self):
+        return self.study.get_trials(deepcopy=False)
+
+    @staticmethod
+    def counted(t) -> bool:
+        """A configuration that counts toward run_cap (its retries and resumptions do not)."""
+        a = t.user_attrs
+        return bool(a.get("spelltune_run")) and "retry_of" not in a and "resume_of" not in a
+
+    def tell(self, number: int, state, value: float | None = None, **attrs) -> bool:
+        for key, v in attrs.items():
+            self.set_attr(number, key, v)
+        try:
+            if state == self.optuna.trial.TrialState.COMPLETE:
+                self.study.tell(number, value)
+            else:
+                self.study.tell(number, state=state)
+            return True
+        except (RuntimeError, ValueError):  # someone else told it first
+            return False
+
+    # -- results
+    def outcome(self, name: str) -> tuple[Any, float | None, str]:
+        """(state, value, why) of a finished experiment."""
+        TS = self.optuna.trial.TrialState
+        ref = exp_refs().get(name)
+        if ref is None:
+            return TS.FAIL, None, "the experiment did not finish (no DVC experiment); see its log"
+        summary = read_exp_json(ref, "metrics/summary.json") or {}
+        value = metric_value(ref, self.sweep.metric.name)
+        if summary.get("early_stop_reason") == "pruned":
+            return TS.PRUNED, value, "pruned"
+        if value is None:
+            return TS.FAIL, None, f"metric {self.sweep.metric.name} not found in {', '.join(METRIC_FILES)}"
+        return TS.COMPLETE, value, "complete"
+
+    def recover(self) -> None:
+        """Trials left RUNNING by a worker that died (this host: its pid is gone; any
+        host: no heartbeat for --stale-after seconds): told from their experiment when it
+        finished, else recorded failed and enqueued again."""
+        TS = self.optuna.trial.TrialState
+        now = time.time()
+        for t in self.trials():
+            if t.state != TS.RUNNING:
+                continue
+            host, _, pid = str(t.user_attrs.get("worker", "")).rpartition(":")
+            beat = t.user_attrs.get("heartbeat") or (t.datetime_start.timestamp() if t.datetime_start else now)
+            dead = (host == self.host and pid.isdigit() and not pid_alive(int(pid))) or now - beat > self.args.stale_after
+            if not dead:
+                continue
+            name = t.user_attrs.get("dvc_exp")
+            if name and name in exp_refs():
+                state, value, why = self.outcome(name)
+                if self.tell(t.number, state, value if state == TS.COMPLETE else None, result=why):
+                    say(f"trial {t.number} ({name}) had finished before the interruption: {why}")
+                continue
+            if self.tell(t.number, TS.FAIL, result="interrupted"):
+                say(f"trial {t.number} was interrupted: running it again as a new trial")
+                self.study.enqueue_trial(t.params, user_attrs={"resume_of": t.number, **_attrs(t)})
+
+    # -- one worker
+    def worker(self, wid: int) -> None:
+        TS = self.optuna.trial.TrialState
+        skipped = 0
+        while not self.stop.is_set():
+            trials = self.trials()
+            done = sum(self.counted(t) for t in trials)
+            waiting = any(t.state == TS.WAITING for t in trials)
+            if done >= self.sweep.run_cap and not waiting:
+                return
+            trial = self.study.ask(self.dists)
+            attrs = trial.user_attrs
+            repeat = "retry_of" in attrs or "resume_of" in attrs
+            config = {**self.constants, **self.decode(trial.params)}
+            why = self.space.check(config)
+            if why:
+                skipped += 1
+                self.tell(trial.number, TS.FAIL, skipped=why)
+                if skipped > 200:
+                    say("error: 200 draws in a row broke the constraints or the params schema; stopping this worker")
+                    return
+                continue
+            skipped = 0
+            trial.set_user_attr("spelltune_run", True)
+            if not repeat:
+                order = sorted(t.number for t in self.trials() if self.counted(t))
+                if trial.number in order and order.index(trial.number) >= self.sweep.run_cap:
+                    trial.set_user_attr("spelltune_run", False)
+                    self.tell(trial.number, TS.FAIL, skipped="run_cap reached")
+                    continue
+            self.run_trial(trial, config, repeat)
+
+    def decode(self, params: dict) -> dict:
+        out = {}
+        for key, value in params.items():
+            if key in self.encoded:
+                value = json.loads(value)
+            elif isinstance(value, float) and not isinstance(self.dists[key], self.optuna.distributions.CategoricalDistribution):
+                if self.dists[key].step is None:
+                    value = _round(value, self.dists[key].low, self.dists[key].high)
+            out[key] = value
+        return out
+
+    def run_trial(self, trial, config: dict, repeat: bool) -> None:
+        from spelltune import trial as tr
+
+        TS = self.optuna.trial.TrialState
+        refs = exp_refs()
+        name = f"{self.sweep.name}-t{trial.number:03d}"
+        k = 2
+        while name in refs:  # a name left by an earlier study of the same name: do not clash
+            name, k = f"{self.sweep.name}-t{trial.number:03d}-{k}", k + 1
+        overrides = {**self.space.fixed, **self.threads, **config}
+        trial.set_user_attr("dvc_exp", name)
+        trial.set_user_attr("worker", f"{self.host}:{os.getpid()}")
+        trial.set_user_attr("heartbeat", time.time())
+        trial.set_user_attr("config", {k: format_value(v) for k, v in config.items()})
+        env = {
+            **os.environ,
+            tr.ENV_STORAGE: str(Path(self.storage_url).resolve()) if not self.storage_url.startswith(tr.DB_PREFIXES) else self.storage_url,
+            tr.ENV_STUDY: self.sweep.name,
+            tr.ENV_TRIAL: str(trial.number),
+            tr.ENV_METRIC: self.sweep.metric_key,
+            tr.ENV_PRUNER: json.dumps(self.spec),
+        }
+        env.pop("DVC_EXP_BASELINE_REV", None)
+        cmd = [tool("dvc"), "exp", "run", "--temp", "-n", name, *overrides_args(overrides)]
+        say(f"trial {trial.number} ({name}) started: {show_config(config)}")
+        log_file = self.log_dir / f"{name}.log"
+        with open(log_file, "w") as out:
+            proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            with self.lock:
+                self.children.add(proc)
+            while True:
+                try:
+                    proc.wait(timeout=HEARTBEAT_S)
+                    break
+                except subprocess.TimeoutExpired:
+                    trial.set_user_attr("heartbeat", time.time())
+            with self.lock:
+                self.children.discard(proc)
+        if self.stop.is_set() and proc.returncode != 0:
+            if self.tell(trial.number, TS.FAIL, result="interrupted"):
+                self.study.enqueue_trial(trial.params, user_attrs={"resume_of": trial.number, **_attrs(trial)})
+            say(f"trial {trial.number} ({name}) interrupted; rerunning the sweep runs it again")
+            return
+        state, value, why = self.outcome(name) if proc.returncode == 0 else (TS.FAIL, None, f"dvc exp run exited {proc.returncode}; see {log_file}")
+        self.tell(trial.number, state, value if state == TS.COMPLETE else None, result=why)
+        shown = f" {self.sweep.metric.name}={value:.4g}" if value is not None else ""
+        say(f"trial {trial.number} ({name}) {state.name.lower()}{shown}" + ("" if state != TS.FAIL else f": {why}"))
+        if state == TS.FAIL and proc.returncode != 0 and not repeat:
+            self.study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+            say(f"trial {trial.number} will be retried once")
+
+    def run(self) -> int:
+        say(f"study {self.sweep.name!r} in {self.storage_url}; early termination: {pruner_text(self.spec)}")
+        if self.threads:
+            say(f"{self.args.jobs} workers on {cores()} cores: each trial gets -S train.threads={self.threads['train.threads']}")
+        self.recover()
+        workers = [threading.Thread(target=self.worker, args=(i,), daemon=True) for i in range(self.args.jobs)]
+        for w in workers:
+            w.start()
+        try:
+            while any(w.is_alive() for w in workers):
+                for w in workers:
+                    w.join(timeout=0.5)
+        except KeyboardInterrupt:
+            say("interrupted: stopping the running trials (rerun the same command to resume)")
+            self.stop.set()
+            with self.lock:
+                for proc in self.children:
+                    proc.terminate()
+            for w in workers:
+                w.join(timeout=60)
+            return 130
+        return self.report()
+
+    def report(self) -> int:
+        TS = self.optuna.trial.TrialState
+        rows = [t for t in self.trials() if t.user_attrs.get("spelltune_run")]
+        for t in rows:
+            value = f"{self.sweep.metric.name}={t.value:.4g}" if t.value is not None else t.user_attrs.get("result", "")
+            if t.state == TS.PRUNED and t.intermediate_values:
+                step = max(t.intermediate_values)
+                value = f"pruned at step {step} ({self.sweep.metric_key}={t.intermediate_values[step]:.4g})"
+            extra = f" (retry of {t.user_attrs['retry_of']})" if "retry_of" in t.user_attrs else ""
+            print(f"{t.user_attrs.get('dvc_exp', '-')}  {t.state.name.lower():8s} {value}{extra}  "
+                  f"{' '.join(f'{k}={v}' for k, v in (t.user_attrs.get('config') or {}).items())}")
+        complete = [t for t in rows if t.state == TS.COMPLETE]
+        n_pruned = sum(t.state == TS.PRUNED for t in rows)
+        n_failed = sum(t.state == TS.FAIL for t in rows)
+        if complete:
+            best = self.study.best_trial
+            print(f"best: {best.user_attrs.get('dvc_exp')} {self.sweep.metric.name}={best.value:.4g}"
+                  f" (dvc exp apply {best.user_attrs.get('dvc_exp')})")
+        print(f"trials: {sum(self.counted(t) for t in rows)}  complete: {len(complete)}  pruned: {n_pruned}  failed: {n_failed}")
+        return 0 if complete or n_pruned else 1
+
+
+def _attrs(t) -> dict:
+    return {k: v for k, v in t.user_attrs.items() if k == "retry_of"}
+
+
+# ---------------------------------------------------------------- run
+
+
+def cmd_run(args) -> int:
+    sweep, space = load_all(args)
+    if args.jobs < 1:
+        print("error: -j must be >= 1", file=sys.stderr)
+        return 2
+    if sweep.method == "bayes":
+        return BayesRunner(sweep, space, args).run()
+    return run_queue(sweep, space, args)
+
+
+# ---------------------------------------------------------------- W&B agent
+
+
+def wandb_overrides(argv: list[str]) -> dict[str, Any]:
+    """W&B's `--key=value` (or `--key value`) arguments as params overrides."""
+    out, i = {}, 0
+    while i < len(argv):
+        arg = argv[i]
+        if not arg.startswith("--"):
+            raise SweepError(f"unexpected argument {arg!r}; W&B passes --key=value")
+        body = arg[2:]
+        if "=" not in body:
+            if i + 1 >= len(argv):
+                raise SweepError(f"{arg}: no value")
+            body, i = f"{body}={argv[i + 1]}", i + 1
+        key, value = parse_override(body)
+        out[key] = value
+        i += 1
+    return out
+
+
+def cmd_wandb_agent(args, rest: list[str]) -> int:
+    try:
+        config = wandb_overrides(rest)
+    except SweepError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    args.set = args.set or []
+    sweep, space = load_all(args)
+    why = space.check(config)
+    if why:  # W&B does not know our constraints: such a run ends at once, with no metric
+        say(f"skipped: {show_config(config)}: {why}")
+        return 0
+    run_id = os.environ.get("WANDB_RUN_ID")
+    name = f"{sweep.name}-wandb-{run_id}" if run_id else f"{sweep.name}-wandb-{int(time.time())}"
+    threads = {"train.threads": args.threads} if args.threads else {}
+    cmd = [tool("dvc"), "exp", "run", "--temp", "-n", name, *overrides_args({**space.fixed, **threads, **config})]
+    if args.dry_run:
+        print(" ".join(["dvc", *cmd[1:]]))
+        return 0
+    say(f"W&B run {run_id or '-'} -> DVC experiment {name}")
+    return subprocess.run(cmd).returncode
+
+
+# ---------------------------------------------------------------- argparse
+
+
+def add_parser(sub) -> None:
+    sweep = sub.add_parser("sweep", help="hyperparameter search over sweep.yaml (grid, random, bayes)",
+                           description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ssub = sweep.add_subparsers(dest="sweep_command", required=True)
+
+    def common(p):
+        p.add_argument("sweep", nargs="?", default="sweep.yaml", help="the search space (default sweep.yaml)")
+        p.add_argument("-S", "--set", action="append", metavar="KEY=VALUE",
+                       help="a params override for every trial (repeatable), e.g. -S train.max_steps=50")
+        p.add_argument("--params", default="params.yaml", help=argparse.SUPPRESS)
+
+    plan = ssub.add_parser("plan", help="validate sweep.yaml and print the configurations; last line `trials: N`")
+    common(plan)
+    plan.set_defaults(func=cmd_plan)
+
+    run = ssub.add_parser("run", help="run the sweep: every trial a DVC experiment")
+    common(run)
+    run.add_argument("-j", "--jobs", type=int, default=1, help="concurrent workers (CPU: the cores are shared)")
+    run.add_argument("--no-start", action="store_true", help="grid/random: only queue (start with dvc queue start)")
+    run.add_argument("--storage", help="bayes: Optuna storage, a journal file path (shared filesystem for several "
+                     "machines) or a database URL; default .spelltune/sweeps/<name>.journal")
+    run.add_argument("--stale-after", type=float, default=600.0,
+                     help="bayes: a RUNNING trial whose worker sent no heartbeat for this long is run again")
+    run.set_defaults(func=cmd_run)
+
+    agent = ssub.add_parser("wandb-agent", help="the program `wandb agent` runs: --key=value -> dvc exp run -S key=value")
+    common(agent)
+    agent.add_argument("--threads", type=int, default=0, help="-S train.threads for the trial (0: leave it)")
+    agent.add_argument("--dry-run", action="store_true", help="print the dvc command instead of running it")
+    agent.set_defaults(func=cmd_wandb_agent, wants_rest=True)
