@@ -23,6 +23,7 @@ TINY_OVERRIDES = {
     "train.batch_size": 4,
     "train.log_every": 2,
     "train.eval_every": 3,
+    "train.save_every": 2,
     "train.val_loss_items": 8,
     "eval.max_items_per_split": 12,
     "eval.batch_size": 8,

@@ -20,6 +20,8 @@ PARAMS_FILE = "params.yaml"
 # Linear layers of Llama-family models (SmolLM2 is one) that LoRA can adapt.
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 TASKS = ("letter_position", "spelling")
+# Validation metrics early stopping and the best checkpoint can follow, with their direction.
+EARLY_STOP_METRICS = {"val/loss": "min", "val/letter_position_accuracy": "max", "val/spelling_exact_match": "max"}
 
 
 class ParamsError(ValueError):
@@ -94,6 +96,17 @@ class TrainParams(Section):
     val_loss_items: Annotated[int, Field(ge=0)] = 64
     val_generate_items: Annotated[int, Field(ge=0)] = 64  # val accuracy during training; 0: off
     threads: Annotated[int, Field(ge=0)] = 0  # 0: one per available core
+    max_grad_norm: Annotated[float, Field(ge=0)] = 1.0  # gradient clipping; 0: off
+    # Checkpoints (adapter, optimizer, scheduler, RNG, trainer state) every save_every steps.
+    save_every: Annotated[int, Field(gt=0)] = 50
+    keep_last: Annotated[int, Field(gt=0)] = 2  # plus the best one
+    # The metric that picks the best checkpoint and drives early stopping.
+    early_stop_metric: Literal[tuple(EARLY_STOP_METRICS)] = "val/loss"  # type: ignore[valid-type]
+    early_stop_patience: Annotated[int, Field(ge=0)] = 0  # evaluations without improvement; 0: off
+    early_stop_min_delta: Annotated[float, Field(ge=0)] = 0.0
+    # Stop (non-zero exit, last good checkpoint kept) when the pre-clipping gradient norm
+    # exceeds this; a NaN or inf loss or gradient always stops the run.
+    grad_norm_limit: Annotated[float, Field(gt=0)] = 1000.0
 
     @field_validator("warmup_steps")
     @classmethod
@@ -101,6 +114,35 @@ class TrainParams(Section):
         steps = info.data.get("max_steps")
         if steps is not None and value > steps:
             raise ValueError(f"must be <= train.max_steps ({steps})")
+        return value
+
+    @field_validator("save_every")
+    @classmethod
+    def _save_on_log_steps(cls, value: int, info: ValidationInfo) -> int:
+        # A run resumed from a checkpoint must log the same averages at the same steps.
+        log_every = info.data.get("log_every")
+        if log_every and value % log_every:
+            raise ValueError(f"must be a multiple of train.log_every ({log_every})")
+        return value
+
+    @field_validator("early_stop_metric")
+    @classmethod
+    def _metric_is_computed(cls, value: str, info: ValidationInfo) -> str:
+        if value != "val/loss" and info.data.get("val_generate_items") == 0:
+            raise ValueError("needs train.val_generate_items > 0")
+        return value
+
+    @field_validator("early_stop_patience")
+    @classmethod
+    def _early_stopping_needs_evaluations(cls, value: int, info: ValidationInfo) -> int:
+        save_every, eval_every = info.data.get("save_every"), info.data.get("eval_every")
+        if value and info.data.get("val_loss_items") == 0:
+            raise ValueError("early stopping needs train.val_loss_items > 0")
+        if value and save_every and eval_every and save_every % eval_every:
+            raise ValueError(
+                f"early stopping restores the best checkpoint, so train.save_every ({save_every}) "
+                f"must be a multiple of train.eval_every ({eval_every})"
+            )
         return value
 
 
@@ -122,8 +164,8 @@ class Params(Section):
         return {} if value is None else value
 
 
-# Keys that change what is logged, not what is trained.
-LOGGING_ONLY = {"train": {"log_every", "eval_every", "val_loss_items", "val_generate_items"}}
+# Keys that change what is logged, saved or guarded, not the weights a run reaches.
+LOGGING_ONLY = {"train": {"log_every", "save_every", "keep_last", "grad_norm_limit", "threads"}}
 
 
 def training_fingerprint(params: Params) -> str:

@@ -37,7 +37,14 @@ def read_curve(name: str):
     return pd.read_csv(path, sep="\t") if path.exists() else None
 
 
-def plot_loss(out: Path) -> None:
+def stop_note(run: dict) -> str:
+    """How training ended, e.g. 'early stopping at step 60 (best step 40)'."""
+    reason = run.get("early_stop_reason", "max_steps").replace("_", " ")
+    return f"{reason} at step {run.get('stopped_at_step')} (best step {run.get('best_step')})"
+
+
+def plot_loss(run: dict, out: Path) -> None:
+    """Train and val loss by step; the best step and, when training stopped early, the stop."""
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
@@ -45,6 +52,10 @@ def plot_loss(out: Path) -> None:
         curve = read_curve(name)
         if curve is not None:
             ax.plot(curve["step"], curve[name.split("/")[1]], style, label=name)
+    if run.get("best_step"):
+        ax.axvline(run["best_step"], color="tab:green", linestyle=":", label=f"best step {run['best_step']}")
+    if run.get("early_stop_reason", "max_steps") != "max_steps":
+        ax.axvline(run["stopped_at_step"], color="tab:red", linestyle="--", label=stop_note(run).split(" (")[0])
     ax.set(xlabel="optimizer step", ylabel="loss (answer tokens)", title="Training loss", yscale="log")
     ax.grid(alpha=0.3)
     ax.legend()
@@ -104,7 +115,7 @@ def examples(path: Path, n: int = 8) -> list[dict]:
     return wrong[:n]
 
 
-def markdown(params, results: dict, train_summary: dict) -> str:
+def markdown(params, results: dict, train_summary: dict, run: dict) -> str:
     lines = [
         "# spelltune run report",
         "",
@@ -126,7 +137,8 @@ def markdown(params, results: dict, train_summary: dict) -> str:
         "",
         f"Training: final train/loss {fmt(train_summary.get('train', {}).get('loss'))}, "
         f"val/loss {fmt(train_summary.get('val', {}).get('loss'))}, "
-        f"{time_.get('wallclock_hours', 0) * 60:.1f} min, {int(time_.get('tokens_seen', 0))} tokens.",
+        f"{time_.get('wallclock_hours', 0) * 60:.1f} min, {int(time_.get('tokens_seen', 0))} tokens; "
+        f"{stop_note(run)}.",
         "",
         "![loss](loss.png)",
         "",
@@ -157,14 +169,15 @@ def main() -> None:
     results = {m: read_json(METRICS_DIR / f"{m}.json") for m in MODELS}
     breakdowns = {m: read_json(METRICS_DIR / f"{m}_breakdown.json") for m in MODELS}
     train_summary = read_json(METRICS_DIR / "train" / "metrics.json")
+    run = read_json(METRICS_DIR / "summary.json")
     PLOTS_DIR.mkdir(exist_ok=True)
-    plot_loss(PLOTS_DIR / "loss.png")
+    plot_loss(run, PLOTS_DIR / "loss.png")
     plot_side_by_side(results, PLOTS_DIR / "base_vs_finetuned.png")
     plot_breakdown(breakdowns, "by_length", TASK_METRICS, "word length", PLOTS_DIR / "accuracy_by_length.png")
     plot_breakdown(
         breakdowns, "by_position", ("letter_position_accuracy",), "letter position", PLOTS_DIR / "accuracy_by_position.png"
     )
-    (PLOTS_DIR / "report.md").write_text(markdown(params, results, train_summary))
+    (PLOTS_DIR / "report.md").write_text(markdown(params, results, train_summary, run))
     log.info("report written to %s", PLOTS_DIR / "report.md")
 
 

@@ -147,33 +147,45 @@ class MetricsCallback(TrainerCallback):
     """Turns the Trainer's log events into the project's metrics.
 
     Every `train.log_every` steps: train/*, time/*, progress/*, throughput/*, memory/*.
-    At every evaluation: val/loss and val/perplexity, and, when `val_items` are given,
-    val/letter_position_accuracy and val/spelling_exact_match from greedy answers,
-    val/eval_time_seconds and val/train_val_gap (val/loss − last train/loss).
+    At every evaluation: val/loss, val/perplexity, val/letter_position_accuracy and
+    val/spelling_exact_match (greedy answers), val/eval_time_seconds, val/train_val_gap
+    (val/loss − last train/loss) and val/wallclock_hours. The best evaluation is the one
+    with the best `best_metric` (the early-stopping metric). A resumed run passes the
+    state saved in its checkpoint, so that wall-clock time and the best carry on.
     """
 
-    def __init__(self, live, max_steps: int, val_items: list[dict], answer, wandb_run: WandbRun | None = None):
+    def __init__(self, live, max_steps: int, best_metric: str, wandb_run: WandbRun | None = None, restored: dict | None = None):
+        from spelltune.params import EARLY_STOP_METRICS
+
         self.live = live
-        self.wandb_run = wandb_run
         self.max_steps = max_steps
-        self.val_items = val_items
-        self.answer = answer  # (model, items) -> replies
+        self.best_metric = best_metric
+        self.maximize = EARLY_STOP_METRICS[best_metric] == "max"
+        self.wandb_run = wandb_run
+        restored = restored or {}
+        self.seconds_before = restored.get("wallclock_seconds", 0.0)  # spent before a resume
+        self.last: dict[str, float] = restored.get("last", {})
+        self.best: dict[str, float] = restored.get("best", {})
+        self.best_step: int | None = restored.get("best_step")
         self.start = time.perf_counter()
-        self.last: dict[str, float] = {}
-        self.best: dict[str, float] = {}
-        self.best_step: int | None = None
+
+    def seconds(self) -> float:
+        return self.seconds_before + time.perf_counter() - self.start
+
+    def state(self) -> dict:
+        return {"wallclock_seconds": self.seconds(), "last": self.last, "best": self.best, "best_step": self.best_step}
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.start = time.perf_counter()
 
-    def on_log(self, args, state, control, logs=None, model=None, **kwargs):
+    def on_log(self, args, state, control, logs=None, **kwargs):
         logs = logs or {}
         metrics: dict[str, float] = {}
         if "loss" in logs:
             metrics.update(self._train(logs))
             metrics.update(self._progress(state))
         if "eval_loss" in logs:
-            metrics.update(self._val(logs, model))
+            metrics.update(self._val(logs))
         if metrics:
             self._log(state.global_step, metrics)
 
@@ -186,7 +198,7 @@ class MetricsCallback(TrainerCallback):
         }
 
     def _progress(self, state) -> dict[str, float]:
-        seconds = time.perf_counter() - self.start
+        seconds = self.seconds()
         return {
             "time/wallclock_hours": seconds / 3600,
             "time/gradient_steps": state.global_step,
@@ -197,25 +209,16 @@ class MetricsCallback(TrainerCallback):
             **memory_metrics(),
         }
 
-    def _val(self, logs: dict, model) -> dict[str, float]:
-        from spelltune.metrics import score_item, summarize
-
+    def _val(self, logs: dict) -> dict[str, float]:
         metrics = {
             "val/loss": logs["eval_loss"],
             "val/perplexity": perplexity(logs["eval_loss"]),
+            "val/letter_position_accuracy": logs.get("eval_letter_position_accuracy"),
+            "val/spelling_exact_match": logs.get("eval_spelling_exact_match"),
+            "val/eval_time_seconds": logs.get("eval_runtime"),
             # The x axis of the validation curves against time (dvc.yaml joins files row by row).
-            "val/wallclock_hours": (time.perf_counter() - self.start) / 3600,
+            "val/wallclock_hours": self.seconds() / 3600,
         }
-        seconds = logs.get("eval_runtime", 0.0)
-        if self.val_items and model is not None:
-            start = time.perf_counter()
-            replies = self.answer(model, self.val_items)
-            seconds += time.perf_counter() - start
-            scores = summarize([{**it, **score_item(it, r)} for it, r in zip(self.val_items, replies)])
-            for name in ("letter_position_accuracy", "spelling_exact_match"):
-                if scores[name] is not None:
-                    metrics[f"val/{name}"] = scores[name]
-        metrics["val/eval_time_seconds"] = seconds
         if "train/loss" in self.last:
             metrics["val/train_val_gap"] = metrics["val/loss"] - self.last["train/loss"]
         return metrics
@@ -229,15 +232,42 @@ class MetricsCallback(TrainerCallback):
         if self.wandb_run is not None:
             self.wandb_run.log(metrics, step)
         self.last.update(metrics)
-        if "val/loss" in metrics and ("val/loss" not in self.best or metrics["val/loss"] < self.best["val/loss"]):
-            self.best = {k: v for k, v in metrics.items() if k.startswith("val/")}
-            self.best_step = step
+        value = metrics.get(self.best_metric)
+        if value is not None:
+            best = self.best.get(self.best_metric)
+            if best is None or (value > best if self.maximize else value < best):
+                self.best = {k: v for k, v in metrics.items() if k.startswith("val/")}
+                self.best_step = step
 
     def summary(self, **extra) -> dict:
         return {
             "final": self.last,
             "best": self.best,
             "best_step": self.best_step,
-            "wallclock_seconds": time.perf_counter() - self.start,
+            "wallclock_seconds": self.seconds(),
             **extra,
         }
+
+
+class PruneCallback(TrainerCallback):
+    """Early termination by a sweep: after each evaluation, ask the sweep's reporter."""
+
+    def __init__(self, reporter):
+        self.reporter = reporter
+        self.pruned = False
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        values = {f"val/{k.removeprefix('eval_')}": v for k, v in (metrics or {}).items() if k.startswith("eval_")}
+        if self.reporter.should_prune(state.global_step, values):
+            self.pruned = True
+            control.should_training_stop = True
+
+
+def sweep_reporter():
+    """The trial reporter when this run is a trial of `spelltune sweep` (its environment
+    says so; see spelltune.trial), else None."""
+    try:
+        from spelltune.trial import reporter_from_env
+    except ImportError:
+        return None
+    return reporter_from_env()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
+import shutil
 from pathlib import Path
 
 from spelltune.params import load_or_exit
@@ -55,16 +55,33 @@ class PadCollator:
         }
 
 
+class TrainingDiverged(RuntimeError):
+    """A NaN/inf loss or gradient, or a gradient norm beyond train.grad_norm_limit."""
+
+
 def answer_loss_trainer():
-    """HF Trainer whose loss runs the 49k-wide output layer only at positions whose next
-    token is an answer token: at every position it is ~20 % of the forward pass, and the
-    prompt positions carry no loss anyway."""
+    """HF Trainer with our loss, guards, validation answers and atomic checkpoints.
+
+    The loss runs the 49k-wide output layer only at positions whose next token is an answer
+    token: at every position it is ~20 % of the forward pass, and the prompt positions
+    carry no loss anyway."""
+    import math
+
     import torch
     import torch.nn.functional as F
     from transformers import Trainer
+    from transformers.trainer_callback import ExportableState
+
+    from spelltune import checkpoints
 
     class AnswerLossTrainer(Trainer):
         loss_is_scaled_for_ga = True  # we divide by the answer tokens of the whole accumulated batch
+        answer_metrics = None  # model -> {letter_position_accuracy, ...} from greedy answers
+        grad_norm_limit = math.inf
+        fingerprint = ""
+        keep_last = 2
+        live_dir: Path | None = None  # the DVCLive curves so far go into each checkpoint
+        run_state = staticmethod(dict)  # () -> what a resumed run needs beyond HF's state
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             # The LoRA-injected *ForCausalLM: its decoder, then the output layer where it pays.
@@ -77,6 +94,53 @@ def answer_loss_trainer():
             n_answer_tokens = num_items_in_batch if num_items_in_batch is not None else answer.sum()
             loss = loss / torch.as_tensor(n_answer_tokens, device=loss.device)
             return (loss, {"loss": loss}) if return_outputs else loss
+
+        def training_step(self, *args, **kwargs):
+            loss = super().training_step(*args, **kwargs)
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(f"step {self.state.global_step + 1}: the loss is {loss.item()}")
+            return loss
+
+        def _get_grad_norm(self, model, grad_norm=None):
+            # The pre-clipping norm, before the optimizer applies the update.
+            norm = super()._get_grad_norm(model, grad_norm=grad_norm)
+            if norm is not None and not (math.isfinite(norm) and norm <= self.grad_norm_limit):
+                raise TrainingDiverged(
+                    f"step {self.state.global_step + 1}: the gradient norm is {norm:.4g} "
+                    f"(train.grad_norm_limit = {self.grad_norm_limit:g})"
+                )
+            return norm
+
+        def evaluation_loop(self, *args, **kwargs):
+            # Accuracy from greedy answers joins the eval metrics, so that the best
+            # checkpoint and early stopping can follow it like the loss.
+            output = super().evaluation_loop(*args, **kwargs)
+            if self.answer_metrics is not None:
+                prefix = kwargs.get("metric_key_prefix", "eval")
+                output.metrics.update({f"{prefix}_{k}": v for k, v in self.answer_metrics(self.model).items()})
+            return output
+
+        def _save_checkpoint(self, model, trial):
+            """HF's checkpoint content, staged and renamed into place with a manifest."""
+            root = Path(self.args.output_dir)
+            staging = checkpoints.staging_dir(root, self.state.global_step)
+            shutil.rmtree(staging, ignore_errors=True)
+            self.save_model(str(staging), _internal_call=True)
+            self._save_optimizer_and_scheduler(str(staging))
+            self._save_scaler(str(staging))
+            self._save_rng_state(str(staging))
+            best = None
+            if self.state.best_global_step:
+                best = root / f"checkpoint-{self.state.best_global_step}"
+                self.state.best_model_checkpoint = str(best)
+            for cb in self.callback_handler.callbacks + [self.control]:
+                if isinstance(cb, ExportableState):
+                    self.state.stateful_callbacks[cb.__class__.__name__] = cb.state()
+            self.state.save_to_json(str(staging / "trainer_state.json"))
+            if self.live_dir is not None and self.live_dir.exists():
+                shutil.copytree(self.live_dir, staging / "live")
+            checkpoints.commit(staging, self.fingerprint, self.run_state())
+            checkpoints.rotate(root, self.keep_last, best)
 
     return AnswerLossTrainer
 
@@ -95,32 +159,59 @@ def build_lora_model(model, lora):
 
 
 def save_adapter(model, out_dir: Path) -> None:
-    """Save the LoRA adapter as safetensors. PEFT keeps target_modules as a set, so its
-    order in adapter_config.json follows Python's hash seed: sort it so that the same
-    training gives byte-identical files (and the same DVC hash) in every process."""
-    model.save_pretrained(out_dir, safe_serialization=True)
-    config_file = out_dir / "adapter_config.json"
+    """Save the LoRA adapter as safetensors, staged and renamed into place. PEFT keeps
+    target_modules as a set, so its order in adapter_config.json follows Python's hash
+    seed: sort it so that the same training gives byte-identical files (and DVC hash)."""
+    staging = out_dir.with_name(f".staging-{out_dir.name}")
+    shutil.rmtree(staging, ignore_errors=True)
+    model.save_pretrained(staging, safe_serialization=True)
+    config_file = staging / "adapter_config.json"
     config = json.loads(config_file.read_text())
     if isinstance(config.get("target_modules"), list):
         config["target_modules"] = sorted(config["target_modules"])
     config_file.write_text(json.dumps(config, indent=2, sort_keys=True))
+    shutil.rmtree(out_dir, ignore_errors=True)
+    os.replace(staging, out_dir)
 
 
 def main() -> None:
     params = load_or_exit()
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    try:
+        train(params)
+    except TrainingDiverged as exc:
+        log.error("training stopped at %s; the last good checkpoint is kept in %s/", exc, CHECKPOINT_DIR)
+        raise SystemExit(1) from None
 
+
+def train(params) -> dict:
     from datasets import Dataset
     from dvclive import Live
-    from transformers import TrainingArguments, set_seed
+    from transformers import EarlyStoppingCallback, TrainingArguments, set_seed
 
+    from spelltune import checkpoints
     from spelltune.data import read_jsonl, write_json
     from spelltune.generation import generate_replies
+    from spelltune.metrics import score_item, summarize
     from spelltune.model import load_base_model, model_tag, set_threads
-    from spelltune.params import training_fingerprint
-    from spelltune.tracking import MetricsCallback, WandbRun, flat_summary
+    from spelltune.params import EARLY_STOP_METRICS, training_fingerprint
+    from spelltune.tracking import (
+        MetricsCallback, PruneCallback, WandbRun, flat_summary, original_repo_root, sweep_reporter,
+    )
 
     tp = params.train
+    fingerprint = training_fingerprint(params)
+    store = checkpoints.resume_store(original_repo_root(), fingerprint)
+    resume_from = checkpoints.resumable(store, fingerprint)
+    resumed = checkpoints.manifest(resume_from)["state"] if resume_from else {}
+    if resume_from:
+        log.info("resuming from %s", resume_from)
+        shutil.rmtree(LIVE_DIR, ignore_errors=True)  # the curves up to that checkpoint, no further
+        shutil.copytree(resume_from / "live", LIVE_DIR)
+    else:
+        log.info("starting fresh: no checkpoint of these params (fingerprint %s) in %s", fingerprint, store.parent)
+        checkpoints.clear(store)
+
     threads = set_threads(tp.threads)
     set_seed(tp.seed)
     model, tokenizer = load_base_model()
@@ -134,9 +225,11 @@ def main() -> None:
 
     train_set = encoded("train")
     val_set = encoded("validation", tp.val_loss_items) if tp.val_loss_items else None
+    val_items = read_jsonl("data/validation.jsonl")[: tp.val_generate_items]
+    best_metric = tp.early_stop_metric.removeprefix("val/")
 
     args = TrainingArguments(
-        output_dir=str(CHECKPOINT_DIR),
+        output_dir=str(store),
         per_device_train_batch_size=tp.batch_size,
         per_device_eval_batch_size=max(tp.batch_size, 32),
         gradient_accumulation_steps=tp.grad_accum_steps,
@@ -145,57 +238,93 @@ def main() -> None:
         warmup_steps=tp.warmup_steps,
         lr_scheduler_type=tp.lr_scheduler,
         weight_decay=tp.weight_decay,
+        max_grad_norm=tp.max_grad_norm,
         seed=tp.seed,
         data_seed=tp.seed,
         logging_steps=tp.log_every,
         eval_strategy="steps" if val_set is not None else "no",
         eval_steps=tp.eval_every,
         prediction_loss_only=True,
-        save_strategy="no",
+        save_strategy="steps",
+        save_steps=tp.save_every,
+        metric_for_best_model=best_metric if val_set is not None else None,
+        greater_is_better=EARLY_STOP_METRICS[tp.early_stop_metric] == "max",
+        load_best_model_at_end=bool(tp.early_stop_patience),
+        restore_callback_states_from_checkpoint=True,
         report_to="none",
         use_cpu=True,
         include_num_input_tokens_seen="non_padding",
         dataloader_pin_memory=False,
         train_sampling_strategy="group_by_length" if tp.group_by_length else "random",
     )
-    live = Live(dir=str(LIVE_DIR), dvcyaml=None, save_dvc_exp=False)
-    fingerprint = training_fingerprint(params)
+    live = Live(dir=str(LIVE_DIR), dvcyaml=None, save_dvc_exp=False, resume=resume_from is not None)
     wandb_run = WandbRun(
         name=os.environ.get("DVC_EXP_NAME", "workspace"),
         config={**params.model_dump(), "params_fingerprint": fingerprint},
         tags=[model_tag(params.model.source), "spelling", "hf-cpu"],
         group=os.environ.get("WANDB_RUN_GROUP"),
+        run_id=resumed.get("wandb_run_id"),
     )
-    metrics = MetricsCallback(
-        live,
-        max_steps=tp.max_steps,
-        val_items=read_jsonl("data/validation.jsonl")[: tp.val_generate_items],
-        answer=lambda m, items: generate_replies(
-            m, tokenizer, items, params.model.prompt_format, args.per_device_eval_batch_size
-        ),
-        wandb_run=wandb_run,
-    )
+    metrics = MetricsCallback(live, tp.max_steps, tp.early_stop_metric, wandb_run, resumed.get("metrics"))
+    callbacks = [metrics]
+    if tp.early_stop_patience:
+        early_stopping = EarlyStoppingCallback(tp.early_stop_patience, tp.early_stop_min_delta)
+        callbacks.append(early_stopping)
+    reporter = sweep_reporter()
+    if reporter is not None:
+        prune = PruneCallback(reporter)
+        callbacks.append(prune)
+
+    def answer_metrics(m) -> dict[str, float]:
+        replies = generate_replies(m, tokenizer, val_items, params.model.prompt_format, args.per_device_eval_batch_size)
+        scores = summarize([{**it, **score_item(it, r)} for it, r in zip(val_items, replies)])
+        return {k: scores[k] for k in ("letter_position_accuracy", "spelling_exact_match") if scores[k] is not None}
+
     trainer = answer_loss_trainer()(
         model=model,
         args=args,
         train_dataset=train_set,
         eval_dataset=val_set,
         data_collator=PadCollator(tokenizer.pad_token_id),
-        callbacks=[metrics],
+        callbacks=callbacks,
     )
-    start = time.perf_counter()
-    trainer.train()
+    trainer.answer_metrics = answer_metrics if val_items else None
+    trainer.grad_norm_limit = tp.grad_norm_limit
+    trainer.fingerprint = fingerprint
+    trainer.keep_last = tp.keep_last
+    trainer.live_dir = LIVE_DIR
+    trainer.run_state = lambda: {"metrics": metrics.state(), "wandb_run_id": wandb_run.id}
+
+    trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     live.end()
+    step = trainer.state.global_step
+    saved = checkpoints.checkpoints(store)
+    if not saved or checkpoints.step_of(saved[0]) != step:  # stopped between saves (pruned)
+        trainer._save_checkpoint(model, None)
+    # The final and best checkpoints become this experiment's versioned output.
+    checkpoints.clear(CHECKPOINT_DIR)
+    for kept in {step, trainer.state.best_global_step or step}:
+        checkpoints.export(store / f"checkpoint-{kept}", CHECKPOINT_DIR)
     save_adapter(model, ADAPTER_DIR)
+    if tp.early_stop_patience and early_stopping.early_stopping_patience_counter >= tp.early_stop_patience:
+        stop_reason = "early_stopping"
+    elif reporter is not None and prune.pruned:
+        stop_reason = "pruned"
+    else:
+        stop_reason = "max_steps"
     summary = metrics.summary(
-        early_stop_reason="max_steps",
+        early_stop_reason=stop_reason,
+        stopped_at_step=step,
+        resumed_from_step=checkpoints.step_of(resume_from) if resume_from else None,
         tokens_seen=trainer.state.num_input_tokens_seen,
         parameters={"total": total, "trainable": trainable},
         params_fingerprint=fingerprint,
     )
     write_json(summary, SUMMARY_FILE)
     wandb_run.finish(flat_summary(summary))
-    log.info("trained %d steps in %.1f s; adapter saved to %s", tp.max_steps, time.perf_counter() - start, ADAPTER_DIR)
+    shutil.rmtree(store)  # finished: nothing left to resume
+    log.info("%s after %d steps; adapter saved to %s", stop_reason, step, ADAPTER_DIR)
+    return summary
 
 
 if __name__ == "__main__":
