@@ -1,0 +1,319 @@
+"""Comparing experiments: one real repository with a committed baseline run, one workspace
+experiment and two queued ones (one differs from the baseline only in train.seed), then
+what a user runs: `spelltune compare`, `significance`, `recommend`, `errors`."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import shlex
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import REPO_FILES, ROOT, TINY_OVERRIDES, run, set_args
+
+pytestmark = pytest.mark.e2e
+
+# The tiny model answers nothing right, so every accuracy ties at 0; the validation loss
+# differs between these configs, so ranking tests use it.
+LOSS = "metrics/summary.json:best.val/loss"
+EXPERIMENTS = {"lr": {"train.lr": 0.005}, "rank": {"lora.r": 4}, "seed": {"train.seed": 1}}
+FAST = {**TINY_OVERRIDES, "train.val_generate_items": 4, "train.threads": 1}  # threads: two queued runs share 2 cores
+
+
+def build_experiments_repo(dest: Path, tiny_model: Path) -> Path:
+    """A git + DVC repository holding: the baseline run, committed (`main`), one workspace
+    `dvc exp run` (`lr`), and two queued experiments (`rank`, `seed`) run with `dvc exp run --run-all`.
+    Built once per session (test_notebooks.py reuses it), read-only afterwards."""
+    if (dest / ".built").exists():
+        return dest
+    shutil.rmtree(dest, ignore_errors=True)
+    dest.mkdir(parents=True)
+    for name in REPO_FILES:
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        elif src.exists():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / name)
+    (dest / ".dvc" / ".gitignore").write_text("/config.local\n/tmp\n/cache\n")
+    params = yaml.safe_load((dest / "params.yaml").read_text())
+    for key, value in {"model.source": str(tiny_model), **FAST}.items():
+        section, name = key.split(".")
+        params[section][name] = value
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    os.environ.setdefault("WANDB_MODE", "disabled")  # runs here need no W&B files
+    for cmd in (["git", "init", "-q", "-b", "main"], ["git", "config", "user.name", "spelltune tests"],
+                ["git", "config", "user.email", "tests@spelltune.invalid"], ["git", "add", "-A"], ["git", "commit", "-qm", "init"]):
+        run(cmd, dest)
+    run(["dvc", "exp", "run"], dest, timeout=900)
+    run(["git", "add", "-A"], dest)
+    run(["git", "commit", "-qm", "baseline run"], dest)
+    # Queued first: a queued experiment takes the workspace's params.yaml as it is then.
+    for name in ("rank", "seed"):
+        run(["dvc", "exp", "run", "--queue", "-n", name, *set_args(EXPERIMENTS[name])], dest)
+    run(["dvc", "exp", "run", "-n", "lr", *set_args(EXPERIMENTS["lr"])], dest, timeout=900)
+    run(["dvc", "exp", "run", "--run-all", "-j", "2"], dest, timeout=900)
+    (dest / ".built").touch()
+    return dest
+
+
+@pytest.fixture(scope="session")
+def exp_repo(tmp_path_factory, tiny_model) -> Path:
+    return build_experiments_repo(tmp_path_factory.getbasetemp() / "experiments_repo", tiny_model)
+
+
+@pytest.fixture(scope="module")
+def runs(exp_repo):
+    from spelltune.compare import load_runs
+
+    return load_runs(exp_repo)
+
+
+def spelltune(repo: Path, *args, check: bool = True):
+    """The `spelltune` command as a user runs it (a subprocess in the repository)."""
+    return run(["spelltune", *args], repo, check=check, timeout=300)
+
+
+def cli(repo: Path, *args) -> tuple[int, str, str]:
+    """The same command in this process (no interpreter start-up): exit code, stdout, stderr."""
+    import contextlib
+    import io
+
+    from spelltune.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main([*args, "--repo", str(repo)])
+        except SystemExit as exc:  # argparse rejects a value
+            code = exc.code
+    return code, out.getvalue(), err.getvalue()
+
+
+# ---------------------------------------------------------------------------- compare
+
+
+def test_compare_ranks_every_finished_experiment(exp_repo, tmp_path):
+    out = tmp_path / "compare"
+    proc = spelltune(exp_repo, "compare", "--metric", "best.val/loss", "--out", str(out))
+    with open(out / "leaderboard.csv") as f:
+        rows = list(csv.DictReader(f))
+    # The baseline commit, the workspace experiment and both queued runs; the workspace is
+    # the `lr` experiment again, so it is not listed twice.
+    assert {r["experiment"] for r in rows} == {"main", "lr", "rank", "seed"}
+    losses = [float(r["summary:best.val/loss"]) for r in rows]
+    assert losses == sorted(losses), "a loss ranks lowest first"
+    assert [r["rank"] for r in rows] == ["1", "2", "3", "4"]
+    # Only the params that vary, none of the shared ones.
+    params = [c for c in rows[0] if re.fullmatch(r"(data|model|lora|train|eval)\.[a-z_.]+", c)]
+    assert sorted(params) == ["lora.r", "train.lr", "train.seed"]
+    by_name = {r["experiment"]: r for r in rows}
+    assert float(by_name["lr"]["train.lr"]) == 0.005 and by_name["rank"]["lora.r"] == "4" and by_name["seed"]["train.seed"] == "1"
+    # Markdown and the printed table agree with the CSV's order.
+    md = (out / "leaderboard.md").read_text()
+    assert [line.split("|")[2].strip() for line in md.splitlines() if re.match(r"\|\s+\d+ \|", line)] == [r["experiment"] for r in rows]
+    assert rows[0]["experiment"] in proc.stdout
+    # One self-contained page: every image inlined, nothing fetched.
+    page = (out / "compare.html").read_text()
+    assert re.findall(r'src="([^"]+)"', page) and all(src.startswith("data:image/png;base64,") for src in re.findall(r'src="([^"]+)"', page))
+    for section in ("Metric against each varying parameter", "Parallel coordinates", "Learning curves",
+                    "Significance", "different seeds", "Parameter importance", "Next configs to try"):
+        assert section in page
+
+
+def test_default_metric_and_order(exp_repo, runs, tmp_path):
+    from spelltune.compare import leaderboard
+
+    code, out, _ = cli(exp_repo, "compare", "--out", str(tmp_path))
+    assert code == 0
+    board = pd.read_csv(tmp_path / "leaderboard.csv")
+    assert list(board.columns[:4]) == ["rank", "experiment", "rev", "test/letter_position_accuracy"]
+    assert board["test/letter_position_accuracy"].is_monotonic_decreasing  # an accuracy ranks highest first
+    assert leaderboard(runs, "best.val/loss", ascending=False)["summary:best.val/loss"].is_monotonic_decreasing
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["compare", "--metric", "test/accuracy"], "unknown metric 'test/accuracy'; allowed: val/letter_position_accuracy"),
+    (["significance", "no-such-exp"], "unknown experiment 'no-such-exp'; known: "),
+    (["errors", "no-such-exp"], "unknown experiment 'no-such-exp'; known: "),
+    (["significance", "--metric", "best.val/loss"], "significance needs an accuracy metric, got 'best.val/loss'; allowed: test/letter_position_accuracy"),
+    (["errors", "--split", "train"], "invalid choice: 'train'"),
+])
+def test_bad_input_is_one_clear_line(exp_repo, args, needle):
+    code, _, err = cli(exp_repo, *args)
+    assert code != 0
+    assert needle in err
+    if "--split" not in args:  # (argparse adds its usage line)
+        assert len(err.strip().splitlines()) == 1
+
+
+# ---------------------------------------------------------------------------- significance
+
+
+def items(correct: list[bool], split: str = "test") -> pd.DataFrame:
+    return pd.DataFrame({"question": [f"q{i}" for i in range(len(correct))], "split": split, "task": "letter_position",
+                         "correct": correct})
+
+
+def test_mcnemar_on_a_constructed_case():
+    from spelltune.analysis import paired_test
+
+    # 40 items both get right, 10 only A, 2 only B, 8 neither. Exact McNemar: a binomial
+    # test of 10 successes in 12 at 1/2, p = 2 * (C(12,10) + C(12,11) + C(12,12)) / 2**12.
+    a = [True] * 40 + [True] * 10 + [False] * 2 + [False] * 8
+    b = [True] * 40 + [False] * 10 + [True] * 2 + [False] * 8
+    result = paired_test(items(a), items(b), "metrics/eval.json:test/letter_position_accuracy", "A", "B")
+    assert (result.n, result.only_a, result.only_b) == (60, 10, 2)
+    assert result.p_value == pytest.approx(2 * (66 + 12 + 1) / 4096)
+    assert result.diff == pytest.approx(8 / 60)
+    assert 0 < result.ci[0] < result.diff < result.ci[1]
+    assert "the difference is real at p<0.05" in result.sentence()
+
+    # 6 against 4 discordant items: p = 0.754, noise.
+    a = [True] * 6 + [False] * 4 + [True] * 20
+    b = [False] * 6 + [True] * 4 + [True] * 20
+    result = paired_test(items(a), items(b), "test/letter_position_accuracy", "A", "B")
+    assert result.p_value == pytest.approx(0.75390625)
+    assert result.ci[0] < 0 < result.ci[1]
+    assert "could be noise" in result.sentence()
+
+
+def test_paired_test_pairs_items_not_positions():
+    from spelltune.analysis import paired_test
+
+    a = items([True, False, True, True])
+    b = items([True, False, True, True]).iloc[::-1]  # same answers, another order, plus another split
+    b = pd.concat([b, items([False] * 4, split="validation")])
+    result = paired_test(a, b, "test/letter_position_accuracy")
+    assert (result.n, result.only_a, result.only_b, result.p_value) == (4, 0, 0, 1.0)
+
+
+def test_significance_command(exp_repo):
+    default = spelltune(exp_repo, "significance").stdout  # as the user runs it
+    lines = default.splitlines()
+    # best vs runner-up, best vs base model, then the seed group
+    assert " vs " in lines[0] and "vs base model" in lines[1]
+    for line in lines[:2]:
+        assert "McNemar exact p=" in line and "95% CI" in line
+        assert line.endswith(("the difference could be noise.", "the difference is real at p<0.05."))
+    assert "Same config, different seeds (mean ± 95% CI" in default
+    code, explicit, _ = cli(exp_repo, "significance", "rank", "lr", "--metric", "test/spelling_exact_match")
+    assert explicit.startswith("rank vs lr on test/spelling_exact_match:")
+
+
+def test_seed_only_variants_are_aggregated(runs):
+    from scipy import stats
+
+    from spelltune.analysis import seed_groups
+    metric = runs.resolve_metric("best.val/loss")
+    groups = seed_groups(runs, metric)
+    assert len(groups) == 1
+    group = groups.iloc[0]
+    assert group["n"] == 2 and set(group["experiments"].split(", ")) == {"main", "seed"}
+    values = runs.table.loc[["main", "seed"], metric].astype(float)
+    assert group["mean summary:best.val/loss"] == pytest.approx(values.mean())
+    assert group["± (95% CI)"] == pytest.approx(stats.t.ppf(0.975, 1) * values.std() / 2 ** 0.5)
+
+
+# ---------------------------------------------------------------------------- importance
+
+
+def test_importance_over_finished_experiments(runs):
+    from spelltune.analysis import importance
+    from spelltune.compare import Runs
+
+    result = importance(runs, LOSS)
+    assert set(result.index) == {"train.lr", "lora.r"}  # the seed is not a hyperparameter
+    assert result["variance_explained"].between(0, 1).all()
+    few = Runs(runs.repo, runs.table.loc[["main", "lr"]], runs.params, runs.metrics)
+    message = importance(few, LOSS)
+    assert isinstance(message, str) and message.startswith("Parameter importance needs at least 4 finished experiments")
+    flat = importance(runs, "metrics/eval.json:test/letter_position_accuracy")  # 0 everywhere with the tiny model
+    assert isinstance(flat, str) and "is the same in every experiment" in flat
+
+
+# ---------------------------------------------------------------------------- recommendations
+
+
+def apply_set_args(params: dict, line: str) -> dict:
+    words = shlex.split(line.split("#")[0])
+    assert words[:4] == ["dvc", "exp", "run", "--queue"]
+    assert words[4::2] == ["-S"] * len(words[4::2])
+    for assignment in words[5::2]:
+        key, value = assignment.split("=", 1)
+        *parents, leaf = key.split(".")
+        node = params
+        for part in parents:
+            node = node[part]
+        assert leaf in node, key
+        node[leaf] = yaml.safe_load(value)
+    return params
+
+
+def cli_check(path: Path) -> int:
+    from spelltune.cli import main
+
+    return main(["check", str(path)])
+
+
+def test_recommendations_are_valid_new_configs(exp_repo, runs, tmp_path):
+    code, out, _ = cli(exp_repo, "recommend", "--metric", "best.val/loss")
+    lines = out.splitlines()
+    commands = [line for line in lines if not line.startswith("#")]
+    assert len(commands) >= 3
+    base = yaml.safe_load((exp_repo / "params.yaml").read_text())
+    tried = {(r["train.lr"], r["lora.r"], r["train.seed"]) for _, r in runs.table.iterrows()}
+    for line in commands:
+        params = apply_set_args(json.loads(json.dumps(base)), line)
+        path = tmp_path / "params.yaml"
+        path.write_text(yaml.safe_dump(params))
+        assert cli_check(path) == 0, line
+        assert (params["train"]["lr"], params["lora"]["r"], params["train"]["seed"]) not in tried, line
+    # A neighbour of the best learning rate on a log scale is among them.
+    best_lr = runs.table.sort_values(LOSS).iloc[0]["train.lr"]
+    lrs = {apply_set_args(json.loads(json.dumps(base)), c)["train"]["lr"] for c in commands}
+    assert best_lr * 2 in lrs or best_lr / 2 in lrs or any(min(runs.table["train.lr"]) < lr < max(runs.table["train.lr"]) for lr in lrs)
+
+
+# ---------------------------------------------------------------------------- errors
+
+
+def test_error_analysis_on_constructed_predictions():
+    from spelltune.analysis import error_analysis
+
+    rows = [
+        {"question": "What is the 1st letter of 'cat'?", "answer": "c", "word": "cat", "task": "letter_position", "position": 1, "reply": "c", "correct": True, "cer": None},
+        {"question": "What is the last letter of 'cat'?", "answer": "t", "word": "cat", "task": "letter_position", "position": 3, "reply": "d", "correct": False, "cer": None},
+        {"question": "What is the last letter of 'bat'?", "answer": "t", "word": "bat", "task": "letter_position", "position": 3, "reply": "d", "correct": False, "cer": None},
+        {"question": "What is the 2nd letter of 'horse'?", "answer": "o", "word": "horse", "task": "letter_position", "position": 2, "reply": "o", "correct": True, "cer": None},
+        {"question": "Spell 'horse' letter by letter.", "answer": "h-o-r-s-e", "word": "horse", "task": "spelling", "position": None, "reply": "h-o-r-s-e", "correct": True, "cer": 0.0},
+        {"question": "Spell 'cat' letter by letter.", "answer": "c-a-t", "word": "cat", "task": "spelling", "position": None, "reply": "c-a-d", "correct": False, "cer": 1 / 3},
+    ]
+    result = error_analysis(pd.DataFrame([{**r, "split": "test"} for r in rows]), "test")
+    top = result["confusions"].iloc[0]
+    assert (top["expected"], top["predicted"], top["count"]) == ("t", "d", 3)  # two letter answers, one spelling
+    assert result["by_position"].loc["last", "accuracy"] == 0 and result["by_position"].loc["1", "accuracy"] == 1
+    assert list(result["by_position"].index) == ["1", "2", "last"]
+    assert result["by_length"].loc[5, "spelling_exact_match"] == 1 and result["by_length"].loc[3, "letter_accuracy"] == pytest.approx(1 / 3)
+    assert result["by_letter"].index[0] == "t"
+    worst = result["worst_words"]
+    assert worst.iloc[-1]["word"] == "horse" and worst.iloc[0]["word"] == "bat"
+    assert "→ 'd' (expected t)" in worst.iloc[0]["example"]
+
+
+def test_errors_command(exp_repo, tmp_path):
+    out = tmp_path / "errors.md"
+    assert cli(exp_repo, "errors", "rank", "--split", "all", "--out", str(out))[0] == 0
+    text = out.read_text()
+    assert text.startswith("# Errors of rank (all split)")
+    for title in ("By word length", "Letter questions by position asked", "Letter questions by expected letter",
+                  "Most common confusions", "Worst words"):
+        assert f"## {title}" in text
+    assert "What is the" in text  # examples
