@@ -55,6 +55,9 @@ def test_yaml_exponent_floats_are_accepted():
         ("data.max_word_length", 2, "must be >= data.min_word_length"),
         ("model.prompt_format", "fancy", "'compact' or 'chat_template'"),
         ("eval.max_items_per_split", 0, "greater than 0"),
+        ("train.save_every", 15, "must be a multiple of train.log_every (10)"),
+        ("train.early_stop_metric", "val/f1", "'val/loss', 'val/letter_position_accuracy' or 'val/spelling_exact_match'"),
+        ("train.grad_norm_limit", 0, "greater than 0"),
     ],
 )
 def test_bad_value_names_key_value_and_allowed(key, value, allowed):
@@ -135,3 +138,20 @@ def test_training_fingerprint_tracks_what_shapes_the_weights():
     assert training_fingerprint(same) == training_fingerprint(base)
     for key, value in (("train.lr", 0.0002), ("lora.r", 4), ("data.seed", 7), ("model.prompt_format", "chat_template")):
         assert training_fingerprint(parse(with_value(key, value))) != training_fingerprint(base), key
+
+
+@pytest.mark.parametrize(
+    ("train", "key", "message"),
+    [
+        ({"early_stop_patience": 2, "save_every": 40}, "train.early_stop_patience = 2",
+         "early stopping restores the best checkpoint, so train.save_every (40) must be a multiple of train.eval_every (50)"),
+        ({"early_stop_patience": 2, "val_loss_items": 0}, "train.early_stop_patience = 2",
+         "early stopping needs train.val_loss_items > 0"),
+        ({"early_stop_metric": "val/spelling_exact_match", "val_generate_items": 0},
+         "train.early_stop_metric = 'val/spelling_exact_match'", "needs train.val_generate_items > 0"),
+    ],
+)
+def test_early_stopping_needs_what_it_follows(train, key, message):
+    with pytest.raises(ParamsError) as err:
+        parse({"train": train})
+    assert str(err.value) == f"params.yaml: {key}: {message}"

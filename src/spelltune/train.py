@@ -270,7 +270,7 @@ def train(params) -> dict:
     if tp.early_stop_patience:
         early_stopping = EarlyStoppingCallback(tp.early_stop_patience, tp.early_stop_min_delta)
         callbacks.append(early_stopping)
-    reporter = sweep_reporter()
+    reporter = sweep_reporter()  # spelltune.trial.reporter_from_env(): set when this run is a sweep trial
     if reporter is not None:
         prune = PruneCallback(reporter)
         callbacks.append(prune)
