@@ -89,7 +89,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(repo, tiny_model, tmp_pa
     assert f"skipping {newest}: adapter_model.safetensors does not match its checksum" in log
     resumed_at = checkpoints.step_of(previous)
     assert f"training stopped at step {resumed_at + 1}: the gradient norm is" in log
-    assert "(train.grad_norm_limit = 1e-09)" in log
+    assert "(train.grad_norm_limit = 1e-09); the last good checkpoint is kept" in log
     assert checkpoints.problem(previous) is None  # the last good checkpoint is kept
     run(["git", "checkout", "--", "params.yaml"], repo)
 

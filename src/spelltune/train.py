@@ -180,7 +180,7 @@ def main() -> None:
     try:
         train(params)
     except TrainingDiverged as exc:
-        log.error("training stopped at %s; the last good checkpoint is kept in %s/", exc, CHECKPOINT_DIR)
+        log.error("training stopped at %s; the last good checkpoint is kept for a rerun to resume from", exc)
         raise SystemExit(1) from None
 
 
