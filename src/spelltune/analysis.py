@@ -172,12 +172,15 @@ def seed_groups(runs: Runs, metric: str) -> pd.DataFrame | None:
 # ---------------------------------------------------------------------------- importance
 
 MIN_EXPERIMENTS = 4
+IMPORTANCE_NOTE = ("variance explained (eta squared): the share of the metric's variance between groups of experiments "
+                   "that share the param's value, each param on its own (so the shares need not sum to 1); "
+                   "PED-ANOVA (Optuna, from 10 experiments): how much each param matters for reaching the top results.")
 
 
 def importance(runs: Runs, metric: str, ascending: bool | None = None) -> pd.DataFrame | str:
     """How much of the metric's spread each varying param explains.
 
-    `variance_explained` is eta squared: the share of the metric's variance between the
+    "variance explained" is eta squared: the share of the metric's variance between the
     groups of experiments that share a value of the param (numeric params with more than
     four values in quartile bins). With 10 or more experiments, Optuna's PED-ANOVA
     (importance for reaching the top quantile; needs no scikit-learn) is added as a second
@@ -196,11 +199,11 @@ def importance(runs: Runs, metric: str, ascending: bool | None = None) -> pd.Dat
         if pd.api.types.is_numeric_dtype(groups) and groups.nunique() > 4:
             groups = pd.qcut(groups.rank(method="first"), 4, labels=False)
         between = y.groupby(groups.astype(str)).agg(["mean", "size"])
-        rows[p] = {"variance_explained": float((between["size"] * (between["mean"] - y.mean()) ** 2).sum() / total),
+        rows[p] = {"variance explained": float((between["size"] * (between["mean"] - y.mean()) ** 2).sum() / total),
                    "groups": len(between)}
-    result = pd.DataFrame.from_dict(rows, orient="index").sort_values("variance_explained", ascending=False)
+    result = pd.DataFrame.from_dict(rows, orient="index").sort_values("variance explained", ascending=False)
     if len(table) >= 10:
-        result["ped_anova"] = pd.Series(_ped_anova(table, params, metric, ascending))
+        result["PED-ANOVA"] = pd.Series(_ped_anova(table, params, metric, ascending))
     return result.rename_axis("param")
 
 
@@ -231,7 +234,7 @@ def _ped_anova(table: pd.DataFrame, params: list[str], metric: str, ascending: b
 def plot_importance(result: pd.DataFrame, metric_label: str):
     import matplotlib.pyplot as plt
 
-    columns = [c for c in ("variance_explained", "ped_anova") if c in result]
+    columns = [c for c in ("variance explained", "PED-ANOVA") if c in result]
     fig, ax = plt.subplots(figsize=(7, 0.5 * len(result) + 1.4))
     result[columns][::-1].plot.barh(ax=ax, width=0.7)
     ax.set(xlim=(0, 1), xlabel="share (0–1)", ylabel="", title=f"Which params move {metric_label}")

@@ -399,7 +399,7 @@ def plot_parallel(runs: Runs, metric: str, ascending: bool | None = None):
         x, labels = _as_axis(table[col])
         low, high = x.min(), x.max()
         scaled[col] = (x - low) / (high - low) if high > low else 0.5
-        ends[col] = (labels[0], labels[-1]) if labels else (f"{low:.3g}", f"{high:.3g}")
+        ends[col] = (labels[0], labels[-1]) if labels else (f"{low:.4g}", f"{high:.4g}")
     scaled = scaled.rename(columns={metric: short(metric)})
     scaled["experiment"] = [f"{i + 1}. {name}" for i, name in enumerate(table.index)]
     fig, ax = plt.subplots(figsize=(max(6, 2.2 * len(columns)), 4.2))
@@ -422,12 +422,12 @@ def plot_learning_curves(runs: Runs, names: list[str], curves: tuple[str, ...] =
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves), 3.6), squeeze=False)
-    for name in names:
+    for i, name in enumerate(names):
         data = runs.curves(name)
         for ax, curve in zip(axes[0], curves):
-            if curve in data:
+            if curve in data:  # line styles cycle too, so that identical curves stay visible
                 ax.plot(data[curve]["step"], data[curve]["value"], marker="o" if len(data[curve]) < 12 else None,
-                        markersize=3, label=name)
+                        markersize=3, linestyle=("-", "--", ":", "-.")[i % 4], color=f"C{i % 10}", label=name)
     for ax, curve in zip(axes[0], curves):
         ax.set(title=curve, xlabel="optimizer step")
         ax.grid(alpha=0.3)
@@ -517,6 +517,11 @@ def _table_html(frame: pd.DataFrame, highlight_first: bool = False) -> str:
     return f"<div class=scroll><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>"
 
 
+def _bold_verdict(sentence: str) -> str:
+    head, _, verdict = sentence.rpartition(": ")
+    return f"{html.escape(head)}: <b>{html.escape(verdict)}</b>"
+
+
 def _img(png: bytes, alt: str) -> str:
     return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
 
@@ -570,13 +575,13 @@ def write_report(runs: Runs, metric: str = DEFAULT_METRIC, ascending: bool | Non
             parts += ["<h2>Parallel coordinates</h2>", _img(_fig_png(plot_parallel(runs, metric, ascending)), "parallel coordinates")]
         parts += [f"<h2>Learning curves (top {len(top)})</h2>", _img(_fig_png(plot_learning_curves(runs, top)), "learning curves")]
     parts.append("<h2>Significance (paired, same evaluation items)</h2>")
-    parts.append("<ul>" + "".join(f"<li>{html.escape(r.sentence())}</li>" for r in significance) + "</ul>" if significance
+    parts.append("<ul>" + "".join(f"<li>{_bold_verdict(r.sentence())}</li>" for r in significance) + "</ul>" if significance
                  else "<p class=note>Needs at least one finished experiment with per-item predictions.</p>")
     if seeds is not None:
         parts += ["<h2>Same config, different seeds (mean ± 95% CI)</h2>", _table_html(seeds)]
     parts.append("<h2>Parameter importance</h2>")
     if isinstance(importance, pd.DataFrame):
-        parts += [_img(_fig_png(analysis.plot_importance(importance, short(metric))), "parameter importance"), _table_html(importance.reset_index())]
+        parts += [f"<p class=note>{html.escape(analysis.IMPORTANCE_NOTE)}</p>", _img(_fig_png(analysis.plot_importance(importance, short(metric))), "parameter importance"), _table_html(importance.reset_index())]
     else:
         parts.append(f"<p class=note>{html.escape(importance)}</p>")
     parts += ["<h2>Next configs to try</h2>", f"<pre>{html.escape(chr(10).join(lines))}</pre>"]
