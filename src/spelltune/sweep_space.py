@@ -39,6 +39,22 @@ FINITE = ("constant", "categorical", "int_uniform", "q_uniform")
 NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
 
 
+class _Loader(yaml.SafeLoader):
+    """YAML 1.2 floats: `1e-4` is a number (PyYAML's YAML 1.1 reads it as a string)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?|\.[0-9_]+(?:[eE][-+]?[0-9]+)?"
+               r"|[0-9][0-9_]*[eE][-+]?[0-9]+|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$"),
+    list("-+0123456789."),
+)
+
+
+def yaml_load(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+
+
 class SweepError(ValueError):
     """A sweep.yaml problem, already phrased as the line(s) the user sees."""
 
@@ -384,7 +400,7 @@ def parse_sweep(raw: Any, source: str = "sweep.yaml") -> Sweep:
 def load_sweep(path: str | Path) -> Sweep:
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml_load(path.read_text())
     except FileNotFoundError:
         raise SweepError(f"{path}: not found") from None
     except yaml.YAMLError as exc:
@@ -430,7 +446,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     if key not in PARAMS_KEYS:
         raise SweepError(f"-S {key}: {unknown_key_message(key)}")
     try:
-        return key, yaml.safe_load(value) if value.strip() else ""
+        return key, yaml_load(value) if value.strip() else ""
     except yaml.YAMLError:
         return key, value
 
@@ -482,25 +498,22 @@ class Space:
         return f"violates constraint {', '.join(broken)}" if broken else None
 
     def check_bounds(self) -> list[str]:
-        """Each parameter's extreme values against the params schema on their own, so a
-        search space reaching outside what params.yaml allows fails before any run."""
+        """Each parameter's extreme values against its params schema field, so a search
+        space reaching outside what params.yaml allows fails before any run."""
         problems = []
         for key, spec in self.sweep.parameters.items():
             if spec.distribution in FINITE:
                 candidates = spec.grid() if spec.distribution != "int_uniform" else [int(spec.min), int(spec.max)]
             else:
                 candidates = [spec.min, spec.max]
+            adapter = field_adapter(key)
             for value in candidates:
-                raw = copy.deepcopy(self.base_raw)
-                set_dotted(raw, key, value)
                 try:
-                    parse(raw, "params")
-                except ParamsError as exc:
-                    lines = [line for line in str(exc).splitlines() if line.startswith(f"params: {key} ")]
-                    if lines:
-                        problems.append(f"parameters.{key}: value {format_value(value)} is not allowed by the params schema: "
-                                        + lines[0].split(": ", 2)[-1])
-                        break
+                    adapter.validate_python(value)
+                except ValidationError as exc:
+                    msg = exc.errors(include_url=False)[0]["msg"].removeprefix("Value error, ")
+                    problems.append(f"parameters.{key}: value {format_value(value)} is not allowed by the params schema: {msg}")
+                    break
         return problems
 
     def grid(self) -> tuple[list[dict[str, Any]], list[tuple[dict, str]]]:
@@ -535,6 +548,19 @@ class Space:
             else:
                 rejected += 1
         return kept, rejected
+
+
+def field_adapter(key: str):
+    """A validator of one params key on its own (its type and bounds; rules between keys,
+    such as warmup_steps <= max_steps, are checked per configuration)."""
+    from pydantic import TypeAdapter
+
+    model: type[BaseModel] = Params
+    *parents, leaf = key.split(".")
+    for part in parents:
+        model = model.model_fields[part].annotation
+    field = model.model_fields[leaf]
+    return TypeAdapter(Annotated[(field.annotation, *field.metadata)] if field.metadata else field.annotation)
 
 
 def _safe_holds(constraint: Constraint, flat: dict[str, Any]) -> bool:
