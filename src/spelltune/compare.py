@@ -314,7 +314,9 @@ def recommend(runs: Runs, metric: str = DEFAULT_METRIC, ascending: bool | None =
     seen = {tuple(str(v) for v in row) for row in table[keys].itertuples(index=False)}
     base_args = [p for p in tuned]  # every tuned param that varies is pinned to the best's value
 
-    lines = [f"# around the best, {best_name} ({short(metric)} = {best[metric]:.4g}):"]
+    tied = [n for n in table.index[1:] if table.loc[n, metric] == best[metric]]
+    lines = [f"# around the best, {best_name} ({short(metric)} = {best[metric]:.4g}"
+             + (f"; tied with {', '.join(tied)}, so 'best' is just the earliest" if tied else "") + "):"]
     for key in knobs:
         tried = sorted({v for v in table[key].dropna().tolist()})
         for value, why in _neighbours(key, best[key], tried):
