@@ -8,7 +8,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install run test check clean-venv
+.PHONY: install run test bench check clean-venv
 
 install: $(INSTALLED)
 
@@ -26,6 +26,11 @@ run: install
 
 test: install
 	python -m pytest
+
+# Train and evaluate speed side by side on the embedded model -> bench/results.json
+bench: install
+	dvc repro prepare prepare_model
+	python -m spelltune.bench
 
 check: install
 	spelltune check

@@ -1,0 +1,206 @@
+"""`make bench`: train and evaluate speed, measured side by side in one run, CPU, fixed
+data and hparams; figures to bench/results.json (never asserted by a test).
+
+    python -m spelltune.bench [--model data/base_model] [--steps 10] [--out bench/results.json]
+
+- train: (a) the plain recipe — HF Trainer + PEFT, the model's chat template with its
+  system prompt, padding to the longest in the batch, the model's own loss with
+  full-vocabulary logits at every position — against (b) our train stage's trainer
+  (compact prompt, logits and loss at answer positions only). train_speedup = (b)/(a)
+  in examples/s; mfu = (4·N_frozen + 6·N_trainable)·tokens/s ÷ gemm_gflops.
+- tracking: the same short training of (b) with DVCLive + W&B (offline) + the metrics
+  callback on and off, interleaved; tracking_overhead = time on / time off − 1.
+- evaluate: batched left-padded greedy generation against a per-example generate loop on
+  the same items; eval_speedup, and the share of identical predictions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+
+log = logging.getLogger("spelltune.bench")
+
+
+def gemm_gflops(n: int = 2048, repeats: int = 10) -> float:
+    """fp32 matrix-multiply throughput of this machine, GFLOP/s (best of `repeats`)."""
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    best = min(_timed(lambda: a @ b) for _ in range(repeats))
+    return 2 * n**3 / best / 1e9
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def train_rate(model_dir: Path, items: list[dict], recipe: str, steps: int, warmup: int, batch: int,
+               callbacks=(), out_dir: Path | None = None) -> dict:
+    """Examples and non-padding tokens per second over `steps` optimizer steps after
+    `warmup` untimed ones. recipe: `plain` or `ours`."""
+    from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
+
+    from spelltune.model import load_base_model
+    from spelltune.params import LoraParams
+    from spelltune.train import PadCollator, answer_loss_trainer, build_lora_model, encode_example
+
+    set_seed(0)
+    model, tokenizer = load_base_model(model_dir)
+    model = build_lora_model(model, LoraParams())
+    trainable, total = model.get_nb_trainable_parameters()
+    prompt_format = "chat_template" if recipe == "plain" else "compact"
+    data = [encode_example(it, tokenizer, prompt_format) for it in items]
+    marks: dict[int, tuple[float, int]] = {}
+
+    class Clock(TrainerCallback):
+        def on_train_begin(self, args, state, control, **kwargs):
+            marks[0] = (time.perf_counter(), 0)
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step in (warmup, warmup + steps):
+                marks[state.global_step] = (time.perf_counter(), state.num_input_tokens_seen)
+
+    trainer_class = Trainer if recipe == "plain" else answer_loss_trainer()
+    args = TrainingArguments(
+        output_dir=str(out_dir or tempfile.mkdtemp()), per_device_train_batch_size=batch, max_steps=warmup + steps,
+        learning_rate=1e-3, warmup_steps=0, logging_steps=1, save_strategy="no", report_to="none", use_cpu=True,
+        include_num_input_tokens_seen="non_padding", dataloader_pin_memory=False, seed=0, data_seed=0,
+    )
+    trainer = trainer_class(model=model, args=args, train_dataset=data, data_collator=PadCollator(tokenizer.pad_token_id),
+                            callbacks=[Clock(), *callbacks])
+    start = time.perf_counter()
+    trainer.train()
+    total_seconds = time.perf_counter() - start
+    (t0, tok0), (t1, tok1) = marks[warmup], marks[warmup + steps]
+    return {
+        "examples_per_second": steps * batch / (t1 - t0),
+        "nonpad_tokens_per_second": (tok1 - tok0) / (t1 - t0),
+        "timed_seconds": t1 - t0,
+        "total_seconds": total_seconds,
+        "parameters": {"total": total, "trainable": trainable},
+    }
+
+
+def tracking_overhead(model_dir: Path, items: list[dict], steps: int, batch: int, repeats: int = 2) -> dict:
+    """The same short training with tracking on and off, interleaved. Training seconds,
+    plus, when on, the trackers' start and finish; every step is logged (the worst case:
+    runs log every train.log_every steps)."""
+    from dvclive import Live
+
+    from spelltune.tracking import MetricsCallback, WandbRun
+
+    seconds = {"off": [], "on": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        os.environ.setdefault("WANDB_MODE", "offline")
+        os.environ["WANDB_DIR"] = tmp
+        for i in range(repeats):
+            seconds["off"].append(train_rate(model_dir, items, "ours", steps, 0, batch)["total_seconds"])
+            start = time.perf_counter()
+            live = Live(dir=f"{tmp}/live{i}", dvcyaml=None, save_dvc_exp=False)
+            wandb_run = WandbRun(name=f"bench-{i}", config={}, tags=["bench"], group=None)
+            metrics = MetricsCallback(live, steps, "val/loss", wandb_run)
+            setup = time.perf_counter() - start
+            trained = train_rate(model_dir, items, "ours", steps, 0, batch, callbacks=[metrics])["total_seconds"]
+            start = time.perf_counter()
+            live.end()
+            wandb_run.finish({})
+            seconds["on"].append(setup + trained + time.perf_counter() - start)
+    off, on = sum(seconds["off"]) / repeats, sum(seconds["on"]) / repeats
+    return {"seconds_off": seconds["off"], "seconds_on": seconds["on"], "tracking_overhead": on / off - 1}
+
+
+def eval_rate(model_dir: Path, items: list[dict], batch: int) -> dict:
+    """Batched generation against a per-example loop, on the same items."""
+    import torch
+
+    from spelltune.generation import generate_replies, max_new_tokens
+    from spelltune.model import load_base_model, render_prompt
+    from spelltune.paths import ADAPTER_DIR
+
+    model, tokenizer = load_base_model(model_dir)
+    if (ADAPTER_DIR / "adapter_config.json").exists() and model_dir.resolve() == Path("data/base_model").resolve():
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, ADAPTER_DIR).merge_and_unload()
+    model.eval()
+
+    def one_by_one() -> list[str]:
+        replies = []
+        with torch.inference_mode():
+            for it in items:
+                enc = tokenizer(render_prompt(it["question"], "compact", tokenizer), return_tensors="pt", add_special_tokens=False)
+                out = model.generate(**enc, max_new_tokens=max_new_tokens(it), do_sample=False,
+                                     eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+                replies.append(tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True).strip())
+        return replies
+
+    start = time.perf_counter()
+    looped = one_by_one()
+    loop_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    batched = generate_replies(model, tokenizer, items, "compact", batch)
+    batched_seconds = time.perf_counter() - start
+    return {
+        "items": len(items),
+        "loop_items_per_second": len(items) / loop_seconds,
+        "batched_items_per_second": len(items) / batched_seconds,
+        "eval_speedup": loop_seconds / batched_seconds,
+        "identical_predictions": sum(a == b for a, b in zip(looped, batched)) / len(items),
+    }
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", default="data/base_model", help="model directory (default: %(default)s)")
+    parser.add_argument("--data", default="data", help="directory with train.jsonl and validation.jsonl")
+    parser.add_argument("--steps", type=int, default=10, help="timed optimizer steps (default: %(default)s)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (default: %(default)s)")
+    parser.add_argument("--batch", type=int, default=16)
+    parser.add_argument("--eval-items", type=int, default=64)
+    parser.add_argument("--out", default="bench/results.json")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+
+    import torch
+
+    from spelltune.data import read_jsonl
+
+    model_dir = Path(args.model)
+    train_items = read_jsonl(Path(args.data) / "train.jsonl")[: (args.warmup + args.steps) * args.batch]
+    val_items = read_jsonl(Path(args.data) / "validation.jsonl")[: args.eval_items]
+    results: dict = {"model": str(model_dir), "threads": torch.get_num_threads(), "steps": args.steps,
+                     "warmup": args.warmup, "batch_size": args.batch}
+    results["gemm_gflops"] = gemm_gflops()
+    log.info("gemm: %.1f GFLOP/s", results["gemm_gflops"])
+    for recipe in ("plain", "ours"):
+        results[f"train_{recipe}"] = train_rate(model_dir, train_items, recipe, args.steps, args.warmup, args.batch)
+        log.info("train %s: %s", recipe, results[f"train_{recipe}"])
+    plain, ours = results["train_plain"], results["train_ours"]
+    results["train_speedup"] = ours["examples_per_second"] / plain["examples_per_second"]
+    n_trainable = ours["parameters"]["trainable"]
+    n_frozen = ours["parameters"]["total"] - n_trainable
+    results["mfu"] = (4 * n_frozen + 6 * n_trainable) * ours["nonpad_tokens_per_second"] / (results["gemm_gflops"] * 1e9)
+    results["tracking"] = tracking_overhead(model_dir, train_items, args.warmup + args.steps, args.batch)
+    log.info("tracking: %s", results["tracking"])
+    results["eval"] = eval_rate(model_dir, val_items, batch=64)
+    results["eval_speedup"] = results["eval"]["eval_speedup"]
+    log.info("eval: %s", results["eval"])
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps({k: results[k] for k in ("train_speedup", "mfu", "eval_speedup", "gemm_gflops")}
+                     | {"tracking_overhead": results["tracking"]["tracking_overhead"]}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

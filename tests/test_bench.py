@@ -1,0 +1,29 @@
+"""The benchmark runs end to end on the tiny model and writes every figure it promises
+(its numbers are measured on the real model by `make bench`, never asserted here)."""
+
+from __future__ import annotations
+
+import json
+
+from spelltune import bench
+
+
+def test_bench_smoke(tiny_model, tmp_path, monkeypatch):
+    from spelltune.data import letter_question, spelling_question, write_jsonl
+
+    words = ["cat", "house", "banana", "river", "planet", "stone", "garden", "yellow"]
+    items = [q for w in words for q in (spelling_question(w), letter_question(w, 2))]
+    for split in ("train", "validation"):
+        write_jsonl(items, tmp_path / f"{split}.jsonl")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    out = tmp_path / "results.json"
+    assert bench.main(["--model", str(tiny_model), "--data", str(tmp_path), "--steps", "2", "--warmup", "1",
+                       "--batch", "4", "--eval-items", "6", "--out", str(out)]) == 0
+    results = json.loads(out.read_text())
+    for key in ("train_speedup", "mfu", "eval_speedup", "gemm_gflops"):
+        assert results[key] > 0, key
+    for recipe in ("plain", "ours"):
+        assert results[f"train_{recipe}"]["examples_per_second"] > 0
+        assert results[f"train_{recipe}"]["nonpad_tokens_per_second"] > 0
+    assert len(results["tracking"]["seconds_on"]) == len(results["tracking"]["seconds_off"]) == 2
+    assert 0.0 <= results["eval"]["identical_predictions"] <= 1.0
