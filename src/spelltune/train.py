@@ -268,8 +268,7 @@ def train(params) -> dict:
     metrics = MetricsCallback(live, tp.max_steps, tp.early_stop_metric, wandb_run, resumed.get("metrics"))
     callbacks = [metrics]
     if tp.early_stop_patience:
-        early_stopping = EarlyStoppingCallback(tp.early_stop_patience, tp.early_stop_min_delta)
-        callbacks.append(early_stopping)
+        callbacks.append(EarlyStoppingCallback(tp.early_stop_patience, tp.early_stop_min_delta))
     reporter = sweep_reporter()  # spelltune.trial.reporter_from_env(): set when this run is a sweep trial
     if reporter is not None:
         prune = PruneCallback(reporter)
@@ -306,7 +305,9 @@ def train(params) -> dict:
     for kept in {step, trainer.state.best_global_step or step}:
         checkpoints.export(store / f"checkpoint-{kept}", CHECKPOINT_DIR)
     save_adapter(model, ADAPTER_DIR)
-    if tp.early_stop_patience and early_stopping.early_stopping_patience_counter >= tp.early_stop_patience:
+    # (On resume HF replaces the callback by one rebuilt from the checkpoint: look it up.)
+    stopper = next((cb for cb in trainer.callback_handler.callbacks if isinstance(cb, EarlyStoppingCallback)), None)
+    if stopper is not None and stopper.early_stopping_patience_counter >= tp.early_stop_patience:
         stop_reason = "early_stopping"
     elif reporter is not None and prune.pruned:
         stop_reason = "pruned"
