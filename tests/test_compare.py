@@ -15,7 +15,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import REPO_FILES, ROOT, TINY_OVERRIDES, run, set_args
 
 pytestmark = pytest.mark.e2e
@@ -131,8 +130,7 @@ def test_compare_ranks_every_finished_experiment(exp_repo, tmp_path):
 def test_default_metric_and_order(exp_repo, runs, tmp_path):
     from spelltune.compare import leaderboard
 
-    code, out, _ = cli(exp_repo, "compare", "--out", str(tmp_path))
-    assert code == 0
+    assert cli(exp_repo, "compare", "--out", str(tmp_path))[0] == 0
     board = pd.read_csv(tmp_path / "leaderboard.csv")
     assert list(board.columns[:4]) == ["rank", "experiment", "rev", "test/letter_position_accuracy"]
     assert board["test/letter_position_accuracy"].is_monotonic_decreasing  # an accuracy ranks highest first
@@ -204,7 +202,7 @@ def test_significance_command(exp_repo):
         assert "McNemar exact p=" in line and "95% CI" in line
         assert line.endswith(("the difference could be noise.", "the difference is real at p<0.05."))
     assert "Same config, different seeds (mean ± 95% CI" in default
-    code, explicit, _ = cli(exp_repo, "significance", "rank", "lr", "--metric", "test/spelling_exact_match")
+    _, explicit, _ = cli(exp_repo, "significance", "rank", "lr", "--metric", "test/spelling_exact_match")
     assert explicit.startswith("rank vs lr on test/spelling_exact_match:")
 
 
@@ -264,7 +262,7 @@ def cli_check(path: Path) -> int:
 
 
 def test_recommendations_are_valid_new_configs(exp_repo, runs, tmp_path):
-    code, out, _ = cli(exp_repo, "recommend", "--metric", "best.val/loss")
+    _, out, _ = cli(exp_repo, "recommend", "--metric", "best.val/loss")
     lines = out.splitlines()
     commands = [line for line in lines if not line.startswith("#")]
     assert len(commands) >= 3
@@ -333,6 +331,7 @@ def test_importance_finds_the_param_that_matters():
                          index=[f"exp{i}" for i in range(12)])
     result = importance(Runs(Path("."), table, ["train.lr", "lora.r"], [metric]), metric)
     assert list(result.index) == ["train.lr", "lora.r"]
-    assert result.loc["train.lr", "variance explained"] > 0.9 > 0.1 > result.loc["lora.r", "variance explained"]
+    assert result.loc["train.lr", "variance explained"] > 0.9
+    assert result.loc["lora.r", "variance explained"] < 0.1
     assert result["PED-ANOVA"].between(0, 1).all()  # Optuna's second opinion from 10 experiments on
     assert result.loc["train.lr", "PED-ANOVA"] > result.loc["lora.r", "PED-ANOVA"]

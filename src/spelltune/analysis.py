@@ -108,7 +108,7 @@ def paired_test(preds_a: pd.DataFrame, preds_b: pd.DataFrame, metric: str, a: st
     """McNemar + paired bootstrap on the items both were scored on (same split, task, question)."""
     split, task = split_and_task(metric)
     keys = ["split", "question"]
-    pick = lambda p: p[(p["split"] == split) & (p["task"] == task)][[*keys, "correct"]]  # noqa: E731
+    pick = lambda p: p[(p["split"] == split) & (p["task"] == task)][[*keys, "correct"]]
     pairs = pick(preds_a).merge(pick(preds_b), on=keys, suffixes=("_a", "_b"))
     if pairs.empty:
         raise CompareError(f"{a} and {b} share no {split} {task} items: were they evaluated on the same data?")

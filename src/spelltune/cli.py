@@ -77,9 +77,7 @@ def cmd_compare(args) -> int:
 
 @_comparison
 def cmd_significance(args) -> int:
-    from spelltune.analysis import BASE, compare_two, default_comparisons, seed_groups
-
-    from spelltune.analysis import split_and_task
+    from spelltune.analysis import BASE, compare_two, default_comparisons, seed_groups, split_and_task
 
     runs, metric = _runs_and_metric(args)
     split_and_task(metric)  # an accuracy metric, or one line saying which are allowed

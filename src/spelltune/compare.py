@@ -125,7 +125,7 @@ class Runs:
         if rev == "workspace":
             file = self.repo / path
             return file.read_text() if file.exists() else None
-        proc = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=self.repo, capture_output=True, text=True)
+        proc = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=self.repo, capture_output=True, text=True, check=False)
         return proc.stdout if proc.returncode == 0 else None
 
     def curves(self, name: str) -> dict[str, pd.DataFrame]:
@@ -134,7 +134,7 @@ class Runs:
         if rev == "workspace":
             return read_curves_dir(self.repo / CURVES_DIR)
         listed = subprocess.run(["git", "ls-tree", "-r", "--name-only", rev, CURVES_DIR], cwd=self.repo,
-                                capture_output=True, text=True).stdout.split()
+                                capture_output=True, text=True, check=False).stdout.split()
         out = {}
         for path in listed:
             if path.endswith(".tsv"):
@@ -144,7 +144,7 @@ class Runs:
 
 def _dvc_exp_show(repo: Path, all_commits: bool) -> list[dict]:
     cmd = [sys.executable, "-m", "dvc", "exp", "show", "--json", *(["--all-commits"] if all_commits else [])]
-    proc = subprocess.run(cmd, cwd=repo, capture_output=True, text=True)
+    proc = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise CompareError(f"`dvc exp show` failed in {repo}: {(proc.stderr or proc.stdout).strip()[-500:]}")
     return json.loads(proc.stdout or "[]")
@@ -242,7 +242,7 @@ def leaderboard(runs: Runs, metric: str = DEFAULT_METRIC, ascending: bool | None
 
 def _round(value: float, integer: bool) -> float | int:
     if integer:
-        return int(round(value))
+        return round(value)
     return float(f"{value:.2g}")
 
 
@@ -278,12 +278,13 @@ def _set_arg(key: str, value) -> str:
 
 
 def _valid(params: dict) -> bool:
+    """Whether the params schema accepts this flat config."""
+    import yaml
+
     from spelltune.params import ParamsError, parse
 
     nested: dict = {}
     for key, value in params.items():
-        import yaml
-
         node = nested
         *parents, leaf = key.split(".")
         for part in parents:
@@ -312,27 +313,28 @@ def recommend(runs: Runs, metric: str = DEFAULT_METRIC, ascending: bool | None =
     # Compare configs without the seed: a config already run with another seed counts as run.
     keys = [p for p in runs.params if p != "train.seed"]
     seen = {tuple(str(v) for v in row) for row in table[keys].itertuples(index=False)}
-    base_args = [p for p in tuned]  # every tuned param that varies is pinned to the best's value
 
     tied = [n for n in table.index[1:] if table.loc[n, metric] == best[metric]]
     lines = [f"# around the best, {best_name} ({short(metric)} = {best[metric]:.4g}"
              + (f"; tied with {', '.join(tied)}, so 'best' is just the earliest" if tied else "") + "):"]
-    for key in knobs:
-        tried = sorted({v for v in table[key].dropna().tolist()})
-        for value, why in _neighbours(key, best[key], tried):
-            config = {**best[runs.params].to_dict(), key: value}
-            if tuple(str(config[k]) for k in keys) in seen or not _valid(config):
-                continue
-            args = [f"-S {_set_arg(k, config[k])}" for k in dict.fromkeys([*base_args, key])]
-            lines.append(f"dvc exp run --queue {' '.join(args)}   # {key}: {why}")
-            if len(lines) > limit:
-                break
+    # Every tuned param that varies is pinned to the best's value: the line does not depend
+    # on what params.yaml holds now.
+    candidates = [(key, value, why) for key in knobs
+                  for value, why in _neighbours(key, best[key], sorted(set(table[key].dropna().tolist())))]
+    for key, value, why in candidates:
+        config = {**best[runs.params].to_dict(), key: value}
+        if tuple(str(config[k]) for k in keys) in seen or not _valid(config):
+            continue
+        args = [f"-S {_set_arg(k, config[k])}" for k in dict.fromkeys([*tuned, key])]
+        lines.append(f"dvc exp run --queue {' '.join(args)}   # {key}: {why}")
+        if len(lines) > limit:
+            break
     same_config = (table[keys].astype(str) == best[keys].astype(str)).all(axis=1).sum()
     if same_config < 2 and "train.seed" in runs.params:
         used = set(table["train.seed"].dropna().astype(int))
         seeds = [s for s in range(1, 100) if s not in used][:2]
-        args = " ".join(f"-S {_set_arg(k, best[k])}" for k in base_args)
-        lines.append(f"# the best again with other seeds, to see whether its lead holds (then `spelltune significance`):")
+        args = " ".join(f"-S {_set_arg(k, best[k])}" for k in tuned)
+        lines.append("# the best again with other seeds, to see whether its lead holds (then `spelltune significance`):")
         lines += [f"dvc exp run --queue {args} -S train.seed={s}".replace("  ", " ") for s in seeds]
     return lines
 
@@ -480,7 +482,7 @@ def latest_curves(repo: str | Path = ".", experiment: str = "") -> tuple[str, di
         return name, runs.curves(name)
     if not dirs:
         raise CompareError(f"no training curves under {Path(repo) / CURVES_DIR}: start a run with `dvc exp run`")
-    newest = lambda d: max((f.stat().st_mtime for f in d.rglob("*.tsv")), default=0)  # noqa: E731
+    newest = lambda d: max((f.stat().st_mtime for f in d.rglob("*.tsv")), default=0)
     label = experiment or max(dirs, key=lambda k: newest(dirs[k]))
     return label, read_curves_dir(dirs[label])
 
@@ -566,8 +568,8 @@ def write_report(runs: Runs, metric: str = DEFAULT_METRIC, ascending: bool | Non
 
     top = list(ranked(runs, metric, ascending).index[:curves_top])
     parts = [f"<h1>Experiments ranked by {html.escape(short(metric))}</h1>",
-             f"<p class=note>{len(board)} finished experiments in {html.escape(str(runs.repo))}; "
-             f"params shown are those that vary. Metric: <code>{html.escape(metric)}</code>.</p>",
+             (f"<p class=note>{len(board)} finished experiments in {html.escape(str(runs.repo))}; "
+              f"params shown are those that vary. Metric: <code>{html.escape(metric)}</code>.</p>"),
              _table_html(board, highlight_first=True)]
     if runs.pending:
         parts.append(f"<p class=note>Not ranked (no results yet): {html.escape(', '.join(f'{n} ({s})' for n, s in runs.pending.items()))}</p>")
