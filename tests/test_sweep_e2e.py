@@ -121,7 +121,7 @@ def test_grid_through_the_queue_with_two_workers(repo_copy, tmp_path):
     run(["git", "push", "-q", "origin", "main"], repo_copy)
     run(["dvc", "remote", "add", "--local", "-d", "store", str(store)], repo_copy)
     run(["dvc", "exp", "push", "origin", "grid-001", "grid-004"], repo_copy, timeout=300)
-    run(["git", "clone", "-q", str(remote), str(clone)], tmp_path)
+    run(["git", "clone", "-q", "-b", "main", str(remote), str(clone)], tmp_path)
     run(["dvc", "remote", "add", "--local", "-d", "store", str(store)], clone)
     run(["dvc", "exp", "pull", "origin", "grid-004"], clone, timeout=300)
     assert "grid-004" in run(["dvc", "exp", "list", "--name-only"], clone).stdout

@@ -355,12 +355,28 @@ def distributions(sweep: Sweep) -> tuple[dict, dict, dict]:
     return dists, constants, encoded
 
 
-def default_storage(name: str) -> str:
+def state_dir() -> Path:
+    """.spelltune/, which git ignores through its own .gitignore."""
     STATE_DIR.mkdir(exist_ok=True)
     ignore = STATE_DIR / ".gitignore"
     if not ignore.exists():
         ignore.write_text("*\n")
-    return str(STATE_DIR / "sweeps" / f"{name}.journal")
+    return STATE_DIR
+
+
+def default_storage(name: str) -> str:
+    return str(state_dir() / "sweeps" / f"{name}.journal")
+
+
+def absolute_storage(url: str) -> str:
+    """The storage as the trial's training process (in DVC's temp workspace) must see it."""
+    from spelltune.trial import DB_PREFIXES
+
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        return "sqlite:///" + str(Path(url.removeprefix("sqlite:///")).resolve())
+    if url.startswith(DB_PREFIXES):
+        return url
+    return str(Path(url.removeprefix("journal:")).resolve())
 
 
 def pid_alive(pid: int) -> bool:
@@ -402,7 +418,7 @@ class BayesRunner:
         self.children: set[subprocess.Popen] = set()
         self.lock = threading.Lock()
         self.host = socket.gethostname()
-        self.log_dir = STATE_DIR / "sweeps" / sweep.name
+        self.log_dir = state_dir() / "sweeps" / sweep.name
         self.log_dir.mkdir(parents=True, exist_ok=True)
 
     # -- storage helpers
@@ -529,7 +545,7 @@ class BayesRunner:
         trial.set_user_attr("config", {k: format_value(v) for k, v in config.items()})
         env = {
             **os.environ,
-            tr.ENV_STORAGE: str(Path(self.storage_url).resolve()) if not self.storage_url.startswith(tr.DB_PREFIXES) else self.storage_url,
+            tr.ENV_STORAGE: absolute_storage(self.storage_url),
             tr.ENV_STUDY: self.sweep.name,
             tr.ENV_TRIAL: str(trial.number),
             tr.ENV_METRIC: self.sweep.metric_key,
