@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
 import shlex
 import shutil
@@ -47,7 +46,14 @@ def build_experiments_repo(dest: Path, tiny_model: Path) -> Path:
         section, name = key.split(".")
         params[section][name] = value
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    os.environ.setdefault("WANDB_MODE", "disabled")  # runs here need no W&B files
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("WANDB_MODE", "disabled")  # for these runs only: they need no W&B files
+        _run_experiments(dest)
+    (dest / ".built").touch()
+    return dest
+
+
+def _run_experiments(dest: Path) -> None:
     for cmd in (["git", "init", "-q", "-b", "main"], ["git", "config", "user.name", "spelltune tests"],
                 ["git", "config", "user.email", "tests@spelltune.invalid"], ["git", "add", "-A"], ["git", "commit", "-qm", "init"]):
         run(cmd, dest)
@@ -59,8 +65,6 @@ def build_experiments_repo(dest: Path, tiny_model: Path) -> Path:
         run(["dvc", "exp", "run", "--queue", "-n", name, *set_args(EXPERIMENTS[name])], dest)
     run(["dvc", "exp", "run", "-n", "lr", *set_args(EXPERIMENTS["lr"])], dest, timeout=900)
     run(["dvc", "exp", "run", "--run-all", "-j", "2"], dest, timeout=900)
-    (dest / ".built").touch()
-    return dest
 
 
 @pytest.fixture(scope="session")
