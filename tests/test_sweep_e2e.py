@@ -224,7 +224,9 @@ def test_bayes_two_workers_share_one_study_prune_and_resume(repo_copy, tmp_path)
     assert len(again) == 1 and again[0].state in (TS.COMPLETE, TS.PRUNED)
     assert again[0].params == killed.params
     finished = [t for t in trials if t.state in (TS.COMPLETE, TS.PRUNED)]
-    assert len(finished) == 6 and len([t for t in trials if "resume_of" not in t.user_attrs]) == 6
+    configs = [t for t in trials if "resume_of" not in t.user_attrs and "retry_of" not in t.user_attrs]
+    assert len(finished) == 6 and len(configs) == 6
+    assert len({tuple(sorted(t.params.items())) for t in configs}) == 6  # the workers proposed different configurations
     # Every finished trial is a DVC experiment, and each ran once.
     exps = shown_experiments(repo_copy)
     names = [t.user_attrs["dvc_exp"] for t in finished]

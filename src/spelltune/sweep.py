@@ -22,6 +22,7 @@ import subprocess
 import sys
 import threading
 import time
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -204,7 +205,7 @@ def cmd_plan(args) -> int:
             print(f"  {key}: {spec.describe()}")
         if sweep.early_terminate:
             print(f"early_terminate: {pruner_text(pruner_spec(sweep, space))}")
-        print(f"configurations are chosen adaptively by Optuna TPE (seed {sweep.seed}), "
+        print("configurations are chosen adaptively by Optuna TPE, "
               f"each from the results so far; constraint and schema violations are drawn again")
         print(f"trials: {sweep.run_cap}")
         return 0
@@ -406,7 +407,12 @@ class BayesRunner:
         self.storage = open_storage(self.storage_url)
         self.spec = pruner_spec(sweep, space)
         cap = sweep.run_cap or 1
-        sampler = optuna.samplers.TPESampler(seed=sweep.seed, n_startup_trials=max(1, min(10, cap // 2)))
+        # Each worker process seeds its own sampler: two processes with the same seed would
+        # propose the same configurations. (Parallel TPE is not reproducible anyway; every
+        # trial's params are in its DVC experiment.)
+        self.host = socket.gethostname()
+        seed = (sweep.seed * 1_000_003 + zlib.crc32(f"{self.host}:{os.getpid()}".encode())) % 2**32
+        sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(1, min(10, cap // 2)))
         self.study = optuna.create_study(
             study_name=sweep.name, storage=self.storage, sampler=sampler, pruner=make_pruner(self.spec),
             direction=sweep.metric.goal, load_if_exists=True,
@@ -417,7 +423,6 @@ class BayesRunner:
         self.stop = threading.Event()
         self.children: set[subprocess.Popen] = set()
         self.lock = threading.Lock()
-        self.host = socket.gethostname()
         self.log_dir = state_dir() / "sweeps" / sweep.name
         self.log_dir.mkdir(parents=True, exist_ok=True)
 
