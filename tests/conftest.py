@@ -40,8 +40,8 @@ def tiny_model(tmp_path_factory) -> Path:
 def run(cmd: list[str], cwd: Path, check: bool = True, env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
     """Run a command the way a user's shell would, with this venv's tools on PATH
     (`env`: extra environment variables)."""
-    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **(env or {})}
-    env.pop("DVC_EXP_BASELINE_REV", None)
+    inherited = {k: v for k, v in os.environ.items() if k not in ("DVC_EXP_BASELINE_REV", "WANDB_DIR")}
+    env = {**inherited, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **(env or {})}
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, **kwargs)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")

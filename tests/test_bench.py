@@ -16,6 +16,7 @@ def test_bench_smoke(tiny_model, tmp_path, monkeypatch):
     for split in ("train", "validation"):
         write_jsonl(items, tmp_path / f"{split}.jsonl")
     monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.chdir(tmp_path)  # no DVC repository here: the no-op `dvc exp run` is not timed
     out = tmp_path / "results.json"
     assert bench.main(["--model", str(tiny_model), "--data", str(tmp_path), "--steps", "2", "--warmup", "1",
                        "--batch", "4", "--eval-items", "6", "--out", str(out)]) == 0
@@ -27,3 +28,4 @@ def test_bench_smoke(tiny_model, tmp_path, monkeypatch):
         assert results[f"train_{recipe}"]["nonpad_tokens_per_second"] > 0
     assert len(results["tracking"]["seconds_on"]) == len(results["tracking"]["seconds_off"]) == 2
     assert 0.0 <= results["eval"]["identical_predictions"] <= 1.0
+    assert results["overheads"]["noop_dvc_exp_run_seconds"] is None and results["overheads"]["noop_dvc_exp_run_note"]

@@ -69,6 +69,15 @@ def test_task_selection():
     assert {it["task"] for name in SPLITS for it in only_spelling[name]} == {"spelling"}
 
 
+def test_spelling_separator_one_token_per_letter():
+    from spelltune.metrics import score_item
+
+    spaced = build_splits(SMALL.model_copy(update={"tasks": ["spelling"], "spelling_separator": " "}))
+    item = spaced["test"][0]
+    assert item["answer"] == " ".join(item["word"])
+    assert score_item(item, item["answer"])["correct"] and score_item(item, "-".join(item["word"]))["correct"]
+
+
 def test_too_few_words_is_a_clear_error():
     with pytest.raises(ValueError, match="data.n_words = 500: only 3 words"):
         build_splits(DataParams(n_words=500), words=["cat", "dog", "emu"])

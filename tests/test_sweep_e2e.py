@@ -207,13 +207,15 @@ def test_bayes_two_workers_share_one_study_prune_and_resume(repo_copy, tmp_path)
             break
         time.sleep(1)
     a.wait(60)
-    out_b, _ = b.communicate(timeout=900)
     assert killed_trial is not None, "worker A never started a second trial"
+    # Rerunning the same command (while B still works) resumes: the killed trial runs
+    # again, nothing else does.
+    c = start()
+    out_c, _ = c.communicate(timeout=900)
+    out_b, _ = b.communicate(timeout=900)
     assert b.returncode == 0, out_b
-
-    # Rerunning the same command resumes: the killed trial runs again, nothing else does.
-    resumed = run(cmd, repo_copy, timeout=900)
-    assert f"trial {killed_trial} was interrupted" in resumed.stderr
+    assert c.returncode == 0, out_c
+    assert f"trial {killed_trial} was interrupted" in out_c
 
     trials = [t for t in study_trials(journal, "bo") if t.user_attrs.get("spelltune_run")]
     workers = {t.user_attrs["worker"].rsplit(":", 1)[1] for t in trials}
@@ -238,7 +240,9 @@ def test_bayes_two_workers_share_one_study_prune_and_resume(repo_copy, tmp_path)
         if t.state == TS.COMPLETE:
             # val/loss is not in eval.json: it is the training run's last validation loss
             assert t.value == pytest.approx(data["metrics"]["metrics/summary.json"]["data"]["final"]["val/loss"])
-    assert resumed.stdout.strip().splitlines()[-1].startswith("trials: 6  ")
+    report = run(cmd, repo_copy, timeout=300)  # all done: a rerun runs nothing and reports
+    assert "started" not in report.stderr
+    assert report.stdout.strip().splitlines()[-1].startswith("trials: 6  ")
 
     if not HOOK:
         pytest.skip("pruning not checked: src/spelltune/train.py does not call spelltune.trial.reporter_from_env yet")

@@ -19,9 +19,13 @@ from pathlib import Path
 def cmd_check(args) -> int:
     from spelltune.params import ParamsError, load
 
+    from spelltune.backend import BackendError, check_machine, machine_needs_checking
+
     try:
-        load(args.params)
-    except ParamsError as exc:
+        params = load(args.params)
+        if machine_needs_checking(params):  # e.g. 4-bit or bf16: this machine needs CUDA
+            check_machine(params, import_unsloth=False)
+    except (ParamsError, BackendError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"{args.params}: valid")

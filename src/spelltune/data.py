@@ -13,7 +13,6 @@ from pathlib import Path
 from spelltune.params import DataParams
 
 SPLITS = ("train", "validation", "test")
-SPELL_SEPARATOR = "-"
 # The word list is cut to the most frequent words first: the model has seen those.
 WORDLIST_POOL = 30_000
 
@@ -65,10 +64,10 @@ def letter_question(word: str, position: int) -> dict:
     }
 
 
-def spelling_question(word: str) -> dict:
+def spelling_question(word: str, separator: str = "-") -> dict:
     return {
         "question": f"Spell '{word}' letter by letter.",
-        "answer": SPELL_SEPARATOR.join(word),
+        "answer": separator.join(word),
         "word": word,
         "task": "spelling",
         "position": None,
@@ -83,7 +82,7 @@ def questions_for(word: str, params: DataParams, rng: random.Random) -> list[dic
         positions = rng.sample(range(1, len(word)), k - 1) + [len(word)] if k > 1 else [rng.randint(1, len(word))]
         items += [letter_question(word, p) for p in sorted(positions)]
     if "spelling" in params.tasks:
-        items.append(spelling_question(word))
+        items.append(spelling_question(word, params.spelling_separator))
     return items
 
 

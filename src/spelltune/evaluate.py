@@ -22,6 +22,8 @@ SPLIT_PREFIX = {"validation": "val", "test": "test"}
 
 
 def load_model(base: bool):
+    import torch
+
     from spelltune.model import load_base_model
     from spelltune.paths import ADAPTER_DIR
 
@@ -29,7 +31,11 @@ def load_model(base: bool):
     if not base:
         from peft import PeftModel
 
+        # The adapter is device- and backend-independent safetensors: one trained with
+        # Unsloth on a GPU loads here onto the fp32 base model like one trained on the CPU.
         model = PeftModel.from_pretrained(model, ADAPTER_DIR).merge_and_unload()
+    if torch.cuda.is_available():  # this worker's GPU (spelltune.devices), fp32 weights
+        model = model.to("cuda")
     return model, tokenizer
 
 
@@ -37,9 +43,10 @@ def evaluate(params, base: bool) -> None:
     from spelltune.data import read_jsonl, write_json, write_jsonl
     from spelltune.generation import generate_replies
     from spelltune.metrics import breakdown, score_item, summarize
+    from spelltune.devices import claim_worker
     from spelltune.model import set_threads
 
-    set_threads(params.train.threads)
+    set_threads(claim_worker(params.train.threads).threads)  # before torch touches CUDA
     name = "base" if base else "eval"
     model, tokenizer = load_model(base)
     metrics, breakdowns, predictions = {}, {}, []

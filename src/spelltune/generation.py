@@ -4,10 +4,11 @@ from __future__ import annotations
 
 
 def max_new_tokens(item: dict, chatty: bool = False) -> int:
-    """A tight budget per task: one letter, or letters and separators, then end-of-turn.
+    """A tight budget per task: one letter, or the spelled letters, then end-of-turn.
     The untrained base model answers in sentences ("The 3rd letter of 'banana' is 'n'."),
     so it gets room for one: it is scored once, not per experiment."""
-    budget = 3 if item["task"] == "letter_position" else 2 * len(item["word"]) + 2
+    per_letter = 2 if "-" in item["answer"] else 1  # "b-a-n-a-n-a": letter and separator; "b a n a n a": one
+    budget = 3 if item["task"] == "letter_position" else per_letter * len(item["word"]) + 2
     return budget + 24 if chatty else budget
 
 
@@ -30,7 +31,7 @@ def generate_replies(
     with torch.inference_mode(), tqdm(total=len(items), desc="generate", unit="q") as bar:
         for start in range(0, len(order), batch_size):
             idx = order[start : start + batch_size]
-            enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
+            enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
             out = model.generate(
                 **enc,
                 max_new_tokens=max(max_new_tokens(items[i], chatty) for i in idx),

@@ -53,6 +53,8 @@ class DataParams(Section):
     splits: Splits = Splits()
     tasks: Annotated[list[Literal[TASKS]], Field(min_length=1)] = list(TASKS)  # type: ignore[valid-type]
     letter_questions_per_word: Annotated[int, Field(ge=1)] = 2
+    # Between the letters of a spelling answer: "b-a-n-a-n-a" is 11 tokens, "b a n a n a" 6.
+    spelling_separator: Literal["-", " "] = "-"
 
     @field_validator("max_word_length")
     @classmethod
@@ -70,6 +72,29 @@ class ModelParams(Section):
     # compact: ChatML turns without a system prompt; chat_template: the tokenizer's own
     # template, which for SmolLM2 adds a 21-token default system prompt to every example.
     prompt_format: Literal["compact", "chat_template"] = "compact"
+    # Training backend (spelltune/backend.py). auto: Unsloth when a CUDA GPU is there and
+    # unsloth imports, else transformers + PEFT (the only choice on a CPU).
+    backend: Literal["auto", "unsloth", "hf"] = "auto"
+    # auto: bfloat16 on a CUDA GPU that supports it, else float16 there; float32 on the CPU.
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
+    load_in_4bit: bool = False  # QLoRA base weights (Unsloth, CUDA only)
+    # true: activation checkpointing (less memory, ~30 % slower); unsloth: Unsloth's own
+    # offloaded variant, plain checkpointing where auto ends up on transformers + PEFT.
+    gradient_checkpointing: Literal[False, True, "unsloth"] = False
+
+    @field_validator("load_in_4bit")
+    @classmethod
+    def _4bit_needs_unsloth(cls, value: bool, info: ValidationInfo) -> bool:
+        if value and info.data.get("backend") == "hf":
+            raise ValueError("needs model.backend unsloth or auto (on a CUDA GPU); the hf backend trains full-precision weights")
+        return value
+
+    @field_validator("gradient_checkpointing")
+    @classmethod
+    def _unsloth_mode_needs_unsloth(cls, value, info: ValidationInfo):
+        if value == "unsloth" and info.data.get("backend") == "hf":
+            raise ValueError("'unsloth' needs model.backend unsloth or auto; allowed with hf: false or true")
+        return value
 
 
 class LoraParams(Section):

@@ -6,19 +6,18 @@ from __future__ import annotations
 import logging
 import math
 import os
-import re
 import time
 from pathlib import Path
 
 from transformers import TrainerCallback
+
+from spelltune.devices import EXP_TEMP_DIR, original_repo_root  # noqa: F401 - light, used before torch loads
 
 log = logging.getLogger("spelltune.tracking")
 
 # Environment variables whose values must never reach a file the run writes.
 SECRET_NAMES = {"WANDB_API_KEY", "HF_TOKEN"}
 SECRET_SUFFIXES = ("_KEY", "_TOKEN", "_SECRET")
-# A queued or --temp DVC experiment runs in <repo>/.dvc/tmp/exps/<tmp>/, deleted afterwards.
-EXP_TEMP_DIR = re.compile(r"^(.*?)/\.dvc/tmp/exps/")
 
 
 def perplexity(loss: float) -> float:
@@ -55,13 +54,6 @@ def scrub(value, secrets: list[str] | None = None):
         for secret in secrets:
             value = value.replace(secret, "***")
     return value
-
-
-def original_repo_root(cwd: Path | None = None) -> Path:
-    """The repository the user ran from, also when DVC runs us in a temporary copy."""
-    cwd = (cwd or Path.cwd()).resolve()
-    match = EXP_TEMP_DIR.match(cwd.as_posix() + "/")
-    return Path(match.group(1)) if match else cwd
 
 
 def wandb_mode() -> str:
@@ -138,7 +130,7 @@ class WandbRun:
 def flat_summary(summary: dict) -> dict:
     """summary.json flattened for W&B: best/<metric>, final/<metric>, and the scalars."""
     flat = {k: v for k, v in summary.items() if not isinstance(v, dict)}
-    for section in ("final", "best", "parameters"):
+    for section in ("final", "best", "parameters", "backend", "worker"):
         flat.update({f"{section}/{k}": v for k, v in summary.get(section, {}).items()})
     return flat
 
@@ -168,6 +160,7 @@ class MetricsCallback(TrainerCallback):
         self.best: dict[str, float] = restored.get("best", {})
         self.best_step: int | None = restored.get("best_step")
         self.start = time.perf_counter()
+        self.seconds_to_first_step: float | None = None
 
     def seconds(self) -> float:
         return self.seconds_before + time.perf_counter() - self.start
@@ -177,6 +170,12 @@ class MetricsCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.start = time.perf_counter()
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        if self.seconds_to_first_step is None:  # start-up cost: process start to the first step
+            import psutil
+
+            self.seconds_to_first_step = time.time() - psutil.Process().create_time()
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = logs or {}
@@ -245,6 +244,7 @@ class MetricsCallback(TrainerCallback):
             "best": self.best,
             "best_step": self.best_step,
             "wallclock_seconds": self.seconds(),
+            "seconds_to_first_step": self.seconds_to_first_step,
             **extra,
         }
 

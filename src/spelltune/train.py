@@ -1,4 +1,4 @@
-"""Stage `train`: LoRA fine-tuning of the base model with HF Trainer + PEFT (CPU: fp32).
+"""Stage `train`: LoRA fine-tuning of the base model with HF Trainer + PEFT or Unsloth (spelltune.backend).
 
 Reads data/{train,validation}.jsonl and data/base_model/, writes the adapter to
 checkpoints/adapter/ and the training curves through DVCLive to metrics/train/.
@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import shutil
+import sys
 from pathlib import Path
 
 from spelltune.params import load_or_exit
@@ -177,14 +178,33 @@ def save_adapter(model, out_dir: Path) -> None:
 def main() -> None:
     params = load_or_exit()
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    # Before anything loads: this worker's slot (its GPU, its share of the cores), then the
+    # backend for this machine (spelltune.devices, spelltune.backend).
+    from spelltune.backend import check_or_exit
+    from spelltune.devices import claim_worker
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        print("error: multi-GPU (DDP) training of one experiment is not supported yet; "
+              "run one experiment per GPU with `dvc queue start -j <GPUs>`", file=sys.stderr)
+        raise SystemExit(2)
+    worker = claim_worker(params.train.threads)
+    choice = check_or_exit(params)
     try:
-        train(params)
+        train(params, worker, choice)
     except TrainingDiverged as exc:
         log.error("training stopped at %s; the last good checkpoint is kept for a rerun to resume from", exc)
         raise SystemExit(1) from None
 
 
-def train(params) -> dict:
+def train(params, worker=None, choice=None) -> dict:
+    """worker (spelltune.devices) and choice (spelltune.backend) default to this process's
+    slot and this machine's backend, decided here before torch touches CUDA."""
+    from spelltune import backend
+    from spelltune.devices import claim_worker
+
+    worker = worker or claim_worker(params.train.threads)
+    choice = choice or backend.check_or_exit(params)
+
     from datasets import Dataset
     from dvclive import Live
     from transformers import EarlyStoppingCallback, TrainingArguments, set_seed
@@ -193,7 +213,8 @@ def train(params) -> dict:
     from spelltune.data import read_jsonl, write_json
     from spelltune.generation import generate_replies
     from spelltune.metrics import score_item, summarize
-    from spelltune.model import load_base_model, model_tag, set_threads
+    from spelltune.model import model_tag, set_threads
+    from spelltune.paths import BASE_MODEL_DIR
     from spelltune.params import EARLY_STOP_METRICS, training_fingerprint
     from spelltune.tracking import (
         MetricsCallback, PruneCallback, WandbRun, flat_summary, original_repo_root, sweep_reporter,
@@ -212,10 +233,9 @@ def train(params) -> dict:
         log.info("starting fresh: no checkpoint of these params (fingerprint %s) in %s", fingerprint, store.parent)
         checkpoints.clear(store)
 
-    threads = set_threads(tp.threads)
+    threads = set_threads(worker.threads)
     set_seed(tp.seed)
-    model, tokenizer = load_base_model()
-    model = build_lora_model(model, params.lora)
+    model, tokenizer = backend.load(params, choice, BASE_MODEL_DIR)
     trainable, total = model.get_nb_trainable_parameters()
     log.info("LoRA: %d trainable of %d parameters; %d threads", trainable, total, threads)
 
@@ -252,7 +272,7 @@ def train(params) -> dict:
         load_best_model_at_end=bool(tp.early_stop_patience),
         restore_callback_states_from_checkpoint=True,
         report_to="none",
-        use_cpu=True,
+        **backend.trainer_kwargs(choice),  # CPU: use_cpu=True, fp32; GPU: mixed precision
         include_num_input_tokens_seen="non_padding",
         dataloader_pin_memory=False,
         train_sampling_strategy="group_by_length" if tp.group_by_length else "random",
@@ -261,7 +281,7 @@ def train(params) -> dict:
     wandb_run = WandbRun(
         name=os.environ.get("DVC_EXP_NAME", "workspace"),
         config={**params.model_dump(), "params_fingerprint": fingerprint},
-        tags=[model_tag(params.model.source), "spelling", "hf-cpu"],
+        tags=[model_tag(params.model.source), "spelling", f"{choice.name}-{choice.device}"],
         group=os.environ.get("WANDB_RUN_GROUP"),
         run_id=resumed.get("wandb_run_id"),
     )
@@ -320,6 +340,8 @@ def train(params) -> dict:
         tokens_seen=trainer.state.num_input_tokens_seen,
         parameters={"total": total, "trainable": trainable},
         params_fingerprint=fingerprint,
+        backend=choice.as_dict(),
+        worker=worker.as_dict(),
     )
     write_json(summary, SUMMARY_FILE)
     wandb_run.finish(flat_summary(summary))
