@@ -184,8 +184,9 @@ def test_check_command_passes_the_defaults_without_torch(tmp_path):
 # -- worker slots ----------------------------------------------------------------------------
 
 HOLD = textwrap.dedent("""
-    import json, sys
+    import json, logging, sys
     from spelltune.devices import claim_worker
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     w = claim_worker(int(sys.argv[1]))
     print(json.dumps({**w.as_dict(), "env": __import__("os").environ.get("CUDA_VISIBLE_DEVICES")}), flush=True)
     sys.stdin.readline()  # hold the slot until told to go
@@ -322,7 +323,7 @@ def test_hf_gradient_checkpointing_trains(tiny_model):
 
     p = params(gradient_checkpointing="unsloth")
     model, tokenizer = load_hf(p, tiny_model)
-    assert model.get_base_model().is_gradient_checkpointing
+    assert model.get_base_model().is_activation_checkpointing
     model.train()
     ids = tokenizer("b-a-n-a-n-a", return_tensors="pt")["input_ids"]
     model(input_ids=ids, labels=ids).loss.backward()

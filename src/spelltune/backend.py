@@ -181,7 +181,7 @@ def load_hf(params, model_dir: Path | str):
 
     model, tokenizer = load_base_model(Path(model_dir))
     if params.model.gradient_checkpointing:  # "unsloth" where auto fell back to hf: plain checkpointing
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.activation_checkpointing_enable()  # non-reentrant; LoRA inputs get gradients
     return build_lora_model(model, params.lora), tokenizer
 
 

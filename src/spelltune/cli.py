@@ -17,9 +17,8 @@ from pathlib import Path
 
 
 def cmd_check(args) -> int:
-    from spelltune.params import ParamsError, load
-
     from spelltune.backend import BackendError, check_machine, machine_needs_checking
+    from spelltune.params import ParamsError, load
 
     try:
         params = load(args.params)

@@ -41,9 +41,9 @@ def load_model(base: bool):
 
 def evaluate(params, base: bool) -> None:
     from spelltune.data import read_jsonl, write_json, write_jsonl
+    from spelltune.devices import claim_worker
     from spelltune.generation import generate_replies
     from spelltune.metrics import breakdown, score_item, summarize
-    from spelltune.devices import claim_worker
     from spelltune.model import set_threads
 
     set_threads(claim_worker(params.train.threads).threads)  # before torch touches CUDA

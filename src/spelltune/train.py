@@ -214,8 +214,8 @@ def train(params, worker=None, choice=None) -> dict:
     from spelltune.generation import generate_replies
     from spelltune.metrics import score_item, summarize
     from spelltune.model import model_tag, set_threads
-    from spelltune.paths import BASE_MODEL_DIR
     from spelltune.params import EARLY_STOP_METRICS, training_fingerprint
+    from spelltune.paths import BASE_MODEL_DIR
     from spelltune.tracking import (
         MetricsCallback, PruneCallback, WandbRun, flat_summary, original_repo_root, sweep_reporter,
     )
