@@ -8,7 +8,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 INSTALLED := $(VENV)/.installed
 
-.PHONY: install run test bench check clean-venv
+.PHONY: install run test bench bench-gpu check clean-venv
 
 install: $(INSTALLED)
 
@@ -31,6 +31,11 @@ test: install
 bench: install
 	dvc repro prepare prepare_model
 	python -m spelltune.bench
+
+# Unsloth vs transformers + PEFT on a CUDA GPU (pip install unsloth first) -> bench/gpu_results.json
+bench-gpu: install
+	dvc repro prepare prepare_model
+	python -m spelltune.gpu_bench
 
 check: install
 	spelltune check

@@ -181,6 +181,14 @@ def test_check_command_passes_the_defaults_without_torch(tmp_path):
     assert done.stdout.strip() == "params.yaml: valid"
 
 
+def test_gpu_benchmark_without_a_gpu_says_so_in_one_line(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "spelltune.gpu_bench", "--out", str(tmp_path / "gpu.json")],
+                          cwd=tmp_path, env=cpu_env(), capture_output=True, text=True, check=False)
+    assert done.returncode == 2
+    assert done.stderr.strip() == "error: spelltune.gpu_bench needs a CUDA GPU (none found); nothing was measured"
+    assert not (tmp_path / "gpu.json").exists()
+
+
 # -- worker slots ----------------------------------------------------------------------------
 
 HOLD = textwrap.dedent("""
