@@ -60,6 +60,28 @@ def test_answer_only_loss_equals_the_full_loss(tiny_model, lora):
     torch.testing.assert_close(trainer_cls.compute_loss(None, model, batch, num_items_in_batch=2 * n_answer), full / 2)
 
 
+def test_packed_batch_gives_the_padded_batch_loss_and_gradients(tiny_model):
+    """Packing removes the padding, not a token of the loss: no example attends to another."""
+    from spelltune.train import PackCollator
+
+    base, tok = load_base_model(tiny_model)
+    model = build_lora_model(base, LoraParams(r=4, dropout=0.0))
+    items = [letter_question("banana", 3), spelling_question("house"), letter_question("at", 2)]
+    examples = [encode_example(it, tok, "compact") for it in items]
+    trainer_cls = answer_loss_trainer()
+    losses, grads = [], []
+    for batch in (PadCollator(0)(examples), PackCollator()(examples)):
+        model.zero_grad()
+        loss = trainer_cls.compute_loss(None, model, batch)
+        loss.backward()
+        losses.append(loss.detach())
+        grads.append([p.grad.clone() for p in model.parameters() if p.requires_grad])
+    assert PackCollator()(examples)["input_ids"].shape == (1, sum(len(ex["input_ids"]) for ex in examples))
+    torch.testing.assert_close(losses[1], losses[0])
+    for packed, padded in zip(grads[1], grads[0]):
+        torch.testing.assert_close(packed, padded, rtol=1e-4, atol=1e-6)
+
+
 def test_saved_adapter_config_is_byte_stable(tiny_model, tmp_path):
     """PEFT keeps target_modules as a set; its JSON order must not depend on the hash seed."""
     import json

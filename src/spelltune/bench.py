@@ -6,8 +6,10 @@ data and hparams; figures to bench/results.json (never asserted by a test).
 - train: (a) the plain recipe — HF Trainer + PEFT, the model's chat template with its
   system prompt, padding to the longest in the batch, the model's own loss with
   full-vocabulary logits at every position — against (b) our train stage's trainer
-  (compact prompt, logits and loss at answer positions only). train_speedup = (b)/(a)
-  in examples/s; mfu = (4·N_frozen + 6·N_trainable)·tokens/s ÷ gemm_gflops.
+  (compact prompt, logits and loss at answer positions only, packed batches).
+  train_speedup = (b)/(a) in examples/s; mfu = (4·N_frozen + 6·N_trainable)·tokens/s ÷
+  gemm_gflops. Levers: packing_speedup = (b) against (b) with padded batches;
+  spaced_speedup = (b) with spelling answers as "b a n a n a" against (b).
 - tracking: the same short training of (b) with DVCLive + W&B (offline) + the metrics
   callback on and off, interleaved; tracking_overhead = time on / time off − 1.
 - evaluate: batched left-padded greedy generation against a per-example generate loop on
@@ -47,12 +49,13 @@ def _timed(fn) -> float:
 def train_rate(model_dir: Path, items: list[dict], recipe: str, steps: int, warmup: int, batch: int,
                callbacks=(), out_dir: Path | None = None) -> dict:
     """Examples and non-padding tokens per second over `steps` optimizer steps after
-    `warmup` untimed ones. recipe: `plain` or `ours`."""
+    `warmup` untimed ones. recipe: `plain`, `ours` (the train stage's defaults: compact
+    prompt, answer-only logits, packed batches) or `padded` (ours, batches padded)."""
     from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
     from spelltune.model import load_base_model
     from spelltune.params import LoraParams
-    from spelltune.train import PadCollator, answer_loss_trainer, build_lora_model, encode_example
+    from spelltune.train import answer_loss_trainer, build_lora_model, collator, encode_example
 
     set_seed(0)
     model, tokenizer = load_base_model(model_dir)
@@ -74,9 +77,9 @@ def train_rate(model_dir: Path, items: list[dict], recipe: str, steps: int, warm
     args = TrainingArguments(
         output_dir=str(out_dir or tempfile.mkdtemp()), per_device_train_batch_size=batch, max_steps=warmup + steps,
         learning_rate=1e-3, warmup_steps=0, logging_steps=1, save_strategy="no", report_to="none", use_cpu=True,
-        include_num_input_tokens_seen="non_padding", dataloader_pin_memory=False, seed=0, data_seed=0,
+        include_num_input_tokens_seen="all" if recipe == "ours" else "non_padding", dataloader_pin_memory=False, seed=0, data_seed=0,
     )
-    trainer = trainer_class(model=model, args=args, train_dataset=data, data_collator=PadCollator(tokenizer.pad_token_id),
+    trainer = trainer_class(model=model, args=args, train_dataset=data, data_collator=collator(recipe == "ours", tokenizer.pad_token_id),
                             callbacks=[Clock(), *callbacks])
     start = time.perf_counter()
     trainer.train()
@@ -94,27 +97,41 @@ def train_rate(model_dir: Path, items: list[dict], recipe: str, steps: int, warm
 def tracking_overhead(model_dir: Path, items: list[dict], steps: int, batch: int, repeats: int = 2) -> dict:
     """The same short training with tracking on and off, interleaved. Training seconds,
     plus, when on, the trackers' start and finish; every step is logged (the worst case:
-    runs log every train.log_every steps)."""
+    runs log every train.log_every steps). Two figures: the difference of the totals
+    (includes W&B's writer process competing for the cores, but carries the run-to-run
+    noise) and the seconds spent inside the trackers' calls (precise, in-process only)."""
     from dvclive import Live
 
     from spelltune.tracking import MetricsCallback, WandbRun
 
-    seconds = {"off": [], "on": []}
-    with tempfile.TemporaryDirectory() as tmp, mock.patch.dict(os.environ, {"WANDB_DIR": tmp, "WANDB_MODE": os.environ.get("WANDB_MODE", "offline")}):
+    class TimedMetrics(MetricsCallback):
+        spent = 0.0
+
+        def on_log(self, *args, **kwargs):
+            start = time.perf_counter()
+            super().on_log(*args, **kwargs)
+            self.spent += time.perf_counter() - start
+
+    seconds = {"off": [], "on": [], "in_trackers": []}
+    env = {"WANDB_MODE": os.environ.get("WANDB_MODE", "offline")}
+    with tempfile.TemporaryDirectory() as tmp, mock.patch.dict(os.environ, {**env, "WANDB_DIR": tmp}):
         for i in range(repeats):
             seconds["off"].append(train_rate(model_dir, items, "ours", steps, 0, batch)["total_seconds"])
             start = time.perf_counter()
             live = Live(dir=f"{tmp}/live{i}", dvcyaml=None, save_dvc_exp=False)
             wandb_run = WandbRun(name=f"bench-{i}", config={}, tags=["bench"], group=None)
-            metrics = MetricsCallback(live, steps, "val/loss", wandb_run)
+            metrics = TimedMetrics(live, steps, "val/loss", wandb_run)
             setup = time.perf_counter() - start
             trained = train_rate(model_dir, items, "ours", steps, 0, batch, callbacks=[metrics])["total_seconds"]
             start = time.perf_counter()
             live.end()
             wandb_run.finish({})
-            seconds["on"].append(setup + trained + time.perf_counter() - start)
+            finish = time.perf_counter() - start
+            seconds["on"].append(setup + trained + finish)
+            seconds["in_trackers"].append(setup + metrics.spent + finish)
     off, on = sum(seconds["off"]) / repeats, sum(seconds["on"]) / repeats
-    return {"seconds_off": seconds["off"], "seconds_on": seconds["on"], "tracking_overhead": on / off - 1}
+    return {**{f"seconds_{k}": v for k, v in seconds.items()}, "tracking_overhead": on / off - 1,
+            "tracking_share_in_process": sum(seconds["in_trackers"]) / sum(seconds["on"])}
 
 
 def eval_rate(model_dir: Path, items: list[dict], batch: int) -> dict:
@@ -163,15 +180,16 @@ def overheads(model_dir: Path) -> dict:
     its first optimizer step, from metrics/summary.json) and whether the base model's
     weights are a link into the DVC cache (so a queued experiment's workspace links them
     too rather than copying 538 MB)."""
-    import subprocess
-
     from spelltune.paths import SUMMARY_FILE
+    from spelltune.sweep import dvc
 
     result: dict = {}
-    status = subprocess.run(["dvc", "status", "--json"], capture_output=True, text=True)
-    if status.returncode == 0 and json.loads(status.stdout or "{}") == {}:
+    status = dvc("status", "--json")
+    # Up to date but for `validate`, which always runs (part of a no-op's cost too).
+    stale = status.returncode != 0 or any(why != ["always changed"] for why in json.loads(status.stdout or "{}").values())
+    if not stale:
         start = time.perf_counter()
-        subprocess.run(["dvc", "exp", "run"], check=True, capture_output=True)
+        dvc("exp", "run", check=True)
         result["noop_dvc_exp_run_seconds"] = time.perf_counter() - start
     else:
         result["noop_dvc_exp_run_seconds"] = None
@@ -207,11 +225,17 @@ def main(argv=None) -> int:
                      "warmup": args.warmup, "batch_size": args.batch}
     results["gemm_gflops"] = gemm_gflops()
     log.info("gemm: %.1f GFLOP/s", results["gemm_gflops"])
-    for recipe in ("plain", "ours"):
-        results[f"train_{recipe}"] = train_rate(model_dir, train_items, recipe, args.steps, args.warmup, args.batch)
-        log.info("train %s: %s", recipe, results[f"train_{recipe}"])
+    # Levers: packed batches (ours against padded ones); spelling answers spelled
+    # "b a n a n a" (one token per letter) instead of "b-a-n-a-n-a" (against ours).
+    spaced = [{**it, "answer": " ".join(it["word"])} if it["task"] == "spelling" else it for it in train_items]
+    for name, recipe, items in (("plain", "plain", train_items), ("ours", "ours", train_items),
+                                ("padded", "padded", train_items), ("spaced", "ours", spaced)):
+        results[f"train_{name}"] = train_rate(model_dir, items, recipe, args.steps, args.warmup, args.batch)
+        log.info("train %s: %s", name, results[f"train_{name}"])
     plain, ours = results["train_plain"], results["train_ours"]
     results["train_speedup"] = ours["examples_per_second"] / plain["examples_per_second"]
+    results["packing_speedup"] = ours["examples_per_second"] / results["train_padded"]["examples_per_second"]
+    results["spaced_speedup"] = results["train_spaced"]["examples_per_second"] / ours["examples_per_second"]
     n_trainable = ours["parameters"]["trainable"]
     n_frozen = ours["parameters"]["total"] - n_trainable
     results["mfu"] = (4 * n_frozen + 6 * n_trainable) * ours["nonpad_tokens_per_second"] / (results["gemm_gflops"] * 1e9)
@@ -225,7 +249,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
-    print(json.dumps({k: results[k] for k in ("train_speedup", "mfu", "eval_speedup", "gemm_gflops")}
+    print(json.dumps({k: results[k] for k in ("train_speedup", "packing_speedup", "spaced_speedup", "mfu", "eval_speedup", "gemm_gflops")}
                      | {"tracking_overhead": results["tracking"]["tracking_overhead"]}, indent=2))
     return 0
 

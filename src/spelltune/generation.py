@@ -39,8 +39,10 @@ def generate_replies(
                 eos_token_id=tokenizer.eos_token_id,
                 pad_token_id=tokenizer.pad_token_id,
             )
-            texts = tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
-            for i, text in zip(idx, texts):
+            new_tokens = out[:, enc["input_ids"].shape[1] :]
+            for row, i in enumerate(idx):
+                # Each reply within its own item's budget, as if generated alone.
+                text = tokenizer.decode(new_tokens[row, : max_new_tokens(items[i], chatty)], skip_special_tokens=True)
                 replies[i] = text.strip()
             bar.update(len(idx))
     model.train(was_training)

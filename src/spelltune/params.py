@@ -115,6 +115,8 @@ class TrainParams(Section):
     # Batches of similar length pad less (~20 % faster here) but then hold one task each,
     # which makes the gradient swing between tasks.
     group_by_length: bool = False
+    # One row per batch, no padding (position ids restart per example); same examples per step.
+    packing: bool = True
     seed: int = 0
     log_every: Annotated[int, Field(gt=0)] = 10
     eval_every: Annotated[int, Field(gt=0)] = 50

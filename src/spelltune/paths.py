@@ -7,3 +7,4 @@ BASE_MODEL_DIR = Path("data/base_model")
 CHECKPOINT_DIR = Path("checkpoints")
 ADAPTER_DIR = CHECKPOINT_DIR / "adapter"
 METRICS_DIR = Path("metrics")
+SUMMARY_FILE = METRICS_DIR / "summary.json"

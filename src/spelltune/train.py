@@ -15,12 +15,11 @@ import sys
 from pathlib import Path
 
 from spelltune.params import load_or_exit
-from spelltune.paths import ADAPTER_DIR, CHECKPOINT_DIR, METRICS_DIR
+from spelltune.paths import ADAPTER_DIR, CHECKPOINT_DIR, METRICS_DIR, SUMMARY_FILE
 
 log = logging.getLogger("spelltune.train")
 
 LIVE_DIR = METRICS_DIR / "train"
-SUMMARY_FILE = METRICS_DIR / "summary.json"
 IGNORE_INDEX = -100  # label value that carries no loss
 
 
@@ -56,6 +55,26 @@ class PadCollator:
         }
 
 
+class PackCollator:
+    """Packs a batch into one row without padding: position ids restart at every example,
+    and with no attention mask transformers masks attention block-diagonally from them
+    (masking_utils.find_packed_sequence_indices), so no example sees another. The same
+    examples per step as PadCollator, the same answer tokens in the loss."""
+
+    def __call__(self, batch: list[dict]) -> dict:
+        import torch
+
+        return {
+            "input_ids": torch.tensor([[t for ex in batch for t in ex["input_ids"]]]),
+            "labels": torch.tensor([[t for ex in batch for t in ex["labels"]]]),
+            "position_ids": torch.tensor([[i for ex in batch for i in range(len(ex["input_ids"]))]]),
+        }
+
+
+def collator(packing: bool, pad_id: int):
+    return PackCollator() if packing else PadCollator(pad_id)
+
+
 class TrainingDiverged(RuntimeError):
     """A NaN/inf loss or gradient, or a gradient norm beyond train.grad_norm_limit."""
 
@@ -87,7 +106,8 @@ def answer_loss_trainer():
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
             # The LoRA-injected *ForCausalLM: its decoder, then the output layer where it pays.
             causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
-            hidden = causal_lm.model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"])[0]
+            hidden = causal_lm.model(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask"),
+                                     position_ids=inputs.get("position_ids"), use_cache=False)[0]
             targets = inputs["labels"][:, 1:]  # position t predicts token t + 1
             answer = targets != IGNORE_INDEX
             logits = causal_lm.lm_head(hidden[:, :-1][answer])
@@ -273,7 +293,7 @@ def train(params, worker=None, choice=None) -> dict:
         restore_callback_states_from_checkpoint=True,
         report_to="none",
         **backend.trainer_kwargs(choice),  # CPU: use_cpu=True, fp32; GPU: mixed precision
-        include_num_input_tokens_seen="non_padding",
+        include_num_input_tokens_seen="all" if tp.packing else "non_padding",  # packed rows have no padding
         dataloader_pin_memory=False,
         train_sampling_strategy="group_by_length" if tp.group_by_length else "random",
     )
@@ -304,7 +324,7 @@ def train(params, worker=None, choice=None) -> dict:
         args=args,
         train_dataset=train_set,
         eval_dataset=val_set,
-        data_collator=PadCollator(tokenizer.pad_token_id),
+        data_collator=collator(tp.packing, tokenizer.pad_token_id),
         callbacks=callbacks,
     )
     trainer.answer_metrics = answer_metrics if val_items else None
