@@ -25,12 +25,16 @@ def generate_replies(
     tokenizer.padding_side = "left"
     prompts = [render_prompt(it["question"], prompt_format, tokenizer) for it in items]
     order = sorted(range(len(items)), key=lambda i: (items[i]["task"], max_new_tokens(items[i]), len(prompts[i])))
+    # Batches never mix tasks: a letter question needs 3 new tokens, a spelling one ~20.
+    batches = []
+    for task in dict.fromkeys(items[i]["task"] for i in order):
+        same = [i for i in order if items[i]["task"] == task]
+        batches += [same[start : start + batch_size] for start in range(0, len(same), batch_size)]
     replies = [""] * len(items)
     was_training = model.training
     model.eval()
     with torch.inference_mode(), tqdm(total=len(items), desc="generate", unit="q") as bar:
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
+        for idx in batches:
             enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
             out = model.generate(
                 **enc,

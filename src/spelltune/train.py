@@ -268,6 +268,11 @@ def train(params, worker=None, choice=None) -> dict:
     val_items = read_jsonl("data/validation.jsonl")[: tp.val_generate_items]
     best_metric = tp.early_stop_metric.removeprefix("val/")
 
+    # Packed rows rely on transformers building a block-diagonal mask from position ids;
+    # Unsloth's patched attention is not known to, so it trains on padded batches.
+    packing = tp.packing and choice.name == "hf"
+    if tp.packing and not packing:
+        log.info("train.packing: off on the %s backend (padded batches)", choice.name)
     args = TrainingArguments(
         output_dir=str(store),
         per_device_train_batch_size=tp.batch_size,
@@ -293,7 +298,7 @@ def train(params, worker=None, choice=None) -> dict:
         restore_callback_states_from_checkpoint=True,
         report_to="none",
         **backend.trainer_kwargs(choice),  # CPU: use_cpu=True, fp32; GPU: mixed precision
-        include_num_input_tokens_seen="all" if tp.packing else "non_padding",  # packed rows have no padding
+        include_num_input_tokens_seen="all" if packing else "non_padding",  # packed rows have no padding
         dataloader_pin_memory=False,
         train_sampling_strategy="group_by_length" if tp.group_by_length else "random",
     )
@@ -324,7 +329,7 @@ def train(params, worker=None, choice=None) -> dict:
         args=args,
         train_dataset=train_set,
         eval_dataset=val_set,
-        data_collator=collator(tp.packing, tokenizer.pad_token_id),
+        data_collator=collator(packing, tokenizer.pad_token_id),
         callbacks=callbacks,
     )
     trainer.answer_metrics = answer_metrics if val_items else None
