@@ -87,6 +87,27 @@ def shown_experiments(repo: Path) -> dict[str, dict]:
     return exps
 
 
+def test_plain_dvc_queue_workers_share_the_cores(repo_copy):
+    """`dvc exp run --queue` + `dvc queue start -j 2`, no spelltune command in between: each
+    train stage finds the two queue workers and takes cores // 2 torch threads."""
+    run(["dvc", "exp", "run", "--queue", "-S", "train.threads=0", "-S", "train.lr=3e-3,4e-3"], repo_copy)
+    run(["dvc", "queue", "start", "-j", "2"], repo_copy)
+    deadline = time.time() + 600
+    while time.time() < deadline:
+        status = run(["dvc", "queue", "status"], repo_copy).stdout
+        if "Running" not in status and "Queued" not in status:
+            break
+        time.sleep(3)
+    assert "Success" in status and "Failed" not in status, status
+    runs = [exp for exp in shown_experiments(repo_copy).values()
+            if exp["params"]["params.yaml"]["data"]["train"]["lr"] in (3e-3, 4e-3)]
+    assert len(runs) == 2
+    for exp in runs:
+        worker = exp["metrics"]["metrics/summary.json"]["data"]["worker"]
+        assert worker["workers"] == 2 and worker["workers_from"] == "dvc queue workers", worker
+        assert worker["threads"] == max(1, len(os.sched_getaffinity(0)) // 2)
+
+
 def test_grid_through_the_queue_with_two_workers(repo_copy, tmp_path):
     sweep = write(repo_copy / "grid.yaml", {
         "method": "grid",
