@@ -339,3 +339,21 @@ def test_importance_finds_the_param_that_matters():
     assert result.loc["lora.r", "variance explained"] < 0.1
     assert result["PED-ANOVA"].between(0, 1).all()  # Optuna's second opinion from 10 experiments on
     assert result.loc["train.lr", "PED-ANOVA"] > result.loc["lora.r", "PED-ANOVA"]
+
+
+def test_params_missing_in_older_experiments_do_not_break_the_analysis():
+    """A param added to the schema later is NaN for older experiments (seen on a real grid)."""
+    from spelltune.analysis import importance, seed_groups
+    from spelltune.compare import Runs
+
+    metric = "metrics/eval.json:test/letter_position_accuracy"
+    n = 12
+    table = pd.DataFrame({"rev": [f"{i:07x}" for i in range(n)], "kind": "experiment", "created": None,
+                          "train.lr": [1e-4, 3e-4, 1e-3, 3e-3] * 3, "train.seed": [0] * 4 + [1] * 4 + [2] * 4,
+                          "train.grad_norm_limit": [float("nan")] * 6 + [1000.0] * 6,
+                          metric: [0.2 + 0.05 * i for i in range(n)]},
+                         index=[f"exp{i}" for i in range(n)])
+    runs = Runs(Path("."), table, ["train.lr", "train.seed", "train.grad_norm_limit"], [metric])
+    assert seed_groups(runs, metric) is not None
+    result = importance(runs, metric)
+    assert "PED-ANOVA" in result and result["PED-ANOVA"].between(0, 1).all()

@@ -155,7 +155,7 @@ def seed_groups(runs: Runs, metric: str) -> pd.DataFrame | None:
     table = runs.table[runs.table[metric].notna()]
     others = [p for p in runs.params if p != "train.seed"]
     rows = []
-    for _, group in table.groupby(table[others].astype(str).apply("|".join, axis=1), sort=False):
+    for _, group in table.groupby(table[others].map(str).apply("|".join, axis=1), sort=False):
         group = group.drop_duplicates("train.seed")  # the same seed again is the same run (deterministic)
         if len(group) < 2:
             continue
@@ -186,7 +186,7 @@ def importance(runs: Runs, metric: str, ascending: bool | None = None) -> pd.Dat
     (importance for reaching the top quantile; needs no scikit-learn) is added as a second
     opinion. Returns a one-line explanation instead when there is too little to say."""
     table = runs.table[runs.table[metric].notna()]
-    params = [p for p in runs.varying() if p != "train.seed" and table[p].astype(str).nunique() > 1]
+    params = [p for p in runs.varying() if p != "train.seed" and table[p].map(str).nunique() > 1]
     y = table[metric].astype(float)
     if len(table) < MIN_EXPERIMENTS or not params or y.nunique() < 2:
         why = (f"{len(table)} finished experiments" if len(table) < MIN_EXPERIMENTS else
@@ -198,7 +198,7 @@ def importance(runs: Runs, metric: str, ascending: bool | None = None) -> pd.Dat
         groups = table[p]
         if pd.api.types.is_numeric_dtype(groups) and groups.nunique() > 4:
             groups = pd.qcut(groups.rank(method="first"), 4, labels=False)
-        between = y.groupby(groups.astype(str)).agg(["mean", "size"])
+        between = y.groupby(groups.map(str)).agg(["mean", "size"])
         rows[p] = {"variance explained": float((between["size"] * (between["mean"] - y.mean()) ** 2).sum() / total),
                    "groups": len(between)}
     result = pd.DataFrame.from_dict(rows, orient="index").sort_values("variance explained", ascending=False)
@@ -216,10 +216,10 @@ def _ped_anova(table: pd.DataFrame, params: list[str], metric: str, ascending: b
     dists = {}
     for p in params:
         col = table[p]
-        if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col):
+        if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col) and col.notna().all():
             dists[p] = FloatDistribution(float(col.min()), float(col.max()), log=bool((col > 0).all() and col.max() / col.min() >= 10))
         else:
-            dists[p] = CategoricalDistribution(sorted(col.astype(str).unique()))
+            dists[p] = CategoricalDistribution(sorted(col.map(str).unique()))
     study = optuna.create_study(direction="minimize")
     study.add_trials([
         optuna.trial.create_trial(

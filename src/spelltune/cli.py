@@ -57,7 +57,7 @@ def _comparison(func):
 def _runs_and_metric(args):
     from spelltune.compare import load_runs
 
-    runs = load_runs(args.repo, all_commits=args.all_commits)
+    runs = load_runs(args.repo, all_commits=args.all_commits, rev=args.rev)
     metric = runs.resolve_metric(args.metric)
     if runs.table.empty:
         from spelltune.compare import CompareError
@@ -133,6 +133,7 @@ def _comparison_args(parser) -> None:
                         help="lower is better (default: only for losses, error rates and times)")
     parser.add_argument("--repo", default=".", help="the repository (default: the current directory)")
     parser.add_argument("-A", "--all-commits", action="store_true", help="experiments of every commit, not only HEAD's")
+    parser.add_argument("--rev", help="experiments of this commit instead of HEAD's (one whose experiments ran before later commits)")
 
 
 def main(argv=None) -> int:

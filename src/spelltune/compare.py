@@ -88,7 +88,7 @@ class Runs:
 
     def varying(self) -> list[str]:
         """Params with more than one value across the experiments."""
-        return [p for p in self.params if self.table[p].astype(str).nunique() > 1]
+        return [p for p in self.params if self.table[p].map(str).nunique() > 1]
 
     def resolve(self, name: str) -> str:
         """An experiment by name, baseline branch name or (prefix of) git revision."""
@@ -142,16 +142,17 @@ class Runs:
         return out
 
 
-def _dvc_exp_show(repo: Path, all_commits: bool) -> list[dict]:
-    cmd = [sys.executable, "-m", "dvc", "exp", "show", "--json", *(["--all-commits"] if all_commits else [])]
+def _dvc_exp_show(repo: Path, all_commits: bool, rev: str | None = None) -> list[dict]:
+    cmd = [sys.executable, "-m", "dvc", "exp", "show", "--json", *(["--all-commits"] if all_commits else []),
+           *(["--rev", rev] if rev else [])]
     proc = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise CompareError(f"`dvc exp show` failed in {repo}: {(proc.stderr or proc.stdout).strip()[-500:]}")
     return json.loads(proc.stdout or "[]")
 
 
-def load_runs(repo: str | Path = ".", all_commits: bool = False) -> Runs:
-    """Every experiment with results: the HEAD baseline (or every commit with `all_commits`),
+def load_runs(repo: str | Path = ".", all_commits: bool = False, rev: str | None = None) -> Runs:
+    """Every experiment with results: the HEAD baseline (or `rev`, or every commit with `all_commits`),
     its experiments (queued ones once they finished) and the workspace when it differs."""
     repo = Path(repo).resolve()
     rows, pending = [], {}
@@ -170,7 +171,7 @@ def load_runs(repo: str | Path = ".", all_commits: bool = False) -> Runs:
         rows.append({"name": name, "rev": rev, "kind": kind, "created": data.get("timestamp"),
                      **{f"p:{k}": _param_value(v) for k, v in params.items()}, **{f"m:{k}": v for k, v in metrics.items()}})
 
-    for row in _dvc_exp_show(repo, all_commits):
+    for row in _dvc_exp_show(repo, all_commits, rev):
         rev = row["rev"]
         kind = "workspace" if rev == "workspace" else "baseline"
         add(row.get("name") or ("workspace" if kind == "workspace" else rev[:7]), rev, kind, row.get("data"), None, row.get("error"))
@@ -186,7 +187,7 @@ def load_runs(repo: str | Path = ".", all_commits: bool = False) -> Runs:
     params = [c for c in table.columns if c.startswith("p:")]
     metrics = [c for c in table.columns if c.startswith("m:")]
     # The workspace after `dvc exp run` is that experiment again: keep it only when it differs.
-    values = table[params + metrics].astype(str)
+    values = table[params + metrics].map(str)
     if "workspace" in table.index and (values.drop(index="workspace") == values.loc["workspace"]).all(axis=1).any():
         table = table.drop(index="workspace")
     table = table.rename(columns=lambda c: c[2:] if c[:2] in ("p:", "m:") else c)
@@ -329,7 +330,7 @@ def recommend(runs: Runs, metric: str = DEFAULT_METRIC, ascending: bool | None =
         lines.append(f"dvc exp run --queue {' '.join(args)}   # {key}: {why}")
         if len(lines) > limit:
             break
-    same_config = (table[keys].astype(str) == best[keys].astype(str)).all(axis=1).sum()
+    same_config = (table[keys].map(str) == best[keys].map(str)).all(axis=1).sum()
     if same_config < 2 and "train.seed" in runs.params:
         used = set(table["train.seed"].dropna().astype(int))
         seeds = [s for s in range(1, 100) if s not in used][:2]
@@ -355,8 +356,8 @@ def _as_axis(series: pd.Series) -> tuple[pd.Series, list | None]:
     """Numeric params as they are; others as category positions with their labels."""
     if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
         return series.astype(float), None
-    labels = sorted(series.astype(str).unique())
-    return series.astype(str).map(labels.index).astype(float), labels
+    labels = sorted(series.map(str).unique())
+    return series.map(str).map(labels.index).astype(float), labels
 
 
 def plot_metric_vs_params(runs: Runs, metric: str, ascending: bool | None = None):
