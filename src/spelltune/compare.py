@@ -60,11 +60,14 @@ def _flatten(data: dict, prefix: str = "") -> dict:
 
 
 def _param_value(value):
-    """Lists (target_modules, tasks) as their YAML flow form, the way `-S` takes them."""
+    """Lists (target_modules, tasks) as their YAML flow form, the way `-S` takes them;
+    blank strings quoted (data.spelling_separator: ' '), or they vanish from tables and plots."""
     import yaml
 
     if isinstance(value, list):
         return yaml.safe_dump(value, default_flow_style=True).strip()
+    if isinstance(value, str) and not value.strip():
+        return repr(value)
     return value
 
 
