@@ -48,11 +48,9 @@ def run(cmd: list[str], cwd: Path, check: bool = True, env: dict | None = None, 
     return proc
 
 
-@pytest.fixture
-def repo(tmp_path) -> Path:
-    """A fresh git + DVC repository holding this project's pipeline."""
-    dest = tmp_path / "repo"
-    dest.mkdir()
+def copy_project(dest: Path) -> None:
+    """This project's pipeline files (REPO_FILES) into `dest`, with DVC's own .gitignore."""
+    dest.mkdir(parents=True, exist_ok=True)
     for name in REPO_FILES:
         src = ROOT / name
         if src.is_dir():
@@ -61,11 +59,23 @@ def repo(tmp_path) -> Path:
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / name)
     (dest / ".dvc" / ".gitignore").write_text("/config.local\n/tmp\n/cache\n")
+
+
+def git_commit_all(dest: Path) -> None:
+    """`git init` in `dest` and commit everything in it."""
     run(["git", "init", "-q", "-b", "main"], dest)
     run(["git", "config", "user.name", "spelltune tests"], dest)
     run(["git", "config", "user.email", "tests@spelltune.invalid"], dest)
     run(["git", "add", "-A"], dest)
     run(["git", "commit", "-qm", "init"], dest)
+
+
+@pytest.fixture
+def repo(tmp_path) -> Path:
+    """A fresh git + DVC repository holding this project's pipeline."""
+    dest = tmp_path / "repo"
+    copy_project(dest)
+    git_commit_all(dest)
     return dest
 
 

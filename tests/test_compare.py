@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from conftest import REPO_FILES, ROOT, TINY_OVERRIDES, run, set_args
+from conftest import TINY_OVERRIDES, copy_project, git_commit_all, run, set_args
 
 pytestmark = pytest.mark.e2e
 
@@ -32,15 +32,7 @@ def build_experiments_repo(dest: Path, tiny_model: Path) -> Path:
     if (dest / ".built").exists():
         return dest
     shutil.rmtree(dest, ignore_errors=True)
-    dest.mkdir(parents=True)
-    for name in REPO_FILES:
-        src = ROOT / name
-        if src.is_dir():
-            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-        elif src.exists():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / name)
-    (dest / ".dvc" / ".gitignore").write_text("/config.local\n/tmp\n/cache\n")
+    copy_project(dest)
     params = yaml.safe_load((dest / "params.yaml").read_text())
     for key, value in {"model.source": str(tiny_model), **FAST}.items():
         section, name = key.split(".")
@@ -54,9 +46,7 @@ def build_experiments_repo(dest: Path, tiny_model: Path) -> Path:
 
 
 def _run_experiments(dest: Path) -> None:
-    for cmd in (["git", "init", "-q", "-b", "main"], ["git", "config", "user.name", "spelltune tests"],
-                ["git", "config", "user.email", "tests@spelltune.invalid"], ["git", "add", "-A"], ["git", "commit", "-qm", "init"]):
-        run(cmd, dest)
+    git_commit_all(dest)
     run(["dvc", "exp", "run"], dest, timeout=900)
     run(["git", "add", "-A"], dest)
     run(["git", "commit", "-qm", "baseline run"], dest)

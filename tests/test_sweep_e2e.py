@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import REPO_FILES, ROOT, TINY_OVERRIDES, run
+from conftest import ROOT, TINY_OVERRIDES, copy_project, git_commit_all, run
 
 pytestmark = pytest.mark.e2e
 
@@ -42,24 +42,12 @@ def baseline(tmp_path_factory, tiny_model) -> Path:
     from spelltune.sweep_space import set_dotted
 
     dest = tmp_path_factory.mktemp("sweep") / "repo"
-    dest.mkdir()
-    for name in REPO_FILES:
-        src = ROOT / name
-        if src.is_dir():
-            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-        elif src.exists():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / name)
-    (dest / ".dvc" / ".gitignore").write_text("/config.local\n/tmp\n/cache\n")
+    copy_project(dest)
     raw = yaml.safe_load((dest / "params.yaml").read_text())
     for key, value in {"model.source": str(tiny_model), **FAST}.items():
         set_dotted(raw, key, value)
     (dest / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    run(["git", "init", "-q", "-b", "main"], dest)
-    run(["git", "config", "user.name", "spelltune tests"], dest)
-    run(["git", "config", "user.email", "tests@spelltune.invalid"], dest)
-    run(["git", "add", "-A"], dest)
-    run(["git", "commit", "-qm", "init"], dest)
+    git_commit_all(dest)
     run(["dvc", "exp", "run"], dest, timeout=600)
     run(["git", "add", "-A"], dest)
     run(["git", "commit", "-qm", "baseline"], dest)
