@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -81,3 +82,24 @@ def repo(tmp_path) -> Path:
 
 def set_args(overrides: dict) -> list[str]:
     return [arg for key, value in overrides.items() for arg in ("-S", f"{key}={value}")]
+
+
+def run_queue(repo: Path, jobs: int = 2, timeout: float = 900) -> str:
+    """`dvc queue start -j N` as the README runs it, then wait until nothing is queued or
+    running; the last `dvc queue status`. The blocking `dvc exp run --run-all -j N` was seen
+    hanging in CI (an open DVC bug, treeverse/dvc#10398): the queue's workers are restarted
+    if they exit with work left, and a timeout shows the workers' own logs."""
+    run(["dvc", "queue", "start", "-j", str(jobs)], repo)
+    deadline, idle_polls = time.time() + timeout, 0
+    while time.time() < deadline:
+        status = run(["dvc", "queue", "status"], repo).stdout
+        if "Running" not in status and "Queued" not in status:
+            return status
+        # Work queued, no worker alive for several polls in a row (not just starting up).
+        idle_polls = idle_polls + 1 if "Running" not in status and "0 active" in status else 0
+        if idle_polls >= 5:
+            run(["dvc", "queue", "start", "-j", str(jobs)], repo)
+            idle_polls = 0
+        time.sleep(2)
+    logs = "\n".join(f"--- {p.name}\n{p.read_text()[-2000:]}" for p in (repo / ".dvc/tmp/exps/celery").glob("*.out"))
+    raise AssertionError(f"queue not done after {timeout} s:\n{status}\n{logs}")

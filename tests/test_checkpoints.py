@@ -77,7 +77,17 @@ def test_killed_run_resumes_to_the_uninterrupted_result(repo, tiny_model, tmp_pa
     saved = checkpoints.checkpoints(store)
     assert saved and checkpoints.step_of(saved[0]) >= at
 
-    # 2. The newest checkpoint gets corrupted; a rerun that diverges at once (a tiny
+    # 2. Other params (as a queued experiment with another lr would start): the killed run's
+    #    checkpoints are not resumed from; the run says so in one line, starts fresh, and
+    #    leaves them for a rerun of the killed params.
+    other = exp_run(repo, {**overrides, "train.lr": 5e-4})
+    assert f"those of other params ({store.name}) are not resumed from" in other.stdout + other.stderr
+    assert json.loads((repo / "metrics/summary.json").read_text())["resumed_from_step"] is None
+    assert curve(repo, "time/gradient_steps")[0][0] == 2
+    assert checkpoints.checkpoints(store) == saved
+    run(["git", "checkout", "--", "params.yaml"], repo)
+
+    # 3. The newest checkpoint gets corrupted; a rerun that diverges at once (a tiny
     #    grad-norm limit, which is no part of the params fingerprint) skips the corrupt
     #    checkpoint, resumes from the one before, stops with one line, exits non-zero.
     newest, previous = saved[0], saved[1]
@@ -93,7 +103,7 @@ def test_killed_run_resumes_to_the_uninterrupted_result(repo, tiny_model, tmp_pa
     assert checkpoints.problem(previous) is None  # the last good checkpoint is kept
     run(["git", "checkout", "--", "params.yaml"], repo)
 
-    # 3. A plain rerun resumes from the last good checkpoint and finishes.
+    # 4. A plain rerun resumes from the last good checkpoint and finishes.
     final = exp_run(repo, overrides)
     assert f"resuming from {previous}" in final.stdout + final.stderr
     assert not store.exists()  # a finished run leaves nothing to resume
@@ -119,12 +129,6 @@ def test_killed_run_resumes_to_the_uninterrupted_result(repo, tiny_model, tmp_pa
     # W&B: the resumed runs continue the killed run (one run id), from after the checkpoint.
     ids = {p.name.rsplit("-", 1)[-1] for p in (repo / "wandb").glob("offline-run-*")}
     assert len(ids) == 1
-
-    # 4. Other params: the checkpoints are not resumed from; the run says so and starts fresh.
-    other = exp_run(repo, {**overrides, "train.lr": 5e-4})
-    assert "starting fresh: " in other.stdout + other.stderr
-    assert json.loads((repo / "metrics/summary.json").read_text())["resumed_from_step"] is None
-    assert curve(repo, "time/gradient_steps")[0][0] == 2
 
 
 def test_early_stopping_restores_the_best_checkpoint(repo, tiny_model):

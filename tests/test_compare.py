@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from conftest import TINY_OVERRIDES, copy_project, git_commit_all, run, set_args
+from conftest import TINY_OVERRIDES, copy_project, git_commit_all, run, run_queue, set_args
 
 pytestmark = pytest.mark.e2e
 
@@ -27,7 +27,7 @@ FAST = {**TINY_OVERRIDES, "train.val_generate_items": 4, "train.threads": 1}  # 
 
 def build_experiments_repo(dest: Path, tiny_model: Path) -> Path:
     """A git + DVC repository holding: the baseline run, committed (`main`), one workspace
-    `dvc exp run` (`lr`), and two queued experiments (`rank`, `seed`) run with `dvc exp run --run-all`.
+    `dvc exp run` (`lr`), and two queued experiments (`rank`, `seed`) run with `dvc queue start -j 2`.
     Built once per session (test_notebooks.py reuses it), read-only afterwards."""
     if (dest / ".built").exists():
         return dest
@@ -54,7 +54,7 @@ def _run_experiments(dest: Path) -> None:
     for name in ("rank", "seed"):
         run(["dvc", "exp", "run", "--queue", "-n", name, *set_args(EXPERIMENTS[name])], dest)
     run(["dvc", "exp", "run", "-n", "lr", *set_args(EXPERIMENTS["lr"])], dest, timeout=900)
-    run(["dvc", "exp", "run", "--run-all", "-j", "2"], dest, timeout=900)
+    assert "Failed" not in run_queue(dest, jobs=2)
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, TINY_OVERRIDES, copy_project, git_commit_all, run
+from conftest import TINY_OVERRIDES, copy_project, git_commit_all, run, run_queue
 
 pytestmark = pytest.mark.e2e
 
@@ -28,7 +28,6 @@ FAST = {
     "eval.max_items_per_split": 8,
     "train.threads": 1,  # two workers on two cores
 }
-HOOK = "reporter_from_env" in (ROOT / "src/spelltune/train.py").read_text()
 
 
 def spelltune(*args: str) -> list[str]:
@@ -79,13 +78,7 @@ def test_plain_dvc_queue_workers_share_the_cores(repo_copy):
     """`dvc exp run --queue` + `dvc queue start -j 2`, no spelltune command in between: each
     train stage finds the two queue workers and takes cores // 2 torch threads."""
     run(["dvc", "exp", "run", "--queue", "-S", "train.threads=0", "-S", "train.lr=3e-3,4e-3"], repo_copy)
-    run(["dvc", "queue", "start", "-j", "2"], repo_copy)
-    deadline = time.time() + 600
-    while time.time() < deadline:
-        status = run(["dvc", "queue", "status"], repo_copy).stdout
-        if "Running" not in status and "Queued" not in status:
-            break
-        time.sleep(3)
+    status = run_queue(repo_copy, jobs=2, timeout=600)
     assert "Success" in status and "Failed" not in status, status
     runs = [exp for exp in shown_experiments(repo_copy).values()
             if exp["params"]["params.yaml"]["data"]["train"]["lr"] in (3e-3, 4e-3)]
@@ -253,8 +246,6 @@ def test_bayes_two_workers_share_one_study_prune_and_resume(repo_copy, tmp_path)
     assert "started" not in report.stderr
     assert report.stdout.strip().splitlines()[-1].startswith("trials: 6  ")
 
-    if not HOOK:
-        pytest.skip("pruning not checked: src/spelltune/train.py does not call spelltune.trial.reporter_from_env yet")
     pruned = [t for t in finished if t.state == TS.PRUNED]
     assert pruned, [(t.number, t.state, t.intermediate_values) for t in finished]
     for t in pruned:  # stopped cleanly, and its experiment is kept

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from conftest import TINY_OVERRIDES, run, set_args
-from spelltune.tracking import WandbRun, original_repo_root, scrub, wandb_mode
+from spelltune.tracking import WandbRun, original_repo_root, scrub, wandb_group, wandb_mode
 
 SECRETS = {
     "WANDB_API_KEY": "wandbkey-0123456789abcdef0123456789abcdef",
@@ -179,3 +179,13 @@ def test_scrub_and_original_root(monkeypatch):
     assert scrub({"a": ["x tok-123456 y"], "b": 3}) == {"a": ["x *** y"], "b": 3}
     assert original_repo_root(Path("/work/proj/.dvc/tmp/exps/tmpab12cd")) == Path("/work/proj")
     assert original_repo_root(Path("/work/proj")) == Path("/work/proj")
+
+
+def test_wandb_group_is_the_sweep_or_the_baseline_commit(monkeypatch):
+    monkeypatch.delenv("WANDB_RUN_GROUP", raising=False)
+    monkeypatch.delenv("DVC_EXP_BASELINE_REV", raising=False)
+    assert wandb_group() is None  # a plain `python -m spelltune.train`
+    monkeypatch.setenv("DVC_EXP_BASELINE_REV", "0123456789abcdef0123456789abcdef01234567")
+    assert wandb_group() == "baseline-0123456"  # every experiment of a `dvc exp run --queue` grid
+    monkeypatch.setenv("WANDB_RUN_GROUP", "sweep-lr")
+    assert wandb_group() == "sweep-lr"

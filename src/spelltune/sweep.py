@@ -642,6 +642,8 @@ def cmd_run(args) -> int:
     if args.jobs < 1:
         print("error: -j must be >= 1", file=sys.stderr)
         return 2
+    # Trials (queue workers started here, bayes trial processes) inherit it: one W&B group per sweep.
+    os.environ.setdefault("WANDB_RUN_GROUP", f"sweep-{sweep.name}")
     if sweep.method == "bayes":
         return BayesRunner(sweep, space, args).run()
     return run_queue(sweep, space, args)

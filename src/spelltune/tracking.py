@@ -71,6 +71,16 @@ def wandb_mode() -> str:
     return "online" if logged_in else "offline"
 
 
+def wandb_group() -> str | None:
+    """WANDB_RUN_GROUP when set (`spelltune sweep` sets it to the sweep's name); else, for a
+    DVC experiment, the commit it branches from, so a plain `dvc exp run --queue` grid lands
+    in one group."""
+    if os.environ.get("WANDB_RUN_GROUP"):
+        return os.environ["WANDB_RUN_GROUP"]
+    baseline = os.environ.get("DVC_EXP_BASELINE_REV")
+    return f"baseline-{baseline[:7]}" if baseline else None
+
+
 class WandbRun:
     """One W&B run per DVC experiment. A tracker that fails (import error, bad key, no
     network, unwritable directory) costs one warning: the run goes on without it."""
@@ -266,8 +276,6 @@ class PruneCallback(TrainerCallback):
 def sweep_reporter():
     """The trial reporter when this run is a trial of `spelltune sweep` (its environment
     says so; see spelltune.trial), else None."""
-    try:
-        from spelltune.trial import reporter_from_env
-    except ImportError:
-        return None
+    from spelltune.trial import reporter_from_env
+
     return reporter_from_env()

@@ -141,6 +141,14 @@ def answer_loss_trainer():
                 output.metrics.update({f"{prefix}_{k}": v for k, v in self.answer_metrics(self.model).items()})
             return output
 
+        def _determine_best_metric(self, metrics, trial):
+            # HF marks a new best at any evaluation; save there too (not only every
+            # save_every steps), so that the best step always has a checkpoint to restore.
+            new_best = super()._determine_best_metric(metrics=metrics, trial=trial)
+            if new_best:
+                self.control.should_save = True
+            return new_best
+
         def _save_checkpoint(self, model, trial):
             """HF's checkpoint content, staged and renamed into place with a manifest."""
             root = Path(self.args.output_dir)
@@ -237,7 +245,7 @@ def train(params, worker=None, choice=None) -> dict:
     from spelltune.params import EARLY_STOP_METRICS, training_fingerprint
     from spelltune.paths import BASE_MODEL_DIR
     from spelltune.tracking import (
-        MetricsCallback, PruneCallback, WandbRun, flat_summary, original_repo_root, sweep_reporter,
+        MetricsCallback, PruneCallback, WandbRun, flat_summary, original_repo_root, sweep_reporter, wandb_group,
     )
 
     tp = params.train
@@ -250,7 +258,9 @@ def train(params, worker=None, choice=None) -> dict:
         shutil.rmtree(LIVE_DIR, ignore_errors=True)  # the curves up to that checkpoint, no further
         shutil.copytree(resume_from / "live", LIVE_DIR)
     else:
-        log.info("starting fresh: no checkpoint of these params (fingerprint %s) in %s", fingerprint, store.parent)
+        others = sorted(p.name for p in store.parent.glob("*") if p.name != fingerprint and checkpoints.checkpoints(p))
+        log.info("starting fresh: no checkpoint of these params (fingerprint %s) in %s%s", fingerprint, store.parent,
+                 f"; those of other params ({', '.join(others)}) are not resumed from" if others else "")
         checkpoints.clear(store)
 
     threads = set_threads(worker.threads)
@@ -307,7 +317,7 @@ def train(params, worker=None, choice=None) -> dict:
         name=os.environ.get("DVC_EXP_NAME", "workspace"),
         config={**params.model_dump(), "params_fingerprint": fingerprint},
         tags=[model_tag(params.model.source), "spelling", f"{choice.name}-{choice.device}"],
-        group=os.environ.get("WANDB_RUN_GROUP"),
+        group=wandb_group(),
         run_id=resumed.get("wandb_run_id"),
     )
     metrics = MetricsCallback(live, tp.max_steps, tp.early_stop_metric, wandb_run, resumed.get("metrics"))
