@@ -26,6 +26,8 @@ import zlib
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from spelltune.sweep_space import (
     FINITE,
     Space,
@@ -75,6 +77,21 @@ def exp_refs() -> dict[str, str]:
     prefix = f"refs/exps/{base[:2]}/{base[2:]}/"
     refs = git("for-each-ref", prefix, "--format=%(refname)").split()
     return {ref[len(prefix):]: ref for ref in refs}
+
+
+def ran_with(ref: str, config: dict[str, Any]) -> bool:
+    """Whether the experiment at `ref` ran with these params values (its params.yaml)."""
+    proc = subprocess.run(["git", "show", f"{ref}:params.yaml"], capture_output=True, text=True)
+    if proc.returncode != 0:
+        return False
+    params = yaml.safe_load(proc.stdout) or {}
+    for key, value in config.items():
+        node: Any = params
+        for part in key.split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if format_value(node) != format_value(value):
+            return False
+    return True
 
 
 def read_exp_json(ref: str, path: str) -> dict | None:
@@ -232,7 +249,15 @@ def run_queue(sweep: Sweep, space: Space, args) -> int:
     threads = thread_override(sweep, space, args.jobs)
     if threads:
         say(f"{args.jobs} workers on {cores()} cores: each trial gets -S train.threads={threads['train.threads']}")
-    names = {f"{sweep.name}-{i:03d}": config for i, config in enumerate(configs, 1)}
+    done, status = exp_refs(), queue_status()
+    names = {}
+    for i, config in enumerate(configs, 1):
+        # `<sweep>-NNN` is the NNN-th configuration; if sweep.yaml changed since an earlier
+        # run, that name may hold another configuration: never skip on the name alone.
+        name, k = f"{sweep.name}-{i:03d}", 2
+        while name in done and not ran_with(done[name], {**space.fixed, **config}):
+            name, k = f"{sweep.name}-{i:03d}-{k}", k + 1
+        names[name] = config
 
     def enqueue(todo: list[str]) -> None:
         for name in todo:
@@ -243,7 +268,6 @@ def run_queue(sweep: Sweep, space: Space, args) -> int:
             else:
                 say(f"queued {name}: {show_config(names[name])}")
 
-    done, status = exp_refs(), queue_status()
     finished = [n for n in names if n in done]
     pending = [n for n in names if n not in done and status.get(n) in ("Queued", "Running")]
     for name in [n for n in names if n not in done and status.get(n) == "Failed"]:
