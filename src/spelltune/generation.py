@@ -22,7 +22,7 @@ def generate_replies(
 
     from spelltune.model import render_prompt
 
-    tokenizer.padding_side = "left"
+    padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"  # restored below
     prompts = [render_prompt(it["question"], prompt_format, tokenizer) for it in items]
     order = sorted(range(len(items)), key=lambda i: (items[i]["task"], max_new_tokens(items[i]), len(prompts[i])))
     # Batches never mix tasks: a letter question needs 3 new tokens, a spelling one ~20.
@@ -50,4 +50,5 @@ def generate_replies(
                 replies[i] = text.strip()
             bar.update(len(idx))
     model.train(was_training)
+    tokenizer.padding_side = padding_side
     return replies
