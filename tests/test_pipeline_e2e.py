@@ -114,8 +114,13 @@ def test_exp_run_end_to_end(repo, tiny_model):
     run(["git", "checkout", "--", "params.yaml"], repo)
 
     # A new lr reruns train and evaluate, not prepare or the base model's evaluation.
-    other = exp_run(repo, {**overrides, "train.lr": 5e-4})
+    # Its best is picked by letter accuracy, which the tiny model never lifts above 0: the
+    # first evaluation (step 3) stays the best, and step 3 is no save step (every 2): its
+    # checkpoint is written anyway and exported as the best.
+    other = exp_run(repo, {**overrides, "train.lr": 5e-4, "train.early_stop_metric": "val/letter_position_accuracy"})
     log = other.stdout + other.stderr
     assert "Running stage 'train'" in log and "Running stage 'evaluate'" in log
     for stage in ("prepare", "prepare_model", "evaluate_base"):
         assert f"Running stage '{stage}'" not in log
+    assert json.loads((repo / "metrics" / "summary.json").read_text())["best_step"] == 3
+    assert sorted(p.name for p in (repo / "checkpoints").iterdir()) == ["adapter", "checkpoint-3", "checkpoint-6"]
