@@ -68,6 +68,18 @@ def test_impossible_backend_is_one_line(model, cuda, unsloth, line):
     assert str(err.value).startswith(line) and "\n" not in str(err.value)
 
 
+def test_ddp_runs_on_transformers_peft():
+    ddp = params()
+    ddp.train.processes = 2
+    assert choose_backend(ddp, cuda_available=True, unsloth_importable=True) == (
+        "hf", "auto: train.processes = 2 (DDP) runs on transformers + PEFT")
+    ddp.model.backend = "unsloth"
+    with pytest.raises(BackendError) as err:
+        choose_backend(ddp, cuda_available=True, unsloth_importable=True)
+    assert str(err.value) == ("params.yaml: model.backend = 'unsloth': trains on one GPU; "
+                              "train.processes = 2 (DDP) needs hf or auto")
+
+
 @pytest.mark.parametrize(
     ("dtype", "cuda", "bf16", "resolved"),
     [

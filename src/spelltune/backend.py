@@ -49,6 +49,9 @@ class Choice:
 def choose_backend(params, cuda_available: bool, unsloth_importable: bool) -> tuple[str, str]:
     """(backend name, why) for these params on this machine; BackendError if impossible."""
     m = params.model
+    ddp = params.train.processes > 1
+    if m.backend == "unsloth" and ddp:
+        raise _bad("model.backend", m.backend, f"trains on one GPU; train.processes = {params.train.processes} (DDP) needs hf or auto")
     if m.backend == "unsloth":
         if not cuda_available:
             raise _bad("model.backend", m.backend, f"needs a CUDA GPU (none found) and the unsloth package ({UNSLOTH_HINT}); allowed on CPU: auto or hf")
@@ -57,6 +60,8 @@ def choose_backend(params, cuda_available: bool, unsloth_importable: bool) -> tu
         name, reason = "unsloth", "model.backend = unsloth"
     elif m.backend == "hf":
         name, reason = "hf", "model.backend = hf"
+    elif ddp:
+        name, reason = "hf", f"auto: train.processes = {params.train.processes} (DDP) runs on transformers + PEFT"
     elif cuda_available and unsloth_importable:
         name, reason = "unsloth", "auto: CUDA GPU found and unsloth imports"
     elif cuda_available:

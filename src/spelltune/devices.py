@@ -181,6 +181,8 @@ def claim_worker(threads: int = 0, repo_root: Path | None = None) -> Worker:
     global _claimed
     if _claimed is not None:
         return _claimed[0]
+    if int(os.environ.get("LOCAL_WORLD_SIZE", "1")) > 1:
+        return _claim_torchrun_process(threads)
     gpus = visible_gpus()
     directory = slots_dir(repo_root or original_repo_root())
     slot, lock = claim_slot(directory, len(gpus) if gpus else MAX_CPU_SLOTS)
@@ -195,6 +197,19 @@ def claim_worker(threads: int = 0, repo_root: Path | None = None) -> Worker:
     where = f"GPU {gpu} (CUDA_VISIBLE_DEVICES={gpu})" if gpu is not None else "CPU"
     how = "train.threads" if threads else f"{cores()} cores // {n_workers} workers ({source})"
     log.info("worker slot %d: %s; %d torch threads (%s)", slot, where, chosen, how)
+    return worker
+
+
+def _claim_torchrun_process(threads: int) -> Worker:
+    """A process of a DDP run under torchrun: the run as a whole is one experiment, so no
+    slot is locked; local rank i uses GPU i (accelerate picks it), or a share of the cores."""
+    global _claimed
+    n, rank = int(os.environ["LOCAL_WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", "0"))
+    gpus = visible_gpus()
+    chosen = threads or max(1, cores() // n)
+    worker = Worker(slot=rank, gpu=gpus[rank] if rank < len(gpus) else None, threads=chosen, workers=n, workers_from="torchrun")
+    _claimed = (worker, None)
+    log.info("DDP process %d of %d: %s; %d torch threads", rank, n, f"GPU {worker.gpu}" if worker.gpu else "CPU", chosen)
     return worker
 
 

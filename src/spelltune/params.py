@@ -123,6 +123,9 @@ class TrainParams(Section):
     val_loss_items: Annotated[int, Field(ge=0)] = 64
     val_generate_items: Annotated[int, Field(ge=0)] = 64  # val accuracy during training; 0: off
     threads: Annotated[int, Field(ge=0)] = 0  # 0: one per available core
+    # Processes of one data-parallel (DDP) run, one GPU each (or a share of the cores):
+    # each takes batch_size examples a step. > 1 starts the stage under torchrun.
+    processes: Annotated[int, Field(gt=0)] = 1
     max_grad_norm: Annotated[float, Field(ge=0)] = 1.0  # gradient clipping; 0: off
     # Checkpoints (adapter, optimizer, scheduler, RNG, trainer state) every save_every steps.
     save_every: Annotated[int, Field(gt=0)] = 50

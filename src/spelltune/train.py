@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -104,16 +105,29 @@ def answer_loss_trainer():
         run_state = staticmethod(dict)  # () -> what a resumed run needs beyond HF's state
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            # The LoRA-injected *ForCausalLM: its decoder, then the output layer where it pays.
-            causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
-            hidden = causal_lm.model(input_ids=inputs["input_ids"], attention_mask=inputs.get("attention_mask"),
-                                     position_ids=inputs.get("position_ids"), use_cache=False)[0]
             targets = inputs["labels"][:, 1:]  # position t predicts token t + 1
             answer = targets != IGNORE_INDEX
-            logits = causal_lm.lm_head(hidden[:, :-1][answer])
-            loss = F.cross_entropy(logits.float(), targets[answer], reduction="sum")
+            batch = {"input_ids": inputs["input_ids"], "attention_mask": inputs.get("attention_mask"),
+                     "position_ids": inputs.get("position_ids"), "use_cache": False}
+            if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+                # DDP syncs gradients only through its own forward: the whole model, with the
+                # output layer at the answer positions only (logits_to_keep takes indices).
+                keep = answer.any(0).nonzero().squeeze(1)
+                logits = model(**batch, logits_to_keep=keep).logits[answer[:, keep]]
+                answer_targets = targets[:, keep][answer[:, keep]]
+            else:
+                # The LoRA-injected *ForCausalLM: its decoder, then the output layer where it pays.
+                causal_lm = model.get_base_model() if hasattr(model, "get_base_model") else model
+                hidden = causal_lm.model(**batch)[0]
+                logits = causal_lm.lm_head(hidden[:, :-1][answer])
+                answer_targets = targets[answer]
+            loss = F.cross_entropy(logits.float(), answer_targets, reduction="sum")
             n_answer_tokens = num_items_in_batch if num_items_in_batch is not None else answer.sum()
             loss = loss / torch.as_tensor(n_answer_tokens, device=loss.device)
+            if num_items_in_batch is not None and self.accelerator.num_processes > 1:
+                # num_items_in_batch counts every process's answer tokens, and DDP averages
+                # the processes' gradients: undo that mean (as HF's own compute_loss does).
+                loss = loss * self.accelerator.num_processes
             return (loss, {"loss": loss}) if return_outputs else loss
 
         def training_step(self, *args, **kwargs):
@@ -150,26 +164,33 @@ def answer_loss_trainer():
             return new_best
 
         def _save_checkpoint(self, model, trial):
-            """HF's checkpoint content, staged and renamed into place with a manifest."""
+            """HF's checkpoint content, staged and renamed into place with a manifest. In a
+            DDP run every process adds its RNG state; process 0 writes the rest and commits."""
             root = Path(self.args.output_dir)
             staging = checkpoints.staging_dir(root, self.state.global_step)
-            shutil.rmtree(staging, ignore_errors=True)
-            self.save_model(str(staging), _internal_call=True)
+            main = self.args.should_save
+            if main:
+                shutil.rmtree(staging, ignore_errors=True)
+            self.accelerator.wait_for_everyone()
+            self.save_model(str(staging), _internal_call=True)  # HF: process 0 only
             self._save_optimizer_and_scheduler(str(staging))
             self._save_scaler(str(staging))
             self._save_rng_state(str(staging))
+            self.accelerator.wait_for_everyone()
             best = None
             if self.state.best_global_step:
                 best = root / f"checkpoint-{self.state.best_global_step}"
                 self.state.best_model_checkpoint = str(best)
-            for cb in self.callback_handler.callbacks + [self.control]:
-                if isinstance(cb, ExportableState):
-                    self.state.stateful_callbacks[cb.__class__.__name__] = cb.state()
-            self.state.save_to_json(str(staging / "trainer_state.json"))
-            if self.live_dir is not None and self.live_dir.exists():
-                shutil.copytree(self.live_dir, staging / "live")
-            checkpoints.commit(staging, self.fingerprint, self.run_state())
-            checkpoints.rotate(root, self.keep_last, best)
+            if main:
+                for cb in self.callback_handler.callbacks + [self.control]:
+                    if isinstance(cb, ExportableState):
+                        self.state.stateful_callbacks[cb.__class__.__name__] = cb.state()
+                self.state.save_to_json(str(staging / "trainer_state.json"))
+                if self.live_dir is not None and self.live_dir.exists():
+                    shutil.copytree(self.live_dir, staging / "live")
+                checkpoints.commit(staging, self.fingerprint, self.run_state())
+                checkpoints.rotate(root, self.keep_last, best)
+            self.accelerator.wait_for_everyone()
 
     return AnswerLossTrainer
 
@@ -211,10 +232,14 @@ def main() -> None:
     from spelltune.backend import check_or_exit
     from spelltune.devices import claim_worker
 
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        print("error: multi-GPU (DDP) training of one experiment is not supported yet; "
-              "run one experiment per GPU with `dvc queue start -j <GPUs>`", file=sys.stderr)
-        raise SystemExit(2)
+    processes = params.train.processes
+    if processes > 1 and "LOCAL_RANK" not in os.environ:
+        # One data-parallel run: torchrun starts `processes` copies of this stage (DDP).
+        check_or_exit(params, import_unsloth=False)  # a bad backend for DDP says so before anything starts
+        log.info("train.processes = %d: starting a DDP run under torchrun", processes)
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
+               "-m", "spelltune.train"]
+        raise SystemExit(subprocess.call(cmd))
     worker = claim_worker(params.train.threads)
     choice = check_or_exit(params)
     try:
@@ -249,15 +274,16 @@ def train(params, worker=None, choice=None) -> dict:
     )
 
     tp = params.train
+    main_process = int(os.environ.get("RANK", "0")) == 0  # DDP: every process trains, process 0 writes
     fingerprint = training_fingerprint(params)
     store = checkpoints.resume_store(original_repo_root(), fingerprint)
     resume_from = checkpoints.resumable(store, fingerprint)
     resumed = checkpoints.manifest(resume_from)["state"] if resume_from else {}
-    if resume_from:
+    if main_process and resume_from:
         log.info("resuming from %s", resume_from)
         shutil.rmtree(LIVE_DIR, ignore_errors=True)  # the curves up to that checkpoint, no further
         shutil.copytree(resume_from / "live", LIVE_DIR)
-    else:
+    elif main_process:
         others = sorted(p.name for p in store.parent.glob("*") if p.name != fingerprint and checkpoints.checkpoints(p))
         log.info("starting fresh: no checkpoint of these params (fingerprint %s) in %s%s", fingerprint, store.parent,
                  f"; those of other params ({', '.join(others)}) are not resumed from" if others else "")
@@ -312,19 +338,23 @@ def train(params, worker=None, choice=None) -> dict:
         dataloader_pin_memory=False,
         train_sampling_strategy="group_by_length" if tp.group_by_length else "random",
     )
-    live = Live(dir=str(LIVE_DIR), dvcyaml=None, save_dvc_exp=False, resume=resume_from is not None)
-    wandb_run = WandbRun(
-        name=os.environ.get("DVC_EXP_NAME", "workspace"),
-        config={**params.model_dump(), "params_fingerprint": fingerprint},
-        tags=[model_tag(params.model.source), "spelling", f"{choice.name}-{choice.device}"],
-        group=wandb_group(),
-        run_id=resumed.get("wandb_run_id"),
-    )
-    metrics = MetricsCallback(live, tp.max_steps, tp.early_stop_metric, wandb_run, resumed.get("metrics"))
-    callbacks = [metrics]
+    callbacks = []
+    if main_process:
+        live = Live(dir=str(LIVE_DIR), dvcyaml=None, save_dvc_exp=False, resume=resume_from is not None)
+        wandb_run = WandbRun(
+            name=os.environ.get("DVC_EXP_NAME", "workspace"),
+            config={**params.model_dump(), "params_fingerprint": fingerprint},
+            tags=[model_tag(params.model.source), "spelling", f"{choice.name}-{choice.device}"],
+            group=wandb_group(),
+            run_id=resumed.get("wandb_run_id"),
+        )
+        metrics = MetricsCallback(live, tp.max_steps, tp.early_stop_metric, wandb_run, resumed.get("metrics"))
+        callbacks.append(metrics)
     if tp.early_stop_patience:
         callbacks.append(EarlyStoppingCallback(tp.early_stop_patience, tp.early_stop_min_delta))
-    reporter = sweep_reporter()  # spelltune.trial.reporter_from_env(): set when this run is a sweep trial
+    # Set when this run is a sweep trial (spelltune.trial.reporter_from_env). Not in a DDP run:
+    # one process stopping alone would leave the others waiting for it.
+    reporter = sweep_reporter() if tp.processes == 1 else None
     if reporter is not None:
         prune = PruneCallback(reporter)
         callbacks.append(prune)
@@ -347,14 +377,18 @@ def train(params, worker=None, choice=None) -> dict:
     trainer.fingerprint = fingerprint
     trainer.keep_last = tp.keep_last
     trainer.live_dir = LIVE_DIR
-    trainer.run_state = lambda: {"metrics": metrics.state(), "wandb_run_id": wandb_run.id}
+    if main_process:  # what a resumed run needs beyond HF's state; process 0 writes checkpoints
+        trainer.run_state = lambda: {"metrics": metrics.state(), "wandb_run_id": wandb_run.id}
 
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    live.end()
+    if main_process:
+        live.end()
     step = trainer.state.global_step
     saved = checkpoints.checkpoints(store)
     if not saved or checkpoints.step_of(saved[0]) != step:  # stopped between saves (pruned)
         trainer._save_checkpoint(model, None)
+    if not main_process:
+        return {}
     # The final and best checkpoints become this experiment's versioned output.
     checkpoints.clear(CHECKPOINT_DIR)
     for kept in {step, trainer.state.best_global_step or step}:
