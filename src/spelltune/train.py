@@ -109,7 +109,8 @@ def answer_loss_trainer():
             answer = targets != IGNORE_INDEX
             batch = {"input_ids": inputs["input_ids"], "attention_mask": inputs.get("attention_mask"),
                      "position_ids": inputs.get("position_ids"), "use_cache": False}
-            if isinstance(model, torch.nn.parallel.DistributedDataParallel):
+            ddp = isinstance(model, torch.nn.parallel.DistributedDataParallel)
+            if ddp:
                 # DDP syncs gradients only through its own forward: the whole model, with the
                 # output layer at the answer positions only (logits_to_keep takes indices).
                 keep = answer.any(0).nonzero().squeeze(1)
@@ -124,10 +125,10 @@ def answer_loss_trainer():
             loss = F.cross_entropy(logits.float(), answer_targets, reduction="sum")
             n_answer_tokens = num_items_in_batch if num_items_in_batch is not None else answer.sum()
             loss = loss / torch.as_tensor(n_answer_tokens, device=loss.device)
-            if num_items_in_batch is not None and self.accelerator.num_processes > 1:
+            if ddp and num_items_in_batch is not None:
                 # num_items_in_batch counts every process's answer tokens, and DDP averages
                 # the processes' gradients: undo that mean (as HF's own compute_loss does).
-                loss = loss * self.accelerator.num_processes
+                loss = loss * torch.distributed.get_world_size()
             return (loss, {"loss": loss}) if return_outputs else loss
 
         def training_step(self, *args, **kwargs):
