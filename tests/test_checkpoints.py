@@ -1,5 +1,5 @@
-"""Checkpoints, resume and early stopping, with real processes: a run killed with
-SIGKILL and rerun ends exactly where an uninterrupted run ends; a corrupt checkpoint is
+"""Checkpoints, resume and early stopping, with real processes: a run killed (Ctrl-C,
+SIGTERM or SIGKILL) and rerun ends exactly where an uninterrupted run ends; a corrupt checkpoint is
 skipped; a diverging run stops with one line and keeps its last good checkpoint; a
 checkpoint of other params is never resumed from; early stopping restores the best."""
 
@@ -45,9 +45,9 @@ def reproducible(metrics: dict) -> dict:
     }
 
 
-def kill_during_training(repo: Path, overrides: dict, at_checkpoint: int) -> None:
-    """Start `dvc exp run`, wait for checkpoint-<at_checkpoint>, then SIGKILL the whole
-    process group (dvc and the stage it runs)."""
+def kill_during_training(repo: Path, overrides: dict, at_checkpoint: int, sig: signal.Signals) -> None:
+    """Start `dvc exp run`, wait for checkpoint-<at_checkpoint>, then send `sig` to the
+    whole process group (dvc and the stage it runs) and wait for it to end."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
     proc = subprocess.Popen(
         ["dvc", "exp", "run", *set_args(overrides)], cwd=repo, env=env, start_new_session=True,
@@ -58,7 +58,7 @@ def kill_during_training(repo: Path, overrides: dict, at_checkpoint: int) -> Non
         if list(repo.glob(f".spelltune/resume/*/checkpoint-{at_checkpoint}")):
             break
         time.sleep(0.02)
-    os.killpg(proc.pid, signal.SIGKILL)
+    os.killpg(proc.pid, sig)
     proc.wait()
     assert list(repo.glob(f".spelltune/resume/*/checkpoint-{at_checkpoint}")), "the run ended before the kill"
     assert not (repo / "metrics" / "summary.json").exists(), "the run finished before it was killed"
@@ -70,9 +70,10 @@ def test_killed_run_resumes_to_the_uninterrupted_result(repo, tiny_model, tmp_pa
     shutil.copytree(repo, uninterrupted, symlinks=True)
     exp_run(uninterrupted, overrides)
 
-    # 1. Killed (kill -9) at a random checkpoint.
-    at = random.choice([4, 6, 8])
-    kill_during_training(repo, overrides, at)
+    # 1. Killed at a random checkpoint, by Ctrl-C, SIGTERM or kill -9 (one per run, at random).
+    at, sig = random.choice([4, 6, 8]), random.choice([signal.SIGINT, signal.SIGTERM, signal.SIGKILL])
+    print(f"killed with {sig.name} after checkpoint-{at}")
+    kill_during_training(repo, overrides, at, sig)
     (store,) = (repo / ".spelltune/resume").iterdir()  # one store, named by the params fingerprint
     saved = checkpoints.checkpoints(store)
     assert saved and checkpoints.step_of(saved[0]) >= at
