@@ -1,4 +1,4 @@
-"""The task data: deterministic, split by word, correct answers, loadable by `datasets`."""
+"""The task data: deterministic, split by word, correct answers, loadable as JSON lines (pandas)."""
 
 from __future__ import annotations
 
@@ -83,13 +83,12 @@ def test_too_few_words_is_a_clear_error():
         build_splits(DataParams(n_words=500), words=["cat", "dog", "emu"])
 
 
-def test_jsonl_loads_with_datasets(tmp_path, splits):
-    from datasets import load_dataset
+def test_jsonl_loads_with_pandas(tmp_path, splits):
+    import pandas as pd
 
     for name in SPLITS:
         write_jsonl(splits[name], tmp_path / f"{name}.jsonl")
-    ds = load_dataset("json", data_files={n: str(tmp_path / f"{n}.jsonl") for n in SPLITS}, cache_dir=str(tmp_path / "cache"))
-    assert set(ds) == set(SPLITS)
-    assert ds["train"].num_rows == len(splits["train"])
-    assert set(ds["train"].column_names) == {"question", "answer", "word", "task", "position"}
+    frames = {n: pd.read_json(tmp_path / f"{n}.jsonl", lines=True) for n in SPLITS}
+    assert len(frames["train"]) == len(splits["train"])
+    assert set(frames["train"].columns) == {"question", "answer", "word", "task", "position"}
     assert json.loads((tmp_path / "train.jsonl").read_text().splitlines()[0]) == splits["train"][0]

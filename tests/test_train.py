@@ -60,12 +60,18 @@ def test_answer_only_loss_equals_the_full_loss(tiny_model, lora):
     torch.testing.assert_close(trainer_cls.compute_loss(None, model, batch, num_items_in_batch=2 * n_answer), full / 2)
 
 
-def test_packed_batch_gives_the_padded_batch_loss_and_gradients(tiny_model):
-    """Packing removes the padding, not a token of the loss: no example attends to another."""
+@pytest.mark.parametrize("packed_attention", [False, True])
+def test_packed_batch_gives_the_padded_batch_loss_and_gradients(tiny_model, packed_attention):
+    """Packing removes the padding, not a token of the loss: no example attends to another,
+    whether by transformers' block-diagonal mask or by spelltune.attention's per-example cut."""
+    from spelltune.attention import use_packed_attention
     from spelltune.train import PackCollator
 
     base, tok = load_base_model(tiny_model)
+    assert base.config.num_key_value_heads < base.config.num_attention_heads  # grouped-query, as SmolLM2
     model = build_lora_model(base, LoraParams(r=4, dropout=0.0))
+    if packed_attention:
+        use_packed_attention(model)
     items = [letter_question("banana", 3), spelling_question("house"), letter_question("at", 2)]
     examples = [encode_example(it, tok, "compact") for it in items]
     trainer_cls = answer_loss_trainer()

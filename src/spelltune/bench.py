@@ -62,6 +62,10 @@ def train_rate(model_dir: Path, items: list[dict], recipe: str, steps: int, warm
     model = build_lora_model(model, LoraParams())
     trainable, total = model.get_nb_trainable_parameters()
     prompt_format = "chat_template" if recipe == "plain" else "compact"
+    if recipe == "ours":
+        from spelltune.attention import use_packed_attention
+
+        use_packed_attention(model)
     data = [encode_example(it, tokenizer, prompt_format) for it in items]
     marks: dict[int, tuple[float, int]] = {}
 

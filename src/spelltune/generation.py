@@ -33,6 +33,10 @@ def generate_replies(
     replies = [""] * len(items)
     was_training = model.training
     model.eval()
+    # The prompt pass hands the output layer the last position of each row, a strided
+    # [rows, 1, hidden] view that torch multiplies as one matrix-vector product per row;
+    # made contiguous it is one matrix product (a third of the prompt pass's output-layer time).
+    contiguous = model.get_output_embeddings().register_forward_pre_hook(lambda _, args: (args[0].contiguous(), *args[1:]))
     with torch.inference_mode(), tqdm(total=len(items), desc="generate", unit="q") as bar:
         for idx in batches:
             enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
@@ -49,6 +53,7 @@ def generate_replies(
                 text = tokenizer.decode(new_tokens[row, : max_new_tokens(items[i], chatty)], skip_special_tokens=True)
                 replies[i] = text.strip()
             bar.update(len(idx))
+    contiguous.remove()
     model.train(was_training)
     tokenizer.padding_side = padding_side
     return replies

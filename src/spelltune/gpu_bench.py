@@ -41,7 +41,6 @@ def measure(name: str, args) -> dict:
         return {"backend": name, "error": str(exc)}
 
     import torch
-    from datasets import Dataset
     from transformers import TrainerCallback, TrainingArguments, set_seed
 
     from spelltune.data import read_jsonl
@@ -55,7 +54,7 @@ def measure(name: str, args) -> dict:
     model, tokenizer = backend.load(params, choice, BASE_MODEL_DIR)
     load_seconds = time.perf_counter() - loaded
     items = read_jsonl(Path(args.data) / "train.jsonl")[: (args.warmup + args.steps) * batch]
-    data = Dataset.from_list([encode_example(it, tokenizer, params.model.prompt_format) for it in items])
+    data = [encode_example(it, tokenizer, params.model.prompt_format) for it in items]
 
     class Timer(TrainerCallback):
         def __init__(self):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -33,6 +34,18 @@ def memory_metrics() -> dict[str, float]:
         metrics["memory/gpu_allocated_mb"] = torch.cuda.memory_allocated() / 2**20
         metrics["memory/gpu_reserved_mb"] = torch.cuda.memory_reserved() / 2**20
     return metrics
+
+
+def seconds_since_process_start() -> float:
+    """From the kernel's start time of this process (clock ticks since boot). psutil's
+    create_time adds the boot time, which /proc/stat rounds to the second: up to 1 s off."""
+    try:
+        ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])  # field 22: starttime
+        return time.clock_gettime(time.CLOCK_BOOTTIME) - ticks / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError, AttributeError):  # not Linux
+        import psutil
+
+        return time.time() - psutil.Process().create_time()
 
 
 def secret_values() -> list[str]:
@@ -89,6 +102,13 @@ class WandbRun:
         self.run = None
         # W&B's own log records go to its debug.log, not through our handlers to stderr.
         logging.getLogger("wandb").propagate = False
+        # Its start (imports and its wandb-core process, 1-2 s) runs beside the model's
+        # loading; the first use of the run waits for it.
+        self._starting = threading.Thread(target=self._start, args=(name, config, tags, group, run_id),
+                                          name="wandb-start", daemon=True)
+        self._starting.start()
+
+    def _start(self, name: str, config: dict, tags: list[str], group: str | None, run_id: str | None) -> None:
         try:
             import wandb
 
@@ -115,6 +135,7 @@ class WandbRun:
 
     @property
     def id(self) -> str | None:
+        self._starting.join()
         return self.run.id if self.run is not None else None
 
     def _fail(self, what: str, exc: Exception) -> None:
@@ -122,6 +143,7 @@ class WandbRun:
         self.run = None
 
     def log(self, metrics: dict[str, float], step: int) -> None:
+        self._starting.join()
         if self.run is not None:
             try:
                 self.run.log(metrics, step=step)
@@ -129,6 +151,7 @@ class WandbRun:
                 self._fail("log", exc)
 
     def finish(self, summary: dict) -> None:
+        self._starting.join()
         if self.run is not None:
             try:
                 self.run.summary.update(scrub(summary))
@@ -183,9 +206,7 @@ class MetricsCallback(TrainerCallback):
 
     def on_step_begin(self, args, state, control, **kwargs):
         if self.seconds_to_first_step is None:  # start-up cost: process start to the first step
-            import psutil
-
-            self.seconds_to_first_step = time.time() - psutil.Process().create_time()
+            self.seconds_to_first_step = seconds_since_process_start()
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = logs or {}

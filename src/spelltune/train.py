@@ -33,6 +33,21 @@ def encode_example(item: dict, tokenizer, prompt_format: str) -> dict:
     return {"input_ids": prompt + answer, "labels": [IGNORE_INDEX] * len(prompt) + answer}
 
 
+class EncodedItems:
+    """A split's items, tokenized as the data loader asks for them: the first step does not
+    wait for the whole split (0.4 s for 7,200 items), and a run of 130 steps × 16 reads
+    2,080 of them."""
+
+    def __init__(self, items: list[dict], tokenizer, prompt_format: str):
+        self.items, self.tokenizer, self.prompt_format = items, tokenizer, prompt_format
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict:
+        return encode_example(self.items[index], self.tokenizer, self.prompt_format)
+
+
 class PadCollator:
     """Right-pads a batch to its longest example; padded labels carry no loss."""
 
@@ -259,7 +274,6 @@ def train(params, worker=None, choice=None) -> dict:
     worker = worker or claim_worker(params.train.threads)
     choice = choice or backend.check_or_exit(params)
 
-    from datasets import Dataset
     from dvclive import Live
     from transformers import EarlyStoppingCallback, TrainingArguments, set_seed
 
@@ -290,15 +304,23 @@ def train(params, worker=None, choice=None) -> dict:
                  f"; those of other params ({', '.join(others)}) are not resumed from" if others else "")
         checkpoints.clear(store)
 
+    if main_process:  # the trackers start first: W&B's start runs beside the model's loading
+        live = Live(dir=str(LIVE_DIR), dvcyaml=None, save_dvc_exp=False, resume=resume_from is not None)
+        wandb_run = WandbRun(
+            name=os.environ.get("DVC_EXP_NAME", "workspace"),
+            config={**params.model_dump(), "params_fingerprint": fingerprint},
+            tags=[model_tag(params.model.source), "spelling", f"{choice.name}-{choice.device}"],
+            group=wandb_group(),
+            run_id=resumed.get("wandb_run_id"),
+        )
     threads = set_threads(worker.threads)
     set_seed(tp.seed)
     model, tokenizer = backend.load(params, choice, BASE_MODEL_DIR)
     trainable, total = model.get_nb_trainable_parameters()
     log.info("LoRA: %d trainable of %d parameters; %d threads", trainable, total, threads)
 
-    def encoded(split: str, limit: int | None = None) -> Dataset:
-        items = read_jsonl(f"data/{split}.jsonl")[:limit]
-        return Dataset.from_list([encode_example(it, tokenizer, params.model.prompt_format) for it in items])
+    def encoded(split: str, limit: int | None = None) -> EncodedItems:
+        return EncodedItems(read_jsonl(f"data/{split}.jsonl")[:limit], tokenizer, params.model.prompt_format)
 
     train_set = encoded("train")
     val_set = encoded("validation", tp.val_loss_items) if tp.val_loss_items else None
@@ -310,6 +332,10 @@ def train(params, worker=None, choice=None) -> dict:
     packing = tp.packing and choice.name == "hf"
     if tp.packing and not packing:
         log.info("train.packing: off on the %s backend (padded batches)", choice.name)
+    if packing:
+        from spelltune.attention import use_packed_attention
+
+        use_packed_attention(model)
     args = TrainingArguments(
         output_dir=str(store),
         per_device_train_batch_size=tp.batch_size,
@@ -341,14 +367,6 @@ def train(params, worker=None, choice=None) -> dict:
     )
     callbacks = []
     if main_process:
-        live = Live(dir=str(LIVE_DIR), dvcyaml=None, save_dvc_exp=False, resume=resume_from is not None)
-        wandb_run = WandbRun(
-            name=os.environ.get("DVC_EXP_NAME", "workspace"),
-            config={**params.model_dump(), "params_fingerprint": fingerprint},
-            tags=[model_tag(params.model.source), "spelling", f"{choice.name}-{choice.device}"],
-            group=wandb_group(),
-            run_id=resumed.get("wandb_run_id"),
-        )
         metrics = MetricsCallback(live, tp.max_steps, tp.early_stop_metric, wandb_run, resumed.get("metrics"))
         callbacks.append(metrics)
     if tp.early_stop_patience:
