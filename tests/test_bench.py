@@ -21,9 +21,10 @@ def test_bench_smoke(tiny_model, tmp_path, monkeypatch):
     assert bench.main(["--model", str(tiny_model), "--data", str(tmp_path), "--steps", "2", "--warmup", "1",
                        "--batch", "4", "--eval-items", "6", "--out", str(out)]) == 0
     results = json.loads(out.read_text())
-    for key in ("train_speedup", "packing_speedup", "spaced_speedup", "mfu", "eval_speedup", "gemm_gflops"):
+    for key in ("train_speedup", "packing_speedup", "packed_attention_speedup", "no_dropout_speedup", "spaced_speedup",
+                "mfu", "eval_speedup", "gemm_gflops"):
         assert results[key] > 0, key
-    for recipe in ("plain", "ours", "padded", "spaced"):
+    for recipe in ("plain", "ours", "padded", "masked", "dropout", "spaced"):
         assert results[f"train_{recipe}"]["examples_per_second"] > 0
         assert results[f"train_{recipe}"]["nonpad_tokens_per_second"] > 0
     tracked, untracked = results["tracking"]["seconds_on"], results["tracking"]["seconds_off"]

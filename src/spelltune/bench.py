@@ -9,7 +9,9 @@ data and hparams; figures to bench/results.json (never asserted by a test).
   (compact prompt, logits and loss at answer positions only, packed batches).
   train_speedup = (b)/(a) in examples/s; mfu = (4·N_frozen + 6·N_trainable)·tokens/s ÷
   gemm_gflops. Levers: packing_speedup = (b) against (b) with padded batches;
-  spaced_speedup = (b) with spelling answers as "b a n a n a" against (b).
+  packed_attention_speedup = (b) against (b) under transformers' block-diagonal mask;
+  no_dropout_speedup = (b) against (b) with lora.dropout 0.05; spaced_speedup = (b) with
+  spelling answers as "b a n a n a" against (b).
 - tracking: the same short training of (b) with DVCLive + W&B (offline) + the metrics
   callback on and off, interleaved; tracking_overhead = time on / time off − 1.
 - evaluate: batched left-padded greedy generation against a per-example generate loop on
@@ -47,10 +49,12 @@ def _timed(fn) -> float:
 
 
 def train_rate(model_dir: Path, items: list[dict], recipe: str, steps: int, warmup: int, batch: int,
-               callbacks=(), out_dir: Path | None = None) -> dict:
+               callbacks=(), out_dir: Path | None = None, lora_dropout: float | None = None) -> dict:
     """Examples and non-padding tokens per second over `steps` optimizer steps after
     `warmup` untimed ones. recipe: `plain`, `ours` (the train stage's defaults: compact
-    prompt, answer-only logits, packed batches) or `padded` (ours, batches padded)."""
+    prompt, answer-only logits, packed batches cut per example by spelltune.attention),
+    `masked` (ours, packed rows under transformers' block-diagonal mask) or `padded` (ours,
+    batches padded). lora_dropout: instead of the params default."""
     from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
     from spelltune.model import load_base_model
@@ -59,7 +63,7 @@ def train_rate(model_dir: Path, items: list[dict], recipe: str, steps: int, warm
 
     set_seed(0)
     model, tokenizer = load_base_model(model_dir)
-    model = build_lora_model(model, LoraParams())
+    model = build_lora_model(model, LoraParams() if lora_dropout is None else LoraParams(dropout=lora_dropout))
     trainable, total = model.get_nb_trainable_parameters()
     prompt_format = "chat_template" if recipe == "plain" else "compact"
     if recipe == "ours":
@@ -67,6 +71,7 @@ def train_rate(model_dir: Path, items: list[dict], recipe: str, steps: int, warm
 
         use_packed_attention(model)
     data = [encode_example(it, tokenizer, prompt_format) for it in items]
+    packed = recipe in ("ours", "masked")
     marks: dict[int, tuple[float, int]] = {}
 
     class Clock(TrainerCallback):
@@ -81,9 +86,9 @@ def train_rate(model_dir: Path, items: list[dict], recipe: str, steps: int, warm
     args = TrainingArguments(
         output_dir=str(out_dir or tempfile.mkdtemp()), per_device_train_batch_size=batch, max_steps=warmup + steps,
         learning_rate=1e-3, warmup_steps=0, logging_steps=1, save_strategy="no", report_to="none", use_cpu=True,
-        include_num_input_tokens_seen="all" if recipe == "ours" else "non_padding", dataloader_pin_memory=False, seed=0, data_seed=0,
+        include_num_input_tokens_seen="all" if packed else "non_padding", dataloader_pin_memory=False, seed=0, data_seed=0,
     )
-    trainer = trainer_class(model=model, args=args, train_dataset=data, data_collator=collator(recipe == "ours", tokenizer.pad_token_id),
+    trainer = trainer_class(model=model, args=args, train_dataset=data, data_collator=collator(packed, tokenizer.pad_token_id),
                             callbacks=[Clock(), *callbacks])
     start = time.perf_counter()
     trainer.train()
@@ -229,17 +234,22 @@ def main(argv=None) -> int:
                      "warmup": args.warmup, "batch_size": args.batch}
     results["gemm_gflops"] = gemm_gflops()
     log.info("gemm: %.1f GFLOP/s", results["gemm_gflops"])
-    # Levers: packed batches (ours against padded ones); spelling answers spelled
-    # "b a n a n a" (one token per letter) instead of "b-a-n-a-n-a" (against ours).
+    # Levers, each against ours: packed batches (against padded ones); per-example attention
+    # in packed rows (against the block-diagonal mask); no LoRA dropout (against 0.05, the
+    # default before); spelling answers "b a n a n a" (one token per letter, against "b-a-n-a-n-a").
     spaced = [{**it, "answer": " ".join(it["word"])} if it["task"] == "spelling" else it for it in train_items]
-    for name, recipe, items in (("plain", "plain", train_items), ("ours", "ours", train_items),
-                                ("padded", "padded", train_items), ("spaced", "ours", spaced)):
-        results[f"train_{name}"] = train_rate(model_dir, items, recipe, args.steps, args.warmup, args.batch)
+    for name, recipe, items, dropout in (("plain", "plain", train_items, None), ("ours", "ours", train_items, None),
+                                         ("padded", "padded", train_items, None), ("masked", "masked", train_items, None),
+                                         ("dropout", "ours", train_items, 0.05), ("spaced", "ours", spaced, None)):
+        results[f"train_{name}"] = train_rate(model_dir, items, recipe, args.steps, args.warmup, args.batch,
+                                              lora_dropout=dropout)
         log.info("train %s: %s", name, results[f"train_{name}"])
     plain, ours = results["train_plain"], results["train_ours"]
     results["train_speedup"] = ours["examples_per_second"] / plain["examples_per_second"]
     results["packing_speedup"] = ours["examples_per_second"] / results["train_padded"]["examples_per_second"]
     results["spaced_speedup"] = results["train_spaced"]["examples_per_second"] / ours["examples_per_second"]
+    results["packed_attention_speedup"] = ours["examples_per_second"] / results["train_masked"]["examples_per_second"]
+    results["no_dropout_speedup"] = ours["examples_per_second"] / results["train_dropout"]["examples_per_second"]
     n_trainable = ours["parameters"]["trainable"]
     n_frozen = ours["parameters"]["total"] - n_trainable
     results["mfu"] = (4 * n_frozen + 6 * n_trainable) * ours["nonpad_tokens_per_second"] / (results["gemm_gflops"] * 1e9)
@@ -253,7 +263,8 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
-    print(json.dumps({k: results[k] for k in ("train_speedup", "packing_speedup", "spaced_speedup", "mfu", "eval_speedup", "gemm_gflops")}
+    print(json.dumps({k: results[k] for k in ("train_speedup", "packing_speedup", "packed_attention_speedup", "no_dropout_speedup",
+                                              "spaced_speedup", "mfu", "eval_speedup", "gemm_gflops")}
                      | {"tracking_overhead": results["tracking"]["tracking_overhead"]}, indent=2))
     return 0
 
