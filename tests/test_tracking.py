@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import struct
 from pathlib import Path
 
@@ -189,3 +190,36 @@ def test_wandb_group_is_the_sweep_or_the_baseline_commit(monkeypatch):
     assert wandb_group() == "baseline-0123456"  # every experiment of a `dvc exp run --queue` grid
     monkeypatch.setenv("WANDB_RUN_GROUP", "sweep-lr")
     assert wandb_group() == "sweep-lr"
+
+
+def test_wandb_start_skips_launch_inputs_nothing_staged(tmp_path):
+    """W&B's init imports its Launch package only to apply staged job inputs; with none
+    staged (the package not imported) spelltune skips it, and the offline run is complete."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from spelltune.tracking import WandbRun\n"
+        "run = WandbRun(name='t', config={'a': 1}, tags=[], group=None)\n"
+        "run.log({'train/loss': 1.0}, step=1); run.finish({'best_step': 1})\n"
+        "print(run.id, 'wandb.sdk.launch' in sys.modules)\n"
+    )
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.split()
+    run_id, launch_imported = out[-2], out[-1]
+    assert launch_imported == "False"
+    assert len(list(tmp_path.glob(f"wandb/offline-run-*-{run_id}/run-{run_id}.wandb"))) == 1
+
+
+def test_process_age_is_not_ahead_of_the_clock():
+    """seconds_since_process_start of a fresh process is within the time its parent saw it
+    run (psutil's create_time, rounded by the boot time, could be up to 1 s ahead)."""
+    import subprocess
+    import sys
+    import time
+
+    started = time.monotonic()
+    printed = subprocess.run([sys.executable, "-c", "from spelltune.tracking import seconds_since_process_start as a; print(a())"],
+                             capture_output=True, text=True, check=True).stdout
+    wall = time.monotonic() - started
+    assert 0 <= float(printed) <= wall

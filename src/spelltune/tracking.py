@@ -94,6 +94,25 @@ def wandb_group() -> str | None:
     return f"baseline-{baseline[:7]}" if baseline else None
 
 
+def skip_unstaged_launch_inputs(wandb) -> None:
+    """wandb.init imports W&B's whole Launch package (~1 s of CPU per run) only to apply job
+    inputs that code can stage solely through that package: unless it is imported already,
+    there is nothing to apply."""
+    import sys
+
+    run_class = wandb.sdk.wandb_run.Run
+    detect = getattr(run_class, "_detect_and_apply_job_inputs", None)
+    if detect is None or getattr(detect, "spelltune", False):
+        return
+
+    def detect_if_staged(run) -> None:
+        if "wandb.sdk.launch" in sys.modules:
+            detect(run)
+
+    detect_if_staged.spelltune = True
+    run_class._detect_and_apply_job_inputs = detect_if_staged
+
+
 class WandbRun:
     """One W&B run per DVC experiment. A tracker that fails (import error, bad key, no
     network, unwritable directory) costs one warning: the run goes on without it."""
@@ -111,6 +130,8 @@ class WandbRun:
     def _start(self, name: str, config: dict, tags: list[str], group: str | None, run_id: str | None) -> None:
         try:
             import wandb
+
+            skip_unstaged_launch_inputs(wandb)
 
             root = Path(os.environ.get("WANDB_DIR") or original_repo_root())
             root.mkdir(parents=True, exist_ok=True)  # W&B itself would fall back to a temp dir
