@@ -19,7 +19,7 @@ def test_bench_smoke(tiny_model, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no DVC repository here: the no-op `dvc exp run` is not timed
     out = tmp_path / "results.json"
     assert bench.main(["--model", str(tiny_model), "--data", str(tmp_path), "--steps", "2", "--warmup", "1",
-                       "--batch", "4", "--eval-items", "6", "--out", str(out)]) == 0
+                       "--batch", "4", "--eval-items", "6", "--tracking-pairs", "2", "--out", str(out)]) == 0
     results = json.loads(out.read_text())
     for key in ("train_speedup", "packing_speedup", "packed_attention_speedup", "no_dropout_speedup", "spaced_speedup",
                 "mfu", "eval_speedup", "gemm_gflops"):

@@ -13,7 +13,7 @@ data and hparams; figures to bench/results.json (never asserted by a test).
   no_dropout_speedup = (b) against (b) with lora.dropout 0.05; spaced_speedup = (b) with
   spelling answers as "b a n a n a" against (b).
 - tracking: the same short training of (b) with DVCLive + W&B (offline) + the metrics
-  callback on and off, interleaved; tracking_overhead = time on / time off − 1.
+  callback on and off, interleaved (4 pairs); tracking_overhead = median on / median off − 1.
 - evaluate: batched left-padded greedy generation against a per-example generate loop on
   the same items; eval_speedup, and the share of identical predictions.
 """
@@ -103,12 +103,15 @@ def train_rate(model_dir: Path, items: list[dict], recipe: str, steps: int, warm
     }
 
 
-def tracking_overhead(model_dir: Path, items: list[dict], steps: int, batch: int, repeats: int = 2) -> dict:
+def tracking_overhead(model_dir: Path, items: list[dict], steps: int, batch: int, repeats: int) -> dict:
     """The same short training with tracking on and off, interleaved. Training seconds,
     plus, when on, the trackers' start and finish; every step is logged (the worst case:
     runs log every train.log_every steps). Two figures: the difference of the totals
     (includes W&B's writer process competing for the cores, but carries the run-to-run
-    noise) and the seconds spent inside the trackers' calls (precise, in-process only)."""
+    noise, hence medians of several pairs) and the seconds spent inside the trackers' calls
+    (precise, in-process only)."""
+    import statistics
+
     from dvclive import Live
 
     from spelltune.tracking import MetricsCallback, WandbRun
@@ -138,7 +141,7 @@ def tracking_overhead(model_dir: Path, items: list[dict], steps: int, batch: int
             finish = time.perf_counter() - start
             seconds["on"].append(setup + trained + finish)
             seconds["in_trackers"].append(setup + metrics.spent + finish)
-    off, on = sum(seconds["off"]) / repeats, sum(seconds["on"]) / repeats
+    off, on = statistics.median(seconds["off"]), statistics.median(seconds["on"])
     return {**{f"seconds_{k}": v for k, v in seconds.items()}, "tracking_overhead": on / off - 1,
             "tracking_share_in_process": sum(seconds["in_trackers"]) / sum(seconds["on"])}
 
@@ -219,6 +222,7 @@ def main(argv=None) -> int:
     # Three batches of the evaluate stage's eval.batch_size (64); it scores 300 items per split.
     # (64 items left the spelling batch a third full: 4.5x there against 5.4x at 192.)
     parser.add_argument("--eval-items", type=int, default=192)
+    parser.add_argument("--tracking-pairs", type=int, default=4, help="tracked/untracked run pairs (default: %(default)s)")
     parser.add_argument("--out", default="bench/results.json")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
@@ -253,7 +257,7 @@ def main(argv=None) -> int:
     n_trainable = ours["parameters"]["trainable"]
     n_frozen = ours["parameters"]["total"] - n_trainable
     results["mfu"] = (4 * n_frozen + 6 * n_trainable) * ours["nonpad_tokens_per_second"] / (results["gemm_gflops"] * 1e9)
-    results["tracking"] = tracking_overhead(model_dir, train_items, args.warmup + args.steps, args.batch)
+    results["tracking"] = tracking_overhead(model_dir, train_items, args.warmup + args.steps, args.batch, args.tracking_pairs)
     log.info("tracking: %s", results["tracking"])
     results["eval"] = eval_rate(model_dir, val_items, batch=64)
     results["eval_speedup"] = results["eval"]["eval_speedup"]
