@@ -19,7 +19,7 @@ def test_bench_smoke(tiny_model, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # no DVC repository here: the no-op `dvc exp run` is not timed
     out = tmp_path / "results.json"
     assert bench.main(["--model", str(tiny_model), "--data", str(tmp_path), "--steps", "2", "--warmup", "1",
-                       "--batch", "4", "--eval-items", "6", "--tracking-pairs", "2", "--out", str(out)]) == 0
+                       "--batch", "4", "--eval-items", "6", "--tracking-pairs", "2", "--startup-runs", "1", "--out", str(out)]) == 0
     results = json.loads(out.read_text())
     for key in ("train_speedup", "packing_speedup", "packed_attention_speedup", "no_dropout_speedup", "spaced_speedup",
                 "mfu", "eval_speedup", "gemm_gflops"):
@@ -33,3 +33,5 @@ def test_bench_smoke(tiny_model, tmp_path, monkeypatch):
     noop = results["overheads"]
     not_timed = noop["noop_dvc_exp_run_seconds"] is None
     assert not_timed and noop["noop_dvc_exp_run_note"]  # no DVC repository: skipped, with the reason
+    # A real train-stage process on the tiny model reached its first step (its time is not asserted).
+    assert len(noop["train_seconds_to_first_step_runs"]) == 1 and noop["train_seconds_to_first_step"] > 0
