@@ -33,5 +33,7 @@ def test_bench_smoke(tiny_model, tmp_path, monkeypatch):
     noop = results["overheads"]
     not_timed = noop["noop_dvc_exp_run_seconds"] is None
     assert not_timed and noop["noop_dvc_exp_run_note"]  # no DVC repository: skipped, with the reason
-    # A real train-stage process on the tiny model reached its first step (its time is not asserted).
-    assert len(noop["train_seconds_to_first_step_runs"]) == 1 and noop["train_seconds_to_first_step"] > 0
+    # A real train-stage process on the tiny model reached its first step and reported when
+    # (the figure itself is never asserted); the median of one run is that run.
+    startup_runs, startup_median = noop["train_seconds_to_first_step_runs"], noop["train_seconds_to_first_step"]
+    assert len(startup_runs) == 1 and startup_median == startup_runs[0]
