@@ -19,7 +19,8 @@ def packed_sdpa(module, query, key, value, attention_mask, scaling=None, positio
 
     total = query.shape[2]
     starts = None
-    if position_ids is not None and query.shape[0] == 1 and key.shape[2] == total > 1:
+    plain = kwargs.get("sliding_window") is None and kwargs.get("softcap") is None  # what the cut does not model
+    if plain and position_ids is not None and query.shape[0] == 1 and key.shape[2] == total > 1:
         starts = (position_ids[0] == 0).nonzero().flatten()
     if starts is None or starts.numel() < 2 or starts[0] != 0:
         return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling,
@@ -29,7 +30,8 @@ def packed_sdpa(module, query, key, value, attention_mask, scaling=None, positio
     index = (starts[:, None] + offsets).clamp(max=total - 1)  # [examples, longest]; tails point anywhere
     real = offsets < lengths[:, None]
     q, k, v = (t[0][:, index].transpose(0, 1) for t in (query, key, value))  # [examples, heads, longest, dim]
-    out = F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scaling, enable_gqa=True)
+    out = F.scaled_dot_product_attention(q, k, v, dropout_p=kwargs.get("dropout", 0.0), is_causal=True, scale=scaling,
+                                         enable_gqa=True)
     return out.transpose(1, 2)[real].unsqueeze(0), None  # real positions in row order: [1, T, heads, dim]
 
 
