@@ -121,17 +121,21 @@ class WandbRun:
         self.run = None
         # W&B's own log records go to its debug.log, not through our handlers to stderr.
         logging.getLogger("wandb").propagate = False
-        # Its start (imports and its wandb-core process, 1-2 s) runs beside the model's
-        # loading; the first use of the run waits for it.
+        # Its start (imports and its wandb-core process, 0.5-2 s) runs beside the model's
+        # loading; the first use of the run waits for it, and so does the interpreter's exit
+        # (not a daemon: a run that fails early must not exit halfway through wandb.init).
         self._starting = threading.Thread(target=self._start, args=(name, config, tags, group, run_id),
-                                          name="wandb-start", daemon=True)
+                                          name="wandb-start")
         self._starting.start()
 
     def _start(self, name: str, config: dict, tags: list[str], group: str | None, run_id: str | None) -> None:
         try:
             import wandb
 
-            skip_unstaged_launch_inputs(wandb)
+            try:
+                skip_unstaged_launch_inputs(wandb)
+            except Exception:  # noqa: BLE001 - a speed-up only: W&B works without it
+                log.debug("W&B: could not skip its Launch inputs", exc_info=True)
 
             root = Path(os.environ.get("WANDB_DIR") or original_repo_root())
             root.mkdir(parents=True, exist_ok=True)  # W&B itself would fall back to a temp dir
