@@ -3,6 +3,9 @@ that computes logits only at answer positions yet equals the model's own loss.""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 import torch
 
@@ -99,3 +102,19 @@ def test_saved_adapter_config_is_byte_stable(tiny_model, tmp_path):
     config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
     assert config["target_modules"] == sorted(LoraParams().target_modules)
     assert (tmp_path / "adapter" / "adapter_model.safetensors").exists()
+
+
+def test_stage_start_up_pauses_the_collector_then_freezes_what_loaded():
+    # In a fresh interpreter: freezing the test process's objects would outlive this test.
+    code = """
+import gc
+from spelltune.startup import loaded, pause_collector
+loaded()
+assert gc.isenabled() and gc.get_freeze_count() == 0, "without a pause, loaded() must change nothing"
+pause_collector()
+assert not gc.isenabled()
+import torch
+loaded()
+assert gc.isenabled() and gc.get_freeze_count() > 100_000, gc.get_freeze_count()
+"""
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -15,6 +15,7 @@ import time
 
 from spelltune.params import load_or_exit
 from spelltune.paths import METRICS_DIR
+from spelltune.startup import loaded, pause_collector
 
 log = logging.getLogger("spelltune.evaluate")
 
@@ -49,6 +50,7 @@ def evaluate(params, base: bool) -> None:
     set_threads(claim_worker(params.train.threads).threads)  # before torch touches CUDA
     name = "base" if base else "eval"
     model, tokenizer = load_model(base)
+    loaded()
     metrics, breakdowns, predictions = {}, {}, []
     for split, prefix in SPLIT_PREFIX.items():
         items = read_jsonl(f"data/{split}.jsonl")[: params.eval.max_items_per_split]
@@ -72,6 +74,7 @@ def evaluate(params, base: bool) -> None:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m spelltune.evaluate", description=__doc__)
     parser.add_argument("--base", action="store_true", help="score the base model instead of the fine-tuned one")
+    pause_collector()
     args = parser.parse_args(argv)
     params = load_or_exit()
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from spelltune.params import load_or_exit
 from spelltune.paths import ADAPTER_DIR, CHECKPOINT_DIR, METRICS_DIR, SUMMARY_FILE
+from spelltune.startup import loaded, pause_collector
 
 log = logging.getLogger("spelltune.train")
 
@@ -241,6 +242,7 @@ def save_adapter(model, out_dir: Path) -> None:
 
 
 def main() -> None:
+    pause_collector()
     params = load_or_exit()
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     # Before anything loads: this worker's slot (its GPU, its share of the cores), then the
@@ -399,6 +401,7 @@ def train(params, worker=None, choice=None) -> dict:
     if main_process:  # what a resumed run needs beyond HF's state; process 0 writes checkpoints
         trainer.run_state = lambda: {"metrics": metrics.state(), "wandb_run_id": wandb_run.id}
 
+    loaded()
     trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
     if main_process:
         live.end()

@@ -1,0 +1,25 @@
+"""Stage start-up without Python's cyclic garbage collector.
+
+Importing torch, transformers and PEFT creates ~800k long-lived objects, and while they
+load the collector walks all of them again at every full collection: on 2 cores that is
+~1 s of a 4-5 s start, plus 0.3 s for the gc.collect() HF Trainer runs before training.
+Start-up leaves ~12k objects of cyclic garbage (a few MB), so pausing it costs nothing.
+"""
+
+from __future__ import annotations
+
+import gc
+
+
+def pause_collector() -> None:
+    """First thing in a stage's main(), before the heavy imports."""
+    gc.disable()
+
+
+def loaded() -> None:
+    """Imports and model loaded: freeze what exists out of every later collection (so the
+    collector only sees what training allocates) and turn it back on. Does nothing unless
+    pause_collector() ran (train() called in a test process)."""
+    if not gc.isenabled():
+        gc.freeze()
+        gc.enable()
