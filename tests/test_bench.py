@@ -22,11 +22,12 @@ def test_bench_smoke(tiny_model, tmp_path, monkeypatch):
                        "--batch", "4", "--eval-items", "6", "--tracking-pairs", "2", "--startup-runs", "1", "--out", str(out)]) == 0
     results = json.loads(out.read_text())
     for key in ("train_speedup", "packing_speedup", "packed_attention_speedup", "no_dropout_speedup", "spaced_speedup",
-                "mfu", "eval_speedup", "gemm_gflops"):
+                "all_threads_speedup", "mfu", "eval_speedup", "gemm_gflops"):
         assert results[key] > 0, key
-    for recipe in ("plain", "ours", "padded", "masked", "dropout", "spaced"):
+    for recipe in ("plain", "ours", "padded", "masked", "dropout", "spaced", "half_threads"):
         assert results[f"train_{recipe}"]["examples_per_second"] > 0
         assert results[f"train_{recipe}"]["nonpad_tokens_per_second"] > 0
+    assert results["train_half_threads"]["threads"] == max(1, results["threads"] // 2)
     tracked, untracked = results["tracking"]["seconds_on"], results["tracking"]["seconds_off"]
     assert len(tracked) == len(untracked) == 2  # two interleaved pairs (their values are never asserted)
     assert 0.0 <= results["eval"]["identical_predictions"] <= 1.0

@@ -11,7 +11,8 @@ data and hparams; figures to bench/results.json (never asserted by a test).
   gemm_gflops. Levers: packing_speedup = (b) against (b) with padded batches;
   packed_attention_speedup = (b) against (b) under transformers' block-diagonal mask;
   no_dropout_speedup = (b) against (b) with lora.dropout 0.05; spaced_speedup = (b) with
-  spelling answers as "b a n a n a" against (b).
+  spelling answers as "b a n a n a" against (b); all_threads_speedup = (b) against (b) with
+  half as many torch threads (one per core is what the train stage uses).
 - tracking: the same short training of (b) with DVCLive + W&B (offline) + the metrics
   callback on and off, interleaved (4 pairs); tracking_overhead = median on / median off − 1.
 - evaluate: batched left-padded greedy generation against a per-example generate loop on
@@ -51,12 +52,15 @@ def _timed(fn) -> float:
 
 
 def train_rate(model_dir: Path, items: list[dict], recipe: str, steps: int, warmup: int, batch: int,
-               callbacks=(), out_dir: Path | None = None, lora_dropout: float | None = None) -> dict:
+               callbacks=(), out_dir: Path | None = None, lora_dropout: float | None = None,
+               threads: int | None = None) -> dict:
     """Examples and non-padding tokens per second over `steps` optimizer steps after
     `warmup` untimed ones. recipe: `plain`, `ours` (the train stage's defaults: compact
     prompt, answer-only logits, packed batches cut per example by spelltune.attention),
     `masked` (ours, packed rows under transformers' block-diagonal mask) or `padded` (ours,
-    batches padded). lora_dropout: instead of the params default."""
+    batches padded). lora_dropout: instead of the params default; threads: torch's intra-op
+    threads for this run (default: as set, one per core)."""
+    import torch
     from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
     from spelltune.model import load_base_model
@@ -92,9 +96,14 @@ def train_rate(model_dir: Path, items: list[dict], recipe: str, steps: int, warm
     )
     trainer = trainer_class(model=model, args=args, train_dataset=data, data_collator=collator(packed, tokenizer.pad_token_id),
                             callbacks=[Clock(), *callbacks])
-    start = time.perf_counter()
-    trainer.train()
-    total_seconds = time.perf_counter() - start
+    all_threads = torch.get_num_threads()
+    torch.set_num_threads(threads or all_threads)
+    try:
+        start = time.perf_counter()
+        trainer.train()
+        total_seconds = time.perf_counter() - start
+    finally:
+        torch.set_num_threads(all_threads)
     (t0, tok0), (t1, tok1) = marks[warmup], marks[warmup + steps]
     return {
         "examples_per_second": steps * batch / (t1 - t0),
@@ -283,13 +292,19 @@ def main(argv=None) -> int:
     log.info("gemm: %.1f GFLOP/s", results["gemm_gflops"])
     # Levers, each against ours: packed batches (against padded ones); per-example attention
     # in packed rows (against the block-diagonal mask); no LoRA dropout (against 0.05, the
-    # default before); spelling answers "b a n a n a" (one token per letter, against "b-a-n-a-n-a").
+    # default before); spelling answers "b a n a n a" (one token per letter, against "b-a-n-a-n-a");
+    # one torch thread per core (against half as many).
     spaced = [{**it, "answer": " ".join(it["word"])} if it["task"] == "spelling" else it for it in train_items]
-    for name, recipe, items, dropout in (("plain", "plain", train_items, None), ("ours", "ours", train_items, None),
-                                         ("padded", "padded", train_items, None), ("masked", "masked", train_items, None),
-                                         ("dropout", "ours", train_items, 0.05), ("spaced", "ours", spaced, None)):
+    half_threads = max(1, torch.get_num_threads() // 2)
+    for name, recipe, items, dropout, threads in (
+        ("plain", "plain", train_items, None, None), ("ours", "ours", train_items, None, None),
+        ("padded", "padded", train_items, None, None), ("masked", "masked", train_items, None, None),
+        ("dropout", "ours", train_items, 0.05, None), ("spaced", "ours", spaced, None, None),
+        ("half_threads", "ours", train_items, None, half_threads),
+    ):
         results[f"train_{name}"] = train_rate(model_dir, items, recipe, args.steps, args.warmup, args.batch,
-                                              lora_dropout=dropout)
+                                              lora_dropout=dropout, threads=threads)
+        results[f"train_{name}"]["threads"] = threads or torch.get_num_threads()
         log.info("train %s: %s", name, results[f"train_{name}"])
     plain, ours = results["train_plain"], results["train_ours"]
     results["train_speedup"] = ours["examples_per_second"] / plain["examples_per_second"]
@@ -297,6 +312,7 @@ def main(argv=None) -> int:
     results["spaced_speedup"] = results["train_spaced"]["examples_per_second"] / ours["examples_per_second"]
     results["packed_attention_speedup"] = ours["examples_per_second"] / results["train_masked"]["examples_per_second"]
     results["no_dropout_speedup"] = ours["examples_per_second"] / results["train_dropout"]["examples_per_second"]
+    results["all_threads_speedup"] = ours["examples_per_second"] / results["train_half_threads"]["examples_per_second"]
     n_trainable = ours["parameters"]["trainable"]
     n_frozen = ours["parameters"]["total"] - n_trainable
     results["mfu"] = (4 * n_frozen + 6 * n_trainable) * ours["nonpad_tokens_per_second"] / (results["gemm_gflops"] * 1e9)
@@ -311,7 +327,7 @@ def main(argv=None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps({k: results[k] for k in ("train_speedup", "packing_speedup", "packed_attention_speedup", "no_dropout_speedup",
-                                              "spaced_speedup", "mfu", "eval_speedup", "gemm_gflops")}
+                                              "spaced_speedup", "all_threads_speedup", "mfu", "eval_speedup", "gemm_gflops")}
                      | {"tracking_overhead": results["tracking"]["tracking_overhead"]}, indent=2))
     return 0
 
