@@ -21,10 +21,12 @@ def test_bench_smoke(tiny_model, tmp_path, monkeypatch):
     assert bench.main(["--model", str(tiny_model), "--data", str(tmp_path), "--steps", "2", "--warmup", "1",
                        "--batch", "4", "--eval-items", "6", "--tracking-pairs", "2", "--startup-runs", "1", "--out", str(out)]) == 0
     results = json.loads(out.read_text())
-    for key in ("train_speedup", "packing_speedup", "packed_attention_speedup", "no_dropout_speedup", "spaced_speedup",
-                "all_threads_speedup", "mfu", "eval_speedup", "gemm_gflops"):
+    for key in ("train_speedup", "compact_prompt_speedup", "answer_logits_speedup", "packing_speedup",
+                "packed_attention_speedup", "no_dropout_speedup", "all_threads_speedup", "spaced_speedup", "mfu",
+                "eval_speedup", "gemm_gflops"):
         assert results[key] > 0, key
-    for recipe in ("plain", "ours", "padded", "masked", "dropout", "spaced", "half_threads"):
+    for recipe in ("plain", "ours", "padded", "masked", "dropout", "spaced", "half_threads", "chat_prompt",
+                   "full_logits"):
         assert results[f"train_{recipe}"]["examples_per_second"] > 0
         assert results[f"train_{recipe}"]["nonpad_tokens_per_second"] > 0
     assert results["train_half_threads"]["threads"] == max(1, results["threads"] // 2)

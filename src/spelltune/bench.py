@@ -8,11 +8,13 @@ data and hparams; figures to bench/results.json (never asserted by a test).
   full-vocabulary logits at every position — against (b) our train stage's trainer
   (compact prompt, logits and loss at answer positions only, packed batches).
   train_speedup = (b)/(a) in examples/s; mfu = (4·N_frozen + 6·N_trainable)·tokens/s ÷
-  gemm_gflops. Levers: packing_speedup = (b) against (b) with padded batches;
-  packed_attention_speedup = (b) against (b) under transformers' block-diagonal mask;
-  no_dropout_speedup = (b) against (b) with lora.dropout 0.05; spaced_speedup = (b) with
-  spelling answers as "b a n a n a" against (b); all_threads_speedup = (b) against (b) with
-  half as many torch threads (one per core is what the train stage uses).
+  gemm_gflops. Levers, each (b) against (b) with that one thing as in (a) or as before:
+  compact_prompt_speedup = against the chat template's prompt; answer_logits_speedup =
+  against the model's own full-logits loss; packing_speedup = against padded batches;
+  packed_attention_speedup = against transformers' block-diagonal mask over the row;
+  no_dropout_speedup = against lora.dropout 0.05; all_threads_speedup = against half as
+  many torch threads (the train stage uses one per core); spaced_speedup = (b) with
+  spelling answers as "b a n a n a" against (b).
 - tracking: the same short training of (b) with DVCLive + W&B (offline) + the metrics
   callback on and off, interleaved (4 pairs); tracking_overhead = median on / median off − 1.
 - evaluate: batched left-padded greedy generation against a per-example generate loop on
@@ -51,15 +53,26 @@ def _timed(fn) -> float:
     return time.perf_counter() - start
 
 
+# How each recipe trains: prompt format, loss (answer: logits and loss at answer positions
+# only; full: the model's own loss, full-vocabulary logits at every position) and batches
+# (packed: one row cut per example for attention by spelltune.attention; masked: one row
+# under transformers' block-diagonal mask; padded: padded to the longest).
+RECIPES = {
+    "plain": {"prompt": "chat_template", "loss": "full", "batches": "padded"},  # (a)
+    "ours": {"prompt": "compact", "loss": "answer", "batches": "packed"},  # (b), the train stage's defaults
+    "padded": {"prompt": "compact", "loss": "answer", "batches": "padded"},
+    "masked": {"prompt": "compact", "loss": "answer", "batches": "masked"},
+    "chat_prompt": {"prompt": "chat_template", "loss": "answer", "batches": "packed"},
+    "full_logits": {"prompt": "compact", "loss": "full", "batches": "packed"},
+}
+
+
 def train_rate(model_dir: Path, items: list[dict], recipe: str, steps: int, warmup: int, batch: int,
                callbacks=(), out_dir: Path | None = None, lora_dropout: float | None = None,
                threads: int | None = None) -> dict:
     """Examples and non-padding tokens per second over `steps` optimizer steps after
-    `warmup` untimed ones. recipe: `plain`, `ours` (the train stage's defaults: compact
-    prompt, answer-only logits, packed batches cut per example by spelltune.attention),
-    `masked` (ours, packed rows under transformers' block-diagonal mask) or `padded` (ours,
-    batches padded). lora_dropout: instead of the params default; threads: torch's intra-op
-    threads for this run (default: as set, one per core)."""
+    `warmup` untimed ones, for one of RECIPES. lora_dropout: instead of the params default;
+    threads: torch's intra-op threads for this run (default: as set, one per core)."""
     import torch
     from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
@@ -71,13 +84,13 @@ def train_rate(model_dir: Path, items: list[dict], recipe: str, steps: int, warm
     model, tokenizer = load_base_model(model_dir)
     model = build_lora_model(model, LoraParams() if lora_dropout is None else LoraParams(dropout=lora_dropout))
     trainable, total = model.get_nb_trainable_parameters()
-    prompt_format = "chat_template" if recipe == "plain" else "compact"
-    if recipe == "ours":
+    how = RECIPES[recipe]
+    if how["batches"] == "packed":
         from spelltune.attention import use_packed_attention
 
         use_packed_attention(model)
-    data = [encode_example(it, tokenizer, prompt_format) for it in items]
-    packed = recipe in ("ours", "masked")
+    data = [encode_example(it, tokenizer, how["prompt"]) for it in items]
+    packed = how["batches"] != "padded"
     marks: dict[int, tuple[float, int]] = {}
 
     class Clock(TrainerCallback):
@@ -88,7 +101,7 @@ def train_rate(model_dir: Path, items: list[dict], recipe: str, steps: int, warm
             if state.global_step in (warmup, warmup + steps):
                 marks[state.global_step] = (time.perf_counter(), state.num_input_tokens_seen)
 
-    trainer_class = Trainer if recipe == "plain" else answer_loss_trainer()
+    trainer_class = Trainer if how["loss"] == "full" else answer_loss_trainer()
     args = TrainingArguments(
         output_dir=str(out_dir or tempfile.mkdtemp()), per_device_train_batch_size=batch, max_steps=warmup + steps,
         learning_rate=1e-3, warmup_steps=0, logging_steps=1, save_strategy="no", report_to="none", use_cpu=True,
@@ -290,14 +303,16 @@ def main(argv=None) -> int:
                      "warmup": args.warmup, "batch_size": args.batch}
     results["gemm_gflops"] = gemm_gflops()
     log.info("gemm: %.1f GFLOP/s", results["gemm_gflops"])
-    # Levers, each against ours: packed batches (against padded ones); per-example attention
-    # in packed rows (against the block-diagonal mask); no LoRA dropout (against 0.05, the
-    # default before); spelling answers "b a n a n a" (one token per letter, against "b-a-n-a-n-a");
-    # one torch thread per core (against half as many).
+    # Levers, each against ours (RECIPES): the compact prompt (against the chat template);
+    # answer-only logits and loss (against the model's own loss); packed batches (against
+    # padded ones); per-example attention in packed rows (against the block-diagonal mask); no
+    # LoRA dropout (against 0.05, the default before); spelling answers "b a n a n a" (one
+    # token per letter, against "b-a-n-a-n-a"); one torch thread per core (against half as many).
     spaced = [{**it, "answer": " ".join(it["word"])} if it["task"] == "spelling" else it for it in train_items]
     half_threads = max(1, torch.get_num_threads() // 2)
     for name, recipe, items, dropout, threads in (
         ("plain", "plain", train_items, None, None), ("ours", "ours", train_items, None, None),
+        ("chat_prompt", "chat_prompt", train_items, None, None), ("full_logits", "full_logits", train_items, None, None),
         ("padded", "padded", train_items, None, None), ("masked", "masked", train_items, None, None),
         ("dropout", "ours", train_items, 0.05, None), ("spaced", "ours", spaced, None, None),
         ("half_threads", "ours", train_items, None, half_threads),
@@ -308,6 +323,8 @@ def main(argv=None) -> int:
         log.info("train %s: %s", name, results[f"train_{name}"])
     plain, ours = results["train_plain"], results["train_ours"]
     results["train_speedup"] = ours["examples_per_second"] / plain["examples_per_second"]
+    results["compact_prompt_speedup"] = ours["examples_per_second"] / results["train_chat_prompt"]["examples_per_second"]
+    results["answer_logits_speedup"] = ours["examples_per_second"] / results["train_full_logits"]["examples_per_second"]
     results["packing_speedup"] = ours["examples_per_second"] / results["train_padded"]["examples_per_second"]
     results["spaced_speedup"] = results["train_spaced"]["examples_per_second"] / ours["examples_per_second"]
     results["packed_attention_speedup"] = ours["examples_per_second"] / results["train_masked"]["examples_per_second"]
@@ -326,7 +343,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
-    print(json.dumps({k: results[k] for k in ("train_speedup", "packing_speedup", "packed_attention_speedup", "no_dropout_speedup",
+    print(json.dumps({k: results[k] for k in ("train_speedup", "compact_prompt_speedup", "answer_logits_speedup", "packing_speedup", "packed_attention_speedup", "no_dropout_speedup",
                                               "spaced_speedup", "all_threads_speedup", "mfu", "eval_speedup", "gemm_gflops")}
                      | {"tracking_overhead": results["tracking"]["tracking_overhead"]}, indent=2))
     return 0
