@@ -29,6 +29,8 @@ def test_bench_smoke(tiny_model, tmp_path, monkeypatch):
                    "full_logits"):
         assert results[f"train_{recipe}"]["examples_per_second"] > 0
         assert results[f"train_{recipe}"]["nonpad_tokens_per_second"] > 0
+    assert len(results["train_ours"]["examples_per_second_runs"]) == 3
+    assert results["train_ours"]["examples_per_second"] == sorted(results["train_ours"]["examples_per_second_runs"])[1]
     assert results["train_half_threads"]["threads"] == max(1, results["threads"] // 2)
     tracked, untracked = results["tracking"]["seconds_on"], results["tracking"]["seconds_off"]
     assert len(tracked) == len(untracked) == 2  # two interleaved pairs (their values are never asserted)
