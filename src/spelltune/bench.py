@@ -7,8 +7,9 @@ data and hparams; figures to bench/results.json (never asserted by a test).
   system prompt, padding to the longest in the batch, the model's own loss with
   full-vocabulary logits at every position — against (b) our train stage's trainer
   (compact prompt, logits and loss at answer positions only, packed batches), the median
-  of 3 runs spread over the others. train_speedup = (b)/(a) in examples/s; mfu = (4·N_frozen + 6·N_trainable)·tokens/s ÷
-  gemm_gflops. Levers, each (b) against (b) with that one thing as in (a) or as before:
+  of 3 runs spread over the others. train_speedup = (b)/(a) in examples/s;
+  mfu = (4·N_frozen + 6·N_trainable)·tokens/s ÷ gemm_gflops.
+  Levers, each (b) against (b) with that one thing as in (a) or as before:
   compact_prompt_speedup = against the chat template's prompt; answer_logits_speedup =
   against the model's own full-logits loss; packing_speedup = against padded batches;
   packed_attention_speedup = against transformers' block-diagonal mask over the row;
@@ -354,9 +355,11 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
-    print(json.dumps({k: results[k] for k in ("train_speedup", "compact_prompt_speedup", "answer_logits_speedup", "packing_speedup", "packed_attention_speedup", "no_dropout_speedup",
-                                              "spaced_speedup", "all_threads_speedup", "mfu", "eval_speedup", "gemm_gflops")}
-                     | {"tracking_overhead": results["tracking"]["tracking_overhead"]}, indent=2))
+    headline = ("train_speedup", "compact_prompt_speedup", "answer_logits_speedup", "packing_speedup",
+                "packed_attention_speedup", "no_dropout_speedup", "all_threads_speedup", "spaced_speedup", "mfu",
+                "eval_speedup", "gemm_gflops")
+    print(json.dumps({k: results[k] for k in headline} | {"tracking_overhead": results["tracking"]["tracking_overhead"]},
+                     indent=2))
     return 0
 
 
