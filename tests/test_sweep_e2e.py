@@ -191,7 +191,11 @@ def test_bayes_two_workers_share_one_study_prune_and_resume(repo_copy, tmp_path)
             "lora.r": {"values": [2, 4, 8]},
         },
         "run_cap": 6,
-        "early_terminate": {"type": "hyperband", "min_iter": 2, "eta": 2},
+        # max_iter is train.max_steps (6): with eta 4 that is one bracket with one rung, at
+        # step 2, where only the best so far goes on, so a trial is pruned unless each of
+        # the ~7 arrives better than all before it (~1/7!). With eta 2 (two brackets of
+        # ~3 trials) that happened in CI: the lrs came in improving, and none was pruned.
+        "early_terminate": {"type": "hyperband", "min_iter": 2, "eta": 4},
     })
     journal = tmp_path / "shared" / "bo.journal"  # as on a shared filesystem
     cmd = spelltune("sweep", "run", "bayes.yaml", "--storage", str(journal))
