@@ -304,11 +304,7 @@ def main(argv=None) -> int:
                      "warmup": args.warmup, "batch_size": args.batch}
     results["gemm_gflops"] = gemm_gflops()
     log.info("gemm: %.1f GFLOP/s", results["gemm_gflops"])
-    # Levers, each against ours (RECIPES): the compact prompt (against the chat template);
-    # answer-only logits and loss (against the model's own loss); packed batches (against
-    # padded ones); per-example attention in packed rows (against the block-diagonal mask); no
-    # LoRA dropout (against 0.05, the default before); spelling answers "b a n a n a" (one
-    # token per letter, against "b-a-n-a-n-a"); one torch thread per core (against half as many).
+    # The levers (module docstring): each a recipe of RECIPES or ours with one setting changed.
     spaced = [{**it, "answer": " ".join(it["word"])} if it["task"] == "spelling" else it for it in train_items]
     half_threads = max(1, torch.get_num_threads() // 2)
     # Ours runs three times, spread over the list, and every ratio uses the median run: this
