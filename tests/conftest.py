@@ -14,11 +14,14 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 # What a fresh clone holds that the pipeline needs (outputs are rebuilt by the run).
-REPO_FILES = ["dvc.yaml", "params.yaml", "pyproject.toml", ".dvc/config", ".dvcignore", ".gitignore", "src"]
+REPO_FILES = ["dvc.yaml", "params.yaml", "pyproject.toml", ".dvc/config", ".dvcignore", ".gitignore", "src",
+              ".dvc/plots/offline.html"]  # written by `make` (spelltune.offline_plots)
 
 # Small enough that the whole pipeline runs in seconds on the tiny model.
 TINY_OVERRIDES = {
-    "data.n_words": 60,
+    "data.train_words": 40,
+    "data.validation_words": 4,
+    "data.test_words": 4,
     "train.max_steps": 6,
     "train.warmup_steps": 1,
     "train.batch_size": 4,
@@ -26,7 +29,6 @@ TINY_OVERRIDES = {
     "train.eval_every": 3,
     "train.save_every": 2,
     "train.val_loss_items": 8,
-    "eval.max_items_per_split": 12,
     "eval.batch_size": 8,
 }
 
@@ -59,7 +61,7 @@ def copy_project(dest: Path) -> None:
         elif src.exists():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / name)
-    (dest / ".dvc" / ".gitignore").write_text("/config.local\n/tmp\n/cache\n")
+    (dest / ".dvc" / ".gitignore").write_text("/config.local\n/tmp\n/cache\n/plots/offline.html\n")
 
 
 def git_commit_all(dest: Path) -> None:

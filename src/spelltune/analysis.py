@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from spelltune.compare import CompareError, Runs, lower_is_better, ranked, short
+from spelltune.compare import DEFAULT_METRIC, CompareError, Runs, lower_is_better, ranked, short
 
 ALPHA = 0.05
 SPLITS = {"test": "test", "val": "validation"}
@@ -129,12 +129,12 @@ def compare_two(runs: Runs, a: str, b: str, metric: str) -> PairedResult:
 
 def default_comparisons(runs: Runs, metric: str, ascending: bool | None = None) -> list[PairedResult]:
     """The best against the runner-up, and the best against the base model, ranked by
-    `metric` and tested on it when it is an accuracy (else on test letter accuracy)."""
+    `metric` and tested on it when it is an accuracy (else on validation spelling exact match)."""
     order = list(ranked(runs, metric, ascending).index)
     try:
         split_and_task(metric)
     except CompareError:
-        metric = "metrics/eval.json:test/letter_position_accuracy"
+        metric = DEFAULT_METRIC
     pairs = [(order[0], order[1])] if len(order) > 1 else []
     pairs += [(order[0], BASE)] if order else []
     results = []
@@ -264,7 +264,7 @@ def _substitutions(expected: str, got: str) -> list[tuple[str, str]]:
     return out
 
 
-def error_analysis(preds: pd.DataFrame, split: str = "test", examples: int = 10) -> dict[str, pd.DataFrame]:
+def error_analysis(preds: pd.DataFrame, split: str = "validation", examples: int = 10) -> dict[str, pd.DataFrame]:
     """Where one model fails, on one split ("test", "validation" or "all")."""
     from spelltune.metrics import parse_letter, parse_spelling, position_label
 

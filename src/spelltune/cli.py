@@ -55,10 +55,13 @@ def _comparison(func):
 
 
 def _runs_and_metric(args):
-    from spelltune.compare import load_runs
+    from spelltune.compare import DEFAULT_METRIC, load_runs
 
     runs = load_runs(args.repo, all_commits=args.all_commits, rev=args.rev)
-    metric = runs.resolve_metric(args.metric)
+    metric = runs.resolve_metric(args.metric or DEFAULT_METRIC)
+    if args.metric and metric.split(":", 1)[-1].startswith("test/"):
+        print(f"warning: choosing by {args.metric} uses the test split; the test number of what you choose "
+              "is then optimistic. Choose on val/ and read test/ once per finished recipe.", file=sys.stderr)
     if runs.table.empty:
         from spelltune.compare import CompareError
 
@@ -127,8 +130,8 @@ def cmd_errors(args) -> int:
 def _comparison_args(parser) -> None:
     from spelltune.compare import DEFAULT_METRIC
 
-    parser.add_argument("--metric", default=DEFAULT_METRIC,
-                        help="rank by this metric: `test/letter_position_accuracy` or `file:key` as in `dvc exp show` (default: %(default)s)")
+    parser.add_argument("--metric", help="rank by this metric: `val/letter_position_accuracy` or `file:key` as in "
+                        f"`dvc exp show` (default: {DEFAULT_METRIC}; a test/ metric warns: validation chooses)")
     parser.add_argument("--ascending", action=argparse.BooleanOptionalAction, default=None,
                         help="lower is better (default: only for losses, error rates and times)")
     parser.add_argument("--repo", default=".", help="the repository (default: the current directory)")
@@ -162,7 +165,7 @@ def main(argv=None) -> int:
     errors = sub.add_parser("errors", help="error analysis of one experiment (default: the best)")
     errors.add_argument("experiment", nargs="?")
     _comparison_args(errors)
-    errors.add_argument("--split", default="test", choices=["test", "validation", "all"])
+    errors.add_argument("--split", default="validation", choices=["test", "validation", "all"])
     errors.add_argument("--top", type=int, default=10, help="rows of confusions and worst words (default: %(default)s)")
     errors.add_argument("--out", help="write the Markdown here instead of printing it")
     errors.set_defaults(func=cmd_errors)

@@ -35,20 +35,22 @@ def candidate_words(min_len: int, max_len: int) -> list[str]:
 
 
 def split_words(words: list[str], params: DataParams) -> dict[str, list[str]]:
-    """Sample `n_words` and split them so that no word is in two splits."""
-    rng = random.Random(params.seed)
-    if len(words) < params.n_words:
+    """Shuffle the word list once with `data.seed` and cut it: validation first, then test,
+    then training words, so that no word is in two splits and the held-out words stay the
+    same whatever `data.train_words` is (experiments over it compare on the same items)."""
+    needed = params.validation_words + params.test_words + params.train_words
+    if len(words) < needed:
         raise ValueError(
-            f"data.n_words = {params.n_words}: only {len(words)} words of length "
+            f"data.train_words + validation_words + test_words = {needed}: only {len(words)} words of length "
             f"{params.min_word_length}-{params.max_word_length} are in the word list"
         )
-    chosen = rng.sample(words, params.n_words)
-    n_train = round(params.n_words * params.splits.train)
-    n_val = round(params.n_words * params.splits.validation)
+    shuffled = list(words)
+    random.Random(params.seed).shuffle(shuffled)
+    n_val, n_test = params.validation_words, params.test_words
     return {
-        "train": chosen[:n_train],
-        "validation": chosen[n_train : n_train + n_val],
-        "test": chosen[n_train + n_val :],
+        "validation": shuffled[:n_val],
+        "test": shuffled[n_val : n_val + n_test],
+        "train": shuffled[n_val + n_test : needed],
     }
 
 
@@ -74,15 +76,21 @@ def spelling_question(word: str, separator: str = "-") -> dict:
     }
 
 
-def questions_for(word: str, params: DataParams, rng: random.Random) -> list[dict]:
+# Held-out words always get these questions, whatever the training mix, so that every
+# experiment is scored on the same items.
+HELD_OUT_TASKS = ("letter_position", "spelling")
+HELD_OUT_LETTER_QUESTIONS = 2
+
+
+def questions_for(word: str, tasks, letter_questions: int, separator: str, rng: random.Random) -> list[dict]:
     items = []
-    if "letter_position" in params.tasks:
+    if "letter_position" in tasks:
         # Always ask for the last letter once per word when there is room for more.
-        k = min(params.letter_questions_per_word, len(word))
+        k = min(letter_questions, len(word))
         positions = rng.sample(range(1, len(word)), k - 1) + [len(word)] if k > 1 else [rng.randint(1, len(word))]
         items += [letter_question(word, p) for p in sorted(positions)]
-    if "spelling" in params.tasks:
-        items.append(spelling_question(word, params.spelling_separator))
+    if "spelling" in tasks:
+        items.append(spelling_question(word, separator))
     return items
 
 
@@ -92,7 +100,11 @@ def build_splits(params: DataParams, words: list[str] | None = None) -> dict[str
     out = {}
     for i, name in enumerate(SPLITS):
         rng = random.Random(params.seed * 1000 + i)
-        items = [q for w in by_split[name] for q in questions_for(w, params, rng)]
+        if name == "train":
+            tasks, letters = params.tasks, params.letter_questions_per_word
+        else:
+            tasks, letters = HELD_OUT_TASKS, HELD_OUT_LETTER_QUESTIONS
+        items = [q for w in by_split[name] for q in questions_for(w, tasks, letters, params.spelling_separator, rng)]
         rng.shuffle(items)
         out[name] = items
     return out

@@ -3,8 +3,11 @@
     python -m spelltune.evaluate --base   # the base model, once (its deps never change per experiment)
     python -m spelltune.evaluate          # base model + checkpoints/adapter
 
-Writes metrics/{base,eval}.json (DVC metrics: val/* and test/*), the breakdowns by word
-length and letter position, and per-item predictions for error analysis.
+Writes metrics/{base,eval}.json (DVC metrics: the headline val/* and test/* numbers only,
+so that `dvc exp show` stays readable), metrics/{base,eval}_details.json (each metric's n
+and 95 % interval, evaluation times), the breakdowns by word length and letter position,
+and per-item predictions for error analysis. Every split is scored whole: its size is
+`data.validation_words` / `data.test_words`.
 """
 
 from __future__ import annotations
@@ -44,16 +47,18 @@ def evaluate(params, base: bool) -> None:
     from spelltune.data import read_jsonl, write_json, write_jsonl
     from spelltune.devices import claim_worker
     from spelltune.generation import generate_replies
-    from spelltune.metrics import breakdown, score_item, summarize
+    from spelltune.metrics import HEADLINE, breakdown, details, score_item
     from spelltune.model import set_threads
 
-    set_threads(claim_worker(params.train.threads).threads)  # before torch touches CUDA
+    # The base model's scores must not depend on train.threads (else every sweep trial that
+    # sets it would score the base model again): it takes its share of the cores.
+    set_threads(claim_worker(0 if base else params.train.threads).threads)  # before torch touches CUDA
     name = "base" if base else "eval"
     model, tokenizer = load_model(base)
     loaded()
-    metrics, breakdowns, predictions = {}, {}, []
+    metrics, intervals, breakdowns, predictions = {}, {}, {}, []
     for split, prefix in SPLIT_PREFIX.items():
-        items = read_jsonl(f"data/{split}.jsonl")[: params.eval.max_items_per_split]
+        items = read_jsonl(f"data/{split}.jsonl")
         start = time.perf_counter()
         replies = generate_replies(
             model, tokenizer, items, params.model.prompt_format, params.eval.batch_size, chatty=base
@@ -61,12 +66,16 @@ def evaluate(params, base: bool) -> None:
         seconds = time.perf_counter() - start
         rows = [{**it, "split": split, "reply": r, **score_item(it, r)} for it, r in zip(items, replies)]
         predictions += rows
-        metrics.update({f"{prefix}/{k}": v for k, v in summarize(rows).items()})
-        metrics[f"{prefix}/eval_time_seconds"] = seconds
+        found = details(rows)
+        metrics.update({f"{prefix}/{k}": found[k]["value"] for k in HEADLINE if k in found})
+        intervals[prefix] = {**found, "n_items": len(rows), "eval_time_seconds": seconds}
         breakdowns[prefix] = breakdown(rows)
-        log.info("%s %s: %s (%.1f s)", name, split, summarize(rows), seconds)
+        log.info("%s %s: %s (%d items, %.1f s)", name, split,
+                 ", ".join(f"{k} {v['value']:.3f} [{v['ci_low']:.3f}, {v['ci_high']:.3f}]" for k, v in found.items()),
+                 len(rows), seconds)
 
     write_json(metrics, METRICS_DIR / f"{name}.json")
+    write_json(intervals, METRICS_DIR / f"{name}_details.json")
     write_json(breakdowns, METRICS_DIR / f"{name}_breakdown.json")
     write_jsonl(predictions, METRICS_DIR / "predictions" / f"{name}.jsonl")
 

@@ -71,6 +71,40 @@ def summarize(rows: list[dict]) -> dict:
     }
 
 
+HEADLINE = ("letter_position_accuracy", "spelling_exact_match", "char_error_rate")
+
+
+def interval(values: list[float], binary: bool) -> tuple[float, float]:
+    """95 % interval of a mean: Wilson's for a share of right answers, a seeded percentile
+    bootstrap for a mean of per-item rates (character error rate)."""
+    from scipy import stats
+
+    if binary:
+        ci = stats.binomtest(int(sum(values)), len(values)).proportion_ci(0.95, method="wilson")
+        return float(ci.low), float(ci.high)
+    if len(set(values)) == 1:
+        return float(values[0]), float(values[0])
+    ci = stats.bootstrap((np.asarray(values),), np.mean, n_resamples=2000, method="percentile", random_state=0)
+    return float(ci.confidence_interval.low), float(ci.confidence_interval.high)
+
+
+def details(rows: list[dict]) -> dict:
+    """Each headline metric with its n (items of its task) and 95 % interval."""
+    letters = [float(r["correct"]) for r in rows if r["task"] == "letter_position"]
+    spells = [r for r in rows if r["task"] == "spelling"]
+    samples = {
+        "letter_position_accuracy": (letters, True),
+        "spelling_exact_match": ([float(r["correct"]) for r in spells], True),
+        "char_error_rate": ([r["cer"] for r in spells], False),
+    }
+    out = {}
+    for name, (values, binary) in samples.items():
+        if values:
+            low, high = interval(values, binary)
+            out[name] = {"value": float(np.mean(values)), "n": len(values), "ci_low": low, "ci_high": high}
+    return out
+
+
 def position_label(row: dict) -> str:
     return "last" if row["position"] == len(row["word"]) else str(row["position"])
 

@@ -7,13 +7,12 @@ allowed. This module must stay light: no torch, no transformers.
 
 from __future__ import annotations
 
-import math
 import sys
 from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 PARAMS_FILE = "params.yaml"
 
@@ -32,26 +31,17 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
 
-class Splits(Section):
-    train: Annotated[float, Field(gt=0, lt=1)] = 0.8
-    validation: Annotated[float, Field(gt=0, lt=1)] = 0.1
-    test: Annotated[float, Field(gt=0, lt=1)] = 0.1
-
-    @model_validator(mode="after")
-    def _sum_to_one(self) -> Splits:
-        total = self.train + self.validation + self.test
-        if not math.isclose(total, 1.0, abs_tol=1e-6):
-            raise ValueError(f"train + validation + test must sum to 1, got {total:g}")
-        return self
-
-
 class DataParams(Section):
     seed: int = 0
-    n_words: Annotated[int, Field(ge=10)] = 3000
+    # Distinct words per split, by word: no word is in two splits. Held-out sizes are fixed
+    # (not fractions) so that experiments over train_words are scored on the same items.
+    train_words: Annotated[int, Field(ge=1)] = 8000
+    validation_words: Annotated[int, Field(ge=1)] = 300
+    test_words: Annotated[int, Field(ge=1)] = 600
     min_word_length: Annotated[int, Field(ge=2)] = 3
     max_word_length: Annotated[int, Field(le=20)] = 10
-    splits: Splits = Splits()
     tasks: Annotated[list[Literal[TASKS]], Field(min_length=1)] = list(TASKS)  # type: ignore[valid-type]
+    # The training mix (validation and test words always get 2 letter questions + spelling).
     letter_questions_per_word: Annotated[int, Field(ge=1)] = 2
     # Between the letters of a spelling answer: "b-a-n-a-n-a" is 11 tokens, "b a n a n a" 6.
     spelling_separator: Literal["-", " "] = "-"
@@ -177,7 +167,6 @@ class TrainParams(Section):
 
 
 class EvalParams(Section):
-    max_items_per_split: Annotated[int, Field(gt=0)] = 300
     batch_size: Annotated[int, Field(gt=0)] = 64
 
 

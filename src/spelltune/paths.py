@@ -7,4 +7,7 @@ BASE_MODEL_DIR = Path("data/base_model")
 CHECKPOINT_DIR = Path("checkpoints")
 ADAPTER_DIR = CHECKPOINT_DIR / "adapter"
 METRICS_DIR = Path("metrics")
+# Run facts (timings, fingerprint, backend, best/final blocks): an output, not a DVC metric.
 SUMMARY_FILE = METRICS_DIR / "summary.json"
+# The train stage's few headline numbers: a DVC metric, a column of `dvc exp show`.
+TRAIN_METRICS_FILE = METRICS_DIR / "train.json"

@@ -1,6 +1,6 @@
 """Stage `report`: plots/ and a Markdown report of the run, from the files earlier stages wrote.
 
-Reads metrics/{base,eval}.json, their breakdowns, the DVCLive curves under metrics/train/
+Reads metrics/{base,eval}_details.json (values, n, 95 % intervals), the breakdowns, the DVCLive curves under metrics/train/
 and the per-item predictions; writes plots/*.png and plots/report.md.
 """
 
@@ -115,7 +115,14 @@ def examples(path: Path, n: int = 8) -> list[dict]:
     return wrong[:n]
 
 
-def markdown(params, results: dict, train_summary: dict, run: dict) -> str:
+def cell(found: dict | None) -> str:
+    """`0.600 [0.560, 0.638]` from a details entry (value, 95 % interval)."""
+    if not found:
+        return "–"
+    return f"{found['value']:.3f} [{found['ci_low']:.3f}, {found['ci_high']:.3f}]"
+
+
+def markdown(params, details: dict, train_summary: dict, run: dict) -> str:
     lines = [
         "# spelltune run report",
         "",
@@ -125,13 +132,18 @@ def markdown(params, results: dict, train_summary: dict, run: dict) -> str:
         f"lr={params.train.lr:g}, batch {params.train.batch_size}×{params.train.grad_accum_steps}, "
         f"{params.train.max_steps} steps.",
         "",
-        "| metric | base model | fine-tuned |",
-        "|---|---|---|",
+        "Validation chooses, test confirms: compare experiments on val/, read test/ once per "
+        "finished recipe. Each score with its 95 % interval (Wilson; bootstrap for the char "
+        "error rate) and n, the items of its task; base model and fine-tuned on the same items.",
+        "",
+        "| metric | n | base model | fine-tuned |",
+        "|---|---|---|---|",
     ]
     for split in ("val", "test"):
         for m in TASK_METRICS:
-            key = f"{split}/{m}"
-            lines.append(f"| {key} | {fmt(results['base'].get(key))} | {fmt(results['eval'].get(key))} |")
+            base, tuned = details["base"][split].get(m), details["eval"][split].get(m)
+            n = (tuned or base or {}).get("n", "–")
+            lines.append(f"| {split}/{m} | {n} | {cell(base)} | {cell(tuned)} |")
     time_ = train_summary.get("time", {})
     lines += [
         "",
@@ -167,6 +179,7 @@ def main() -> None:
     matplotlib.use("Agg")
 
     results = {m: read_json(METRICS_DIR / f"{m}.json") for m in MODELS}
+    details = {m: read_json(METRICS_DIR / f"{m}_details.json") for m in MODELS}
     breakdowns = {m: read_json(METRICS_DIR / f"{m}_breakdown.json") for m in MODELS}
     train_summary = read_json(METRICS_DIR / "train" / "metrics.json")
     run = read_json(METRICS_DIR / "summary.json")
@@ -177,7 +190,7 @@ def main() -> None:
     plot_breakdown(
         breakdowns, "by_position", ("letter_position_accuracy",), "letter position", PLOTS_DIR / "accuracy_by_position.png"
     )
-    (PLOTS_DIR / "report.md").write_text(markdown(params, results, train_summary, run))
+    (PLOTS_DIR / "report.md").write_text(markdown(params, details, train_summary, run))
     log.info("report written to %s", PLOTS_DIR / "report.md")
 
 

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from spelltune.params import load_or_exit
-from spelltune.paths import ADAPTER_DIR, CHECKPOINT_DIR, METRICS_DIR, SUMMARY_FILE
+from spelltune.paths import ADAPTER_DIR, CHECKPOINT_DIR, METRICS_DIR, SUMMARY_FILE, TRAIN_METRICS_FILE
 from spelltune.startup import loaded, pause_collector
 
 log = logging.getLogger("spelltune.train")
@@ -241,6 +241,16 @@ def save_adapter(model, out_dir: Path) -> None:
     os.replace(staging, out_dir)
 
 
+def train_headline(summary: dict) -> dict:
+    """The few training numbers worth a column in `dvc exp show`."""
+    final = summary["final"]
+    return {
+        "train/loss": final.get("train/loss"),
+        "val/loss": final.get("val/loss"),
+        "train_minutes": summary["wallclock_seconds"] / 60,
+    }
+
+
 def main() -> None:
     pause_collector()
     params = load_or_exit()
@@ -435,6 +445,7 @@ def train(params, worker=None, choice=None) -> dict:
         worker=worker.as_dict(),
     )
     write_json(summary, SUMMARY_FILE)
+    write_json(train_headline(summary), TRAIN_METRICS_FILE)
     wandb_run.finish(flat_summary(summary))
     shutil.rmtree(store)  # finished: nothing left to resume
     log.info("%s after %d steps; adapter saved to %s", stop_reason, step, ADAPTER_DIR)
