@@ -20,7 +20,7 @@ pytestmark = pytest.mark.e2e
 
 # The tiny model answers nothing right, so every accuracy ties at 0; the validation loss
 # differs between these configs, so ranking tests use it.
-LOSS = "metrics/summary.json:best.val/loss"
+LOSS = "metrics/train.json:val/loss"
 EXPERIMENTS = {"lr": {"train.lr": 0.005}, "rank": {"lora.r": 4}, "seed": {"train.seed": 1}}
 FAST = {**TINY_OVERRIDES, "train.val_generate_items": 4, "train.threads": 1}  # threads: two queued runs share 2 cores
 
@@ -95,13 +95,13 @@ def cli(repo: Path, *args) -> tuple[int, str, str]:
 
 def test_compare_ranks_every_finished_experiment(exp_repo, tmp_path):
     out = tmp_path / "compare"
-    proc = spelltune(exp_repo, "compare", "--metric", "best.val/loss", "--out", str(out))
+    proc = spelltune(exp_repo, "compare", "--metric", "val/loss", "--out", str(out))
     with open(out / "leaderboard.csv") as f:
         rows = list(csv.DictReader(f))
     # The baseline commit, the workspace experiment and both queued runs; the workspace is
     # the `lr` experiment again, so it is not listed twice.
     assert {r["experiment"] for r in rows} == {"main", "lr", "rank", "seed"}
-    losses = [float(r["summary:best.val/loss"]) for r in rows]
+    losses = [float(r["train:val/loss"]) for r in rows]
     assert losses == sorted(losses), "a loss ranks lowest first"
     assert [r["rank"] for r in rows] == ["1", "2", "3", "4"]
     # Only the params that vary, none of the shared ones.
@@ -126,16 +126,27 @@ def test_default_metric_and_order(exp_repo, runs, tmp_path):
 
     assert cli(exp_repo, "compare", "--out", str(tmp_path))[0] == 0
     board = pd.read_csv(tmp_path / "leaderboard.csv")
-    assert list(board.columns[:4]) == ["rank", "experiment", "rev", "test/letter_position_accuracy"]
-    assert board["test/letter_position_accuracy"].is_monotonic_decreasing  # an accuracy ranks highest first
-    assert leaderboard(runs, "best.val/loss", ascending=False)["summary:best.val/loss"].is_monotonic_decreasing
+    # Validation chooses; the test split's numbers are shown as the final check only.
+    assert list(board.columns[:4]) == ["rank", "experiment", "rev", "val/spelling_exact_match"]
+    assert board["val/spelling_exact_match"].is_monotonic_decreasing  # an accuracy ranks highest first
+    assert "test/spelling_exact_match (final check)" in board.columns
+    assert leaderboard(runs, "val/loss", ascending=False)["train:val/loss"].is_monotonic_decreasing
+
+
+def test_choosing_on_the_test_split_needs_an_explicit_metric_and_warns_once(exp_repo, tmp_path):
+    rc, _, err = cli(exp_repo, "recommend")
+    assert rc == 0 and "warning" not in err
+    rc, out, err = cli(exp_repo, "recommend", "--metric", "test/spelling_exact_match")
+    assert rc == 0 and out
+    warnings = [line for line in err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "test/spelling_exact_match" in warnings[0] and "val/" in warnings[0]
 
 
 @pytest.mark.parametrize("args, needle", [
     (["compare", "--metric", "test/accuracy"], "unknown metric 'test/accuracy'; allowed: val/letter_position_accuracy"),
     (["significance", "no-such-exp"], "unknown experiment 'no-such-exp'; known: "),
     (["errors", "no-such-exp"], "unknown experiment 'no-such-exp'; known: "),
-    (["significance", "--metric", "best.val/loss"], "significance needs an accuracy metric, got 'best.val/loss'; allowed: test/letter_position_accuracy"),
+    (["significance", "--metric", "val/loss"], "significance needs an accuracy metric, got 'val/loss'; allowed: val/letter_position_accuracy"),
     (["errors", "--split", "train"], "invalid choice: 'train'"),
 ])
 def test_bad_input_is_one_clear_line(exp_repo, args, needle):
@@ -204,13 +215,13 @@ def test_seed_only_variants_are_aggregated(runs):
     from scipy import stats
 
     from spelltune.analysis import seed_groups
-    metric = runs.resolve_metric("best.val/loss")
+    metric = runs.resolve_metric("val/loss")
     groups = seed_groups(runs, metric)
     assert len(groups) == 1
     group = groups.iloc[0]
     assert group["n"] == 2 and set(group["experiments"].split(", ")) == {"main", "seed"}
     values = runs.table.loc[["main", "seed"], metric].astype(float)
-    assert group["mean summary:best.val/loss"] == pytest.approx(values.mean())
+    assert group["mean train:val/loss"] == pytest.approx(values.mean())
     assert group["± (95% CI)"] == pytest.approx(stats.t.ppf(0.975, 1) * values.std() / 2 ** 0.5)
 
 
@@ -256,7 +267,7 @@ def cli_check(path: Path) -> int:
 
 
 def test_recommendations_are_valid_new_configs(exp_repo, runs, tmp_path):
-    _, out, _ = cli(exp_repo, "recommend", "--metric", "best.val/loss")
+    _, out, _ = cli(exp_repo, "recommend", "--metric", "val/loss")
     lines = out.splitlines()
     commands = [line for line in lines if not line.startswith("#")]
     assert len(commands) >= 3

@@ -9,7 +9,7 @@ import pytest
 from spelltune.data import SPLITS, build_splits, candidate_words, ordinal, write_jsonl
 from spelltune.params import DataParams
 
-SMALL = DataParams(n_words=400)
+SMALL = DataParams(train_words=320, validation_words=40, test_words=40)
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,6 @@ def test_no_word_is_in_two_splits(splits):
     assert not words["train"] & words["validation"]
     assert not words["train"] & words["test"]
     assert not words["validation"] & words["test"]
-    assert sum(len(w) for w in words.values()) == SMALL.n_words
     assert len(words["train"]) == 320 and len(words["validation"]) == 40 and len(words["test"]) == 40
 
 
@@ -64,23 +63,31 @@ def test_ordinals():
     ]
 
 
-def test_task_selection():
-    only_spelling = build_splits(SMALL.model_copy(update={"tasks": ["spelling"]}))
-    assert {it["task"] for name in SPLITS for it in only_spelling[name]} == {"spelling"}
+def test_the_training_mix_leaves_the_held_out_items_alone(splits):
+    """Experiments over the training mix are scored on the same validation and test items."""
+    only_spelling = build_splits(SMALL.model_copy(update={"tasks": ["spelling"], "letter_questions_per_word": 1}))
+    assert {it["task"] for it in only_spelling["train"]} == {"spelling"}
+    assert only_spelling["validation"] == splits["validation"] and only_spelling["test"] == splits["test"]
+
+
+def test_held_out_words_do_not_depend_on_the_number_of_training_words(splits):
+    more = build_splits(SMALL.model_copy(update={"train_words": 600}))
+    assert more["validation"] == splits["validation"] and more["test"] == splits["test"]
+    assert {it["word"] for it in splits["train"]} < {it["word"] for it in more["train"]}
 
 
 def test_spelling_separator_one_token_per_letter():
     from spelltune.metrics import score_item
 
-    spaced = build_splits(SMALL.model_copy(update={"tasks": ["spelling"], "spelling_separator": " "}))
-    item = spaced["test"][0]
+    spaced = build_splits(SMALL.model_copy(update={"spelling_separator": " "}))
+    item = next(it for it in spaced["test"] if it["task"] == "spelling")
     assert item["answer"] == " ".join(item["word"])
     assert score_item(item, item["answer"])["correct"] and score_item(item, "-".join(item["word"]))["correct"]
 
 
 def test_too_few_words_is_a_clear_error():
-    with pytest.raises(ValueError, match="data.n_words = 500: only 3 words"):
-        build_splits(DataParams(n_words=500), words=["cat", "dog", "emu"])
+    with pytest.raises(ValueError, match="validation_words \\+ test_words = 900: only 3 words"):
+        build_splits(DataParams(train_words=500, validation_words=100, test_words=300), words=["cat", "dog", "emu"])
 
 
 def test_jsonl_loads_with_pandas(tmp_path, splits):

@@ -78,3 +78,19 @@ def test_breakdown_by_length_and_position():
     assert b["by_length"]["6"]["spelling_exact_match"] == 1.0
     assert list(b["by_position"]) == ["1", "3", "last"]
     assert b["by_position"]["last"]["letter_position_accuracy"] == 0.0
+
+
+def test_details_give_each_metric_its_n_and_a_95_percent_interval():
+    from spelltune.metrics import details
+
+    rows = [{"task": "spelling", "correct": i < 30, "cer": 0.0 if i < 30 else 0.5} for i in range(100)]
+    rows += [{"task": "letter_position", "correct": i < 150, "cer": None} for i in range(200)]
+    found = details(rows)
+    spelling = found["spelling_exact_match"]
+    assert spelling["n"] == 100 and spelling["value"] == 0.3
+    # Wilson's interval for 30 of 100 (as statsmodels and R's prop.test without correction give it)
+    assert round(spelling["ci_low"], 4) == 0.2189 and round(spelling["ci_high"], 4) == 0.3958
+    assert found["letter_position_accuracy"]["n"] == 200
+    cer = found["char_error_rate"]
+    assert cer["ci_low"] < cer["value"] == 0.35 < cer["ci_high"]
+    assert details(rows) == found  # the bootstrap is seeded

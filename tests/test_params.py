@@ -54,7 +54,7 @@ def test_yaml_exponent_floats_are_accepted():
         ("train.warmup_steps", 10_000, "must be <= train.max_steps"),
         ("data.max_word_length", 2, "must be >= data.min_word_length"),
         ("model.prompt_format", "fancy", "'compact' or 'chat_template'"),
-        ("eval.max_items_per_split", 0, "greater than 0"),
+        ("data.test_words", 0, "greater than or equal to 1"),
         ("train.save_every", 15, "must be a multiple of train.log_every (10)"),
         ("train.early_stop_metric", "val/f1", "'val/loss', 'val/letter_position_accuracy' or 'val/spelling_exact_match'"),
         ("train.grad_norm_limit", 0, "greater than 0"),
@@ -77,10 +77,10 @@ def test_unknown_target_module_lists_the_allowed_ones():
     assert "'q_proj'" in line and "'down_proj'" in line
 
 
-def test_splits_must_sum_to_one():
+def test_the_old_split_fractions_are_refused_with_the_keys_that_replace_them():
     with pytest.raises(ParamsError) as err:
-        parse(with_value("data.splits", {"train": 0.8, "validation": 0.1, "test": 0.2}))
-    assert "data.splits" in str(err.value) and "sum to 1, got 1.1" in str(err.value)
+        parse(with_value("data.splits", {"train": 0.8, "validation": 0.1, "test": 0.1}))
+    assert "data.splits" in str(err.value) and "train_words" in str(err.value) and "test_words" in str(err.value)
 
 
 def test_unknown_key_lists_the_allowed_keys():

@@ -64,18 +64,24 @@ def test_exp_run_end_to_end(repo, tiny_model):
     assert summary["best"]["val/loss"] == min(float(r.split("\t")[2]) for r in (curves / "val/loss.tsv").read_text().splitlines()[1:])
     assert 0 < summary["parameters"]["trainable"] < summary["parameters"]["total"]
     assert len(summary["params_fingerprint"]) == 16 and summary["tokens_seen"] > 0
-    # evaluate: base and fine-tuned, val and test, the three metrics
+    # evaluate: base and fine-tuned, every item of val and test, the three metrics, each
+    # with its n and 95 % interval beside the headline numbers
+    items = {"val": 3 * TINY_OVERRIDES["data.validation_words"], "test": 3 * TINY_OVERRIDES["data.test_words"]}
     for name in ("base", "eval"):
         metrics = json.loads((repo / "metrics" / f"{name}.json").read_text())
+        assert set(metrics) == {f"{split}/{m}" for split in ("val", "test") for m in TASK_METRICS}
+        details = json.loads((repo / "metrics" / f"{name}_details.json").read_text())
         for split in ("val", "test"):
-            assert metrics[f"{split}/n_items"] == TINY_OVERRIDES["eval.max_items_per_split"]
+            assert details[split]["n_items"] == items[split]
+            assert details[split]["spelling_exact_match"]["n"] == items[split] // 3
             for m in TASK_METRICS:
                 value = metrics[f"{split}/{m}"]
-                assert value is None or 0.0 <= value <= 1.0
+                assert 0.0 <= value <= 1.0
+                assert details[split][m]["ci_low"] <= value <= details[split][m]["ci_high"]
         breakdown = json.loads((repo / "metrics" / f"{name}_breakdown.json").read_text())
         assert set(breakdown["test"]) == {"by_length", "by_position"}
         preds = (repo / "metrics" / "predictions" / f"{name}.jsonl").read_text().splitlines()
-        assert len(preds) == 2 * TINY_OVERRIDES["eval.max_items_per_split"]
+        assert len(preds) == items["val"] + items["test"]
         assert {"question", "answer", "reply", "correct", "split"} <= set(json.loads(preds[0]))
     # report
     for png in ("loss", "base_vs_finetuned", "accuracy_by_length", "accuracy_by_position"):
@@ -90,7 +96,9 @@ def test_exp_run_end_to_end(repo, tiny_model):
     assert data["params"]["params.yaml"]["data"]["train"]["max_steps"] == TINY_OVERRIDES["train.max_steps"]
     eval_metrics = data["metrics"]["metrics/eval.json"]["data"]
     assert set(f"test/{m}" for m in TASK_METRICS) <= set(eval_metrics)
-    assert "metrics/base.json" in data["metrics"] and "metrics/train/metrics.json" in data["metrics"]
+    # Only headline numbers are DVC metrics (the table stays readable); run facts are outputs.
+    assert set(data["metrics"]) == {"metrics/base.json", "metrics/eval.json", "metrics/train.json"}
+    assert sum(len(m["data"]) for m in data["metrics"].values()) <= 20
 
     # `dvc plots show` knows the training curves
     plots = json.loads(run(["dvc", "plots", "show", "--json"], repo).stdout)

@@ -127,7 +127,7 @@ def test_broken_wandb_package_run_completes(repo, tiny_model, tmp_path):
     assert len(warnings) == 1 and "this wandb is broken" in warnings[0]
     steps = [int(r[1]) for r in tsv_rows(repo / CURVES / "train/loss.tsv")[1:]]
     assert steps == [2, 4, 6]
-    assert json.loads((repo / "metrics/eval.json").read_text())["test/n_items"] == TINY_OVERRIDES["eval.max_items_per_split"]
+    assert json.loads((repo / "metrics/eval_details.json").read_text())["test"]["n_items"] == 3 * TINY_OVERRIDES["data.test_words"]
     assert not (repo / "wandb").exists()
 
 

@@ -20,7 +20,7 @@ import pandas as pd
 from spelltune.compare import DEFAULT_METRIC, CompareError, Runs, lower_is_better, ranked, short
 
 ALPHA = 0.05
-SPLITS = {"test": "test", "val": "validation"}
+SPLITS = {"val": "validation", "test": "test"}
 TASKS = {"letter_position_accuracy": "letter_position", "spelling_exact_match": "spelling"}
 BASE = "base"  # the base model, as an experiment name for `significance`
 

@@ -6,6 +6,7 @@
     spelltune significance [A] [B]    is A better than B, or noise? (B may be `base`)
     spelltune recommend               next configs as `dvc exp run --queue -S ...` lines
     spelltune errors [EXP]            where one experiment's model fails
+    spelltune outside                 the trained adapter on common English words from outside this repository
     spelltune sweep plan|run [sweep.yaml]   grid / random / Bayesian search, every trial a DVC experiment
 """
 
@@ -36,6 +37,21 @@ def cmd_tiny_model(args) -> int:
 
     make_tiny_model(Path(args.out), seed=args.seed)
     print(f"tiny model written to {args.out}; use it with: dvc exp run -S model.source={args.out}")
+    return 0
+
+
+def cmd_outside(args) -> int:
+    from spelltune.outside import check
+    from spelltune.params import load_or_exit
+
+    if not (Path(args.adapter) / "adapter_config.json").exists():
+        print(f"error: --adapter {args.adapter}: no adapter_config.json there (run `dvc exp run` first)", file=sys.stderr)
+        return 2
+    result = check(Path(args.adapter), args.words, load_or_exit(), Path(args.out))
+    for name in ("letter_position_accuracy", "spelling_exact_match", "char_error_rate"):
+        m = result[name]
+        print(f"outside/{name}: {m['value']:.3f} [{m['ci_low']:.3f}, {m['ci_high']:.3f}] (n={m['n']})")
+    print(f"wrote {args.out}", file=sys.stderr)
     return 0
 
 
@@ -169,6 +185,11 @@ def main(argv=None) -> int:
     errors.add_argument("--top", type=int, default=10, help="rows of confusions and worst words (default: %(default)s)")
     errors.add_argument("--out", help="write the Markdown here instead of printing it")
     errors.set_defaults(func=cmd_errors)
+    outside = sub.add_parser("outside", help="score a trained adapter on common English words from outside this repository")
+    outside.add_argument("--adapter", default="checkpoints/adapter", help="adapter directory (default: %(default)s)")
+    outside.add_argument("--words", type=int, default=600, help="outside words to ask about (default: %(default)s)")
+    outside.add_argument("--out", default="metrics/outside.json", help="result file (default: %(default)s)")
+    outside.set_defaults(func=cmd_outside)
     from spelltune.sweep import add_parser as add_sweep_parser
 
     add_sweep_parser(sub)
