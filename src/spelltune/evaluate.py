@@ -74,7 +74,9 @@ def evaluate(params, base: bool) -> None:
                  ", ".join(f"{k} {v['value']:.3f} [{v['ci_low']:.3f}, {v['ci_high']:.3f}]" for k, v in found.items()),
                  len(rows), seconds)
 
-    write_json(metrics, METRICS_DIR / f"{name}.json")
+    # base.json nests its numbers under "base": keys shared with eval.json would make
+    # `dvc exp show` name every column by its file (metrics/eval.json:val/...).
+    write_json({"base": metrics} if base else metrics, METRICS_DIR / f"{name}.json")
     write_json(intervals, METRICS_DIR / f"{name}_details.json")
     write_json(breakdowns, METRICS_DIR / f"{name}_breakdown.json")
     write_jsonl(predictions, METRICS_DIR / "predictions" / f"{name}.jsonl")

@@ -85,7 +85,7 @@ def plot_breakdown(breakdowns: dict, key: str, metrics: tuple[str, ...], xlabel:
     plt.close(fig)
 
 
-def plot_side_by_side(results: dict, out: Path) -> None:
+def plot_side_by_side(details: dict, out: Path) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
@@ -93,7 +93,8 @@ def plot_side_by_side(results: dict, out: Path) -> None:
     x = np.arange(len(labels))
     fig, ax = plt.subplots(figsize=(10, 4))
     for offset, (model, label) in zip((-0.2, 0.2), MODELS.items()):
-        ax.bar(x + offset, [results[model].get(k) or 0 for k in labels], width=0.4, label=label)
+        values = [details[model][k.split("/")[0]].get(k.split("/")[1], {}).get("value") for k in labels]
+        ax.bar(x + offset, [v or 0 for v in values], width=0.4, label=label)
     ax.set_xticks(x, [f"{lbl.split('/')[0]}\n{SHORT[lbl.split('/')[1]]}" for lbl in labels], fontsize=8)
     ax.set(ylim=(0, 1), title="Base model vs fine-tuned")
     ax.grid(axis="y", alpha=0.3)
@@ -178,14 +179,13 @@ def main() -> None:
 
     matplotlib.use("Agg")
 
-    results = {m: read_json(METRICS_DIR / f"{m}.json") for m in MODELS}
     details = {m: read_json(METRICS_DIR / f"{m}_details.json") for m in MODELS}
     breakdowns = {m: read_json(METRICS_DIR / f"{m}_breakdown.json") for m in MODELS}
     train_summary = read_json(METRICS_DIR / "train" / "metrics.json")
     run = read_json(METRICS_DIR / "summary.json")
     PLOTS_DIR.mkdir(exist_ok=True)
     plot_loss(run, PLOTS_DIR / "loss.png")
-    plot_side_by_side(results, PLOTS_DIR / "base_vs_finetuned.png")
+    plot_side_by_side(details, PLOTS_DIR / "base_vs_finetuned.png")
     plot_breakdown(breakdowns, "by_length", TASK_METRICS, "word length", PLOTS_DIR / "accuracy_by_length.png")
     plot_breakdown(
         breakdowns, "by_position", ("letter_position_accuracy",), "letter position", PLOTS_DIR / "accuracy_by_position.png"
