@@ -67,6 +67,10 @@ def evaluate(params, base: bool) -> None:
         log.info("%s %s: %s (%.1f s)", name, split, summarize(rows), seconds)
 
     write_json(metrics, METRICS_DIR / f"{name}.json")
+    if not base:  # the final val/test scores join the training's W&B run (what W&B sweeps optimise)
+        from spelltune.wandb_eval import add_to_training_run
+
+        add_to_training_run(metrics)
     write_json(breakdowns, METRICS_DIR / f"{name}_breakdown.json")
     write_jsonl(predictions, METRICS_DIR / "predictions" / f"{name}.jsonl")
 
