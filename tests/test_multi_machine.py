@@ -216,3 +216,107 @@ def test_postgres_study_heartbeat_retries_a_killed_workers_trial(postgres, tmp_p
     again = run(cmd, repo, timeout=120)
     assert "started" not in again.stderr
     assert again.stdout.strip().splitlines()[-1] == "trials: 4  complete: 4  pruned: 0  failed: 1"
+
+
+# ---------------------------------------------------------------- two machines, the tiny model, one leaderboard
+
+FAST = {
+    **TINY_OVERRIDES,
+    "train.eval_every": 2,
+    "train.val_generate_items": 4,
+    "eval.max_items_per_split": 8,
+    "train.threads": 1,  # two "machines" on this machine's cores
+}
+RUN_CAP = 3
+
+
+def exp_refs_on(remote: Path) -> set[str]:
+    out = run(["git", "ls-remote", str(remote), "refs/exps/*"], remote.parent).stdout
+    return {line.rsplit("/", 1)[1] for line in out.splitlines() if line.strip()}
+
+
+@pytest.mark.e2e
+def test_two_machines_one_study_one_leaderboard(postgres, tiny_model, tmp_path):
+    from spelltune.sweep_space import set_dotted
+
+    url = postgres("machines")
+    origin, store = tmp_path / "origin.git", tmp_path / "dvc-store"
+
+    # The team's repository: a finished baseline and the sweep file, with a shared DVC
+    # remote in the committed .dvc/config (a directory here; s3://, ssh:// the same way).
+    dev = tmp_path / "dev"
+    copy_project(dev)
+    raw = yaml.safe_load((dev / "params.yaml").read_text())
+    for key, value in {"model.source": str(tiny_model), **FAST}.items():
+        set_dotted(raw, key, value)
+    (dev / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    (dev / "mm.yaml").write_text(yaml.safe_dump({
+        "name": "mm", "project": "spelltune", "method": "bayes",
+        "metric": {"name": "val/letter_position_accuracy", "goal": "maximize"},
+        "parameters": {"train.lr": {"distribution": "log_uniform_values", "min": 1e-4, "max": 5e-3},
+                       "lora.r": {"values": [2, 4]}},
+        "run_cap": RUN_CAP,
+    }, sort_keys=False))
+    git_commit_all(dev)
+    run(["dvc", "remote", "add", "-d", "team", str(store)], dev)
+    run(["dvc", "exp", "run"], dev, timeout=600)
+    run(["git", "add", "-A"], dev)
+    run(["git", "commit", "-qm", "baseline"], dev)
+    run(["dvc", "push"], dev, timeout=300)
+    run(["git", "init", "-q", "--bare", "--initial-branch=main", str(origin)], tmp_path)
+    run(["git", "remote", "add", "origin", str(origin)], dev)
+    run(["git", "push", "-q", "origin", "main"], dev)
+
+    # Two "machines": clones that pull the baseline's outputs, then one sweep command each.
+    machines = []
+    for name in ("machine-a", "machine-b"):
+        run(["git", "clone", "-q", str(origin), name], tmp_path)
+        run(["dvc", "pull"], tmp_path / name, timeout=300)
+        machines.append(tmp_path / name)
+    cmd = spelltune("sweep", "run", "mm.yaml", "--storage", url, "--push", "origin",
+                    "--heartbeat-interval", "1", "--grace-period", "6")
+    a = start_worker(cmd, machines[0], tmp_path / "a.log")
+    b = start_worker(cmd, machines[1], tmp_path / "b.log")
+
+    def training(trial) -> bool:  # its `dvc exp run` has reached the train stage
+        log = machines[0] / ".spelltune" / "sweeps" / "mm" / f"{trial.user_attrs.get('dvc_exp')}.log"
+        return log.exists() and "Running stage 'train'" in log.read_text()
+
+    try:
+        killed = kill_mid_trial(a, url, "mm", ready=training)
+        assert b.wait(900) == 0, (tmp_path / "b.log").read_text()
+    finally:
+        for proc in (a, b):
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+    out_b = (tmp_path / "b.log").read_text()
+    assert f"trial {killed} (mm-t{killed:03d}) was interrupted" in out_b, out_b
+    finished = check_study(study_trials(url, "mm"), RUN_CAP, killed, b.pid)
+    names = {t.user_attrs["dvc_exp"] for t in finished}
+
+    # Every finished trial is an experiment on the git remote (none for the killed attempt).
+    assert exp_refs_on(origin) == names, (exp_refs_on(origin), names)
+    assert f"mm-t{killed:03d}" not in exp_refs_on(origin)
+
+    # A third machine pulls them all (git refs and, from the DVC remote, their outputs)
+    # and ranks them in one leaderboard.
+    third = tmp_path / "machine-c"
+    run(["git", "clone", "-q", str(origin), third.name], tmp_path)
+    run(["dvc", "exp", "pull", "origin"], third, timeout=300)
+    listed = set(run(["dvc", "exp", "list", "--name-only"], third).stdout.split())
+    assert names <= listed, listed
+    board = run(spelltune("compare", "--metric", "metrics/eval.json:val/letter_position_accuracy",
+                          "--out", str(tmp_path / "compare")), third, timeout=300).stdout
+    assert all(name in board for name in names), board
+
+    # Any trial's adapter comes back: dvc exp apply, then dvc checkout from the pulled cache.
+    best = max(finished, key=lambda t: (t.value is not None, t.value or 0))
+    name = best.user_attrs["dvc_exp"]
+    run(["dvc", "exp", "apply", name], third, timeout=300)
+    run(["dvc", "checkout"], third, timeout=300)
+    params = yaml.safe_load((third / "params.yaml").read_text())
+    assert params["train"]["lr"] == pytest.approx(best.params["train.lr"], rel=1e-5)
+    adapter = third / "checkpoints" / "adapter" / "adapter_model.safetensors"
+    assert adapter.stat().st_size > 0
+    status = json.loads(run(["dvc", "status", "--json"], third, timeout=300).stdout or "{}")
+    assert not any("checkpoints" in json.dumps(v) for v in status.values()), status  # as the experiment left it
