@@ -68,7 +68,7 @@ def postgres():
                    check=True, capture_output=True, text=True)
     options = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200"
     start = subprocess.run(as_user(bindir / "pg_ctl", "-D", data, "-l", root / "server.log", "-w", "-o", options,
-                                   "start"), capture_output=True, text=True)
+                                   "start"), capture_output=True, text=True, check=False)
     if start.returncode != 0:
         log = (root / "server.log").read_text() if (root / "server.log").exists() else ""
         shutil.rmtree(root, ignore_errors=True)
@@ -86,7 +86,7 @@ def postgres():
     try:
         yield new_database
     finally:
-        subprocess.run(as_user(bindir / "pg_ctl", "-D", data, "-m", "immediate", "stop"), capture_output=True)
+        subprocess.run(as_user(bindir / "pg_ctl", "-D", data, "-m", "immediate", "stop"), capture_output=True, check=False)
         shutil.rmtree(root, ignore_errors=True)
 
 

@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -439,11 +440,11 @@ def new_wandb_run_id() -> str:
     return "".join(secrets.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(8))
 
 
-class Skip(Exception):  # noqa: N818 - a trial not run: it breaks a constraint, or run_cap is taken
+class Skip(Exception):  # a trial not run: it breaks a constraint, or run_cap is taken
     pass
 
 
-class TrialFailed(Exception):  # noqa: N818 - its `dvc exp run` failed or was interrupted
+class TrialFailed(Exception):  # its `dvc exp run` failed or was interrupted
     pass
 
 
@@ -861,7 +862,19 @@ def cmd_wandb_agent(args, rest: list[str]) -> int:
         print(" ".join(["dvc", *cmd[1:]]))
         return 0
     say(f"W&B run {run_id or '-'} -> DVC experiment {name}")
-    return subprocess.run(cmd).returncode
+    # W&B's early termination stops a run by SIGTERM to this process alone: pass it on to
+    # the whole `dvc exp run` (its own process group), so that no stage goes on orphaned.
+    proc = subprocess.Popen(cmd, start_new_session=True)
+
+    def forward(signum, _frame):
+        try:
+            os.killpg(proc.pid, signum)
+        except ProcessLookupError:
+            pass
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, forward)
+    return proc.wait()
 
 
 # ---------------------------------------------------------------- argparse
