@@ -230,9 +230,10 @@ FAST = {
 RUN_CAP = 3
 
 
-def exp_refs_on(remote: Path) -> set[str]:
+def exp_refs_on(remote: Path) -> dict[str, str]:
+    """Experiments on a git remote: name -> commit."""
     out = run(["git", "ls-remote", str(remote), "refs/exps/*"], remote.parent).stdout
-    return {line.rsplit("/", 1)[1] for line in out.splitlines() if line.strip()}
+    return {line.rsplit("/", 1)[1]: line.split()[0] for line in out.splitlines() if line.strip()}
 
 
 @pytest.mark.e2e
@@ -295,7 +296,7 @@ def test_two_machines_one_study_one_leaderboard(postgres, tiny_model, tmp_path):
     names = {t.user_attrs["dvc_exp"] for t in finished}
 
     # Every finished trial is an experiment on the git remote (none for the killed attempt).
-    assert exp_refs_on(origin) == names, (exp_refs_on(origin), names)
+    assert set(exp_refs_on(origin)) == names, (exp_refs_on(origin), names)
     assert f"mm-t{killed:03d}" not in exp_refs_on(origin)
 
     # A third machine pulls them all (git refs and, from the DVC remote, their outputs)
@@ -320,3 +321,7 @@ def test_two_machines_one_study_one_leaderboard(postgres, tiny_model, tmp_path):
     assert adapter.stat().st_size > 0
     status = json.loads(run(["dvc", "status", "--json"], third, timeout=300).stdout or "{}")
     assert not any("checkpoints" in json.dumps(v) for v in status.values()), status  # as the experiment left it
+    # Or only the adapter, with no clone: from the git remote's experiment commit and the DVC remote.
+    run(["dvc", "get", str(origin), "checkpoints/adapter", "--rev", exp_refs_on(origin)[name], "-o", "got"],
+        tmp_path, timeout=300)
+    assert (tmp_path / "got" / "adapter_model.safetensors").read_bytes() == adapter.read_bytes()
