@@ -433,7 +433,6 @@ def train(params, worker=None, choice=None) -> dict:
         params_fingerprint=fingerprint,
         backend=choice.as_dict(),
         worker=worker.as_dict(),
-        wandb_run_id=wandb_run.id,  # the evaluate stage adds its scores to this run (spelltune.wandb_eval)
     )
     write_json(summary, SUMMARY_FILE)
     wandb_run.finish(flat_summary(summary))

@@ -6,8 +6,10 @@ validation accuracy (a few dozen items) rather than what `spelltune sweep` and
 `dvc exp show` rank by. The run is found by its id:
 
 - `WANDB_RUN_ID` in the environment: `wandb agent` sets it for each run of a W&B sweep,
-  `spelltune sweep run` for each trial; every stage of the `dvc exp run` inherits it;
-- else the id the train stage recorded in metrics/summary.json (`wandb_run_id`).
+  `spelltune sweep run` for each trial; every stage of the `dvc exp run` inherits it (the
+  train stage's wandb.init takes it as the run's id);
+- else an id recorded in metrics/summary.json (`wandb_run_id`), should the train stage
+  record one; today it does not, and a plain `dvc exp run` leaves W&B alone here.
 
 Only the summary is updated (no history row), so W&B's hyperband, which counts how often
 the metric was logged, still counts validation evaluations during training.
