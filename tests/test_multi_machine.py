@@ -218,6 +218,27 @@ def test_postgres_study_heartbeat_retries_a_killed_workers_trial(postgres, tmp_p
     assert again.stdout.strip().splitlines()[-1] == "trials: 4  complete: 4  pruned: 0  failed: 1"
 
 
+def test_postgres_study_six_workers_never_overshoot_run_cap(postgres, tmp_path):
+    """Three processes with two workers each, all starting at once, on a study of 3: exactly
+    3 trials run (the others wait for a slot, then stop), each a different configuration."""
+    from optuna.trial import TrialState as TS
+
+    url = postgres("many")
+    repo = fake_repo(tmp_path / "repo", {"name": "pm", "method": "bayes",
+                                         "metric": {"name": "val/loss", "goal": "minimize"},
+                                         "parameters": {"train.lr": {"min": 0.1, "max": 0.2}}, "run_cap": 3})
+    cmd = spelltune("sweep", "run", "s.yaml", "-j", "2", "--storage", url, "--heartbeat-interval", "1",
+                    "--grace-period", "5")
+    workers = [start_worker(cmd, repo, tmp_path / f"w{i}.log") for i in range(3)]
+    for i, w in enumerate(workers):
+        assert w.wait(300) == 0, (tmp_path / f"w{i}.log").read_text()
+    trials = study_trials(url, "pm")
+    ran = [t for t in trials if t.user_attrs.get("spelltune_run")]
+    assert [t.state for t in ran] == [TS.COMPLETE] * 3, [(t.number, t.state.name) for t in ran]
+    assert len({t.params["train.lr"] for t in ran}) == 3
+    assert not [t for t in trials if t.state in (TS.RUNNING, TS.WAITING)]
+
+
 # ---------------------------------------------------------------- two machines, the tiny model, one leaderboard
 
 FAST = {

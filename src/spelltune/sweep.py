@@ -543,7 +543,10 @@ class BayesRunner:
 
     # -- dead workers
     def on_stale(self, study, trial) -> None:
-        """A RUNNING trial whose worker died was failed: run it once more, as a new trial."""
+        """A RUNNING trial whose worker died was failed: run it once more, as a new trial
+        (unless it died before its run began, waiting for a slot: nothing to repeat)."""
+        if not trial.user_attrs.get("spelltune_run"):
+            return
         name = trial.user_attrs.get("dvc_exp", "-")
         say(f"trial {trial.number} ({name}) was interrupted (its worker {trial.user_attrs.get('worker', '?')} "
             f"stopped beating): it runs again as a new trial")
@@ -614,9 +617,10 @@ class BayesRunner:
         if self.stop.is_set():
             study.stop()
 
-    def wait_for_slot(self, trial) -> None:
-        """Return when this new trial may run; Skip when run_cap is finished (stopping this
-        worker) or a retry waits (the next ask takes it)."""
+    def wait_for_slot(self, trial, retry: bool) -> None:
+        """Return when this trial may run; Skip when run_cap is finished (stopping this
+        worker) or, for a new trial, when a retry waits (the next ask takes it). A retry
+        waits its turn too: a new trial may have taken its original's slot in between."""
         TS = self.TS
         while True:
             trials = self.trials()
@@ -626,7 +630,7 @@ class BayesRunner:
                 raise Skip("run_cap reached")
             if taken < self.cap:
                 return
-            if any(t.state == TS.WAITING for t in trials):
+            if not retry and any(t.state == TS.WAITING for t in trials):
                 raise Skip("a retried trial waits")
             time.sleep(self.POLL_S)
             if not self.database:
@@ -637,6 +641,7 @@ class BayesRunner:
         retry_of = self.retry_of(self.frozen(trial))
         trial.set_user_attr("worker", f"{self.host}:{os.getpid()}")
         trial.set_user_attr("heartbeat", time.time())
+        trial.set_user_attr("spelltune_run", False)  # until it runs (a retry's copy says True)
         config = {**self.constants, **self.decode(self.suggest(trial))}
         if retry_of is None:
             why = self.space.check(config)
@@ -648,11 +653,11 @@ class BayesRunner:
                     self.study.stop()
                 raise Skip(why)
             self.local.skipped = 0
-            try:
-                self.wait_for_slot(trial)
-            except Skip as exc:
-                trial.set_user_attr("skipped", str(exc))
-                raise
+        try:
+            self.wait_for_slot(trial, retry=retry_of is not None)
+        except Skip as exc:
+            trial.set_user_attr("skipped", str(exc))
+            raise
         trial.set_user_attr("spelltune_run", True)
         return self.run_trial(trial, config, retry_of)
 

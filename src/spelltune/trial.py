@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -44,7 +46,17 @@ def open_storage(url: str, heartbeat_interval: int | None = None, grace_period: 
                       "heartbeat_stale_trial_callback": on_stale}
         # pre_ping: a connection the server closed while a long trial ran is replaced, not an error
         engine = {"pool_pre_ping": True} if url.startswith("postgresql") else None
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine, **kwargs)
+        import sqlalchemy.exc
+
+        for attempt in range(5):
+            try:
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine, **kwargs)
+            except sqlalchemy.exc.IntegrityError:
+                # Workers on several machines starting at once on an empty database race to
+                # create Optuna's tables; the losers find them made on their next try.
+                if attempt == 4:
+                    raise
+                time.sleep(0.5 + random.random())
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
