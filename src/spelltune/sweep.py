@@ -750,12 +750,12 @@ class BayesRunner:
 
     def push(self, name: str) -> None:
         """The experiment's commit to the git remote and its outputs to the default DVC remote."""
-        for attempt in range(3):  # other machines push to the same remote at the same time
+        for attempt in range(6):  # the repo's lock (another worker's trial) or a busy remote: try again
             proc = dvc("exp", "push", self.args.push, name)
             if proc.returncode == 0:
                 say(f"pushed {name} to {self.args.push} (git) and the DVC remote")
                 return
-            time.sleep(1 + attempt)
+            time.sleep(2 * (attempt + 1))
         say(f"warning: dvc exp push {self.args.push} {name} failed: "
             f"{(proc.stderr or proc.stdout).strip().splitlines()[-1:]}; push it later with the same command")
 
