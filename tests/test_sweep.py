@@ -327,12 +327,13 @@ def test_bayes_failed_trial_is_retried_once_and_never_stops_the_others(tmp_path)
 
     ok = run(sweep, repo, env={"FAKE_MARKERS": str(markers)}, timeout=300)
     trials = optuna.load_study(study_name="f", storage=open_storage(str(repo / ".spelltune/sweeps/f.journal"))).trials
-    first = [t for t in trials if "retry_of" not in t.user_attrs]
-    retries = [t for t in trials if "retry_of" in t.user_attrs]
+    # Retried through Optuna's RetryHeartbeatStaleTrialCallback: it marks the copy's system attrs.
+    first = [t for t in trials if "failed_trial" not in t.system_attrs]
+    retries = [t for t in trials if "failed_trial" in t.system_attrs]
     assert [t.state for t in first] == [TS.FAIL, TS.FAIL] and len(retries) == 2
     assert all(t.state == TS.COMPLETE for t in retries)
     for t in retries:
-        assert t.params == trials[t.user_attrs["retry_of"]].params
+        assert t.params == trials[t.system_attrs["failed_trial"]].params
         assert t.value == pytest.approx(t.params["train.lr"], rel=1e-5)
     assert ok.stdout.strip().splitlines()[-1] == "trials: 2  complete: 2  pruned: 0  failed: 2"
 
@@ -343,3 +344,87 @@ def test_bayes_failed_trial_is_retried_once_and_never_stops_the_others(tmp_path)
     assert bad.stderr.count("will be retried once") == 2
     assert "see .spelltune/sweeps/f/f-t000.log" in bad.stderr
     assert "(f-t001-2)" in bad.stderr  # a name the first study's experiment holds is not reused
+
+
+# ---------------------------------------------------------------- W&B: the same file, the same meaning
+
+# W&B's sweep config schema (wandb/sweeps, config/schema.json), recorded: the top level and
+# early_terminate allow only these keys ("additionalProperties": false), and each parameter
+# one of these shapes. `wandb sweep` sends the file to W&B's server, which checks it there.
+WANDB_TOP = {"apiVersion", "kind", "controller", "description", "program", "job", "image_uri", "entity", "project",
+             "method", "command", "name", "run_cap", "metric", "metrics", "scheduler", "early_terminate", "parameters"}
+WANDB_HYPERBAND = {"type", "max_iter", "min_iter", "s", "eta", "strict"}
+WANDB_PARAM_SHAPES = {
+    "constant": {"value", "distribution"}, "categorical": {"values", "distribution"},
+    "int_uniform": {"min", "max", "distribution"}, "uniform": {"min", "max", "distribution"},
+    "q_uniform": {"min", "max", "q", "distribution"}, "log_uniform_values": {"min", "max", "distribution"},
+}
+
+
+def test_sweep_yaml_is_a_valid_wandb_sweep_config():
+    from spelltune.sweep_space import wandb_problems
+
+    raw = yaml.safe_load((ROOT / "sweep.yaml").read_text())
+    assert set(raw) <= WANDB_TOP, set(raw) - WANDB_TOP
+    assert raw["project"] and raw["method"] in ("grid", "random", "bayes")
+    assert raw["early_terminate"]["type"] == "hyperband" and set(raw["early_terminate"]) <= WANDB_HYPERBAND
+    assert set(raw["metric"]) <= {"name", "goal", "target"} and ":" not in raw["metric"]["name"]
+    assert raw["metric"]["name"].startswith("val/")  # chosen on validation, a key W&B's runs have
+    sweep = parse_sweep(raw)
+    for key, spec in raw["parameters"].items():
+        assert set(spec) <= WANDB_PARAM_SHAPES[sweep.parameters[key].distribution], key
+    assert wandb_problems(ROOT / "sweep.yaml") == []
+    proc = cli("sweep", "plan", "sweep.yaml")
+    assert "note:" not in proc.stderr and "warning" not in proc.stderr, proc.stderr
+    assert "constraint: lora.alpha >= lora.r" in proc.stdout  # from sweep.spelltune.yaml, beside it
+
+
+def test_our_extensions_live_beside_the_wandb_file(tmp_path):
+    base = {"name": "x", "method": "random", "run_cap": 2, "metric": {"name": "val/loss"},
+            "parameters": {"lora.r": {"values": [4, 8]}, "lora.alpha": {"values": [4, 16]}}}
+    path = tmp_path / "x.yaml"
+    path.write_text(yaml.safe_dump({**base, "constraints": ["lora.alpha >= lora.r"], "seed": 3}))
+    plan = cli("sweep", "plan", str(path))  # inline still works for us, with a note for W&B
+    assert plan.returncode == 0
+    assert "constraints: W&B rejects this top-level key" in plan.stderr and "move it to x.spelltune.yaml" in plan.stderr
+    assert "seed: W&B rejects" in plan.stderr and "project: not set" in plan.stderr
+
+    path.write_text(yaml.safe_dump({**base, "project": "p"}))
+    (tmp_path / "x.spelltune.yaml").write_text(yaml.safe_dump(
+        {"constraints": ["lora.alpha >= lora.r"], "seed": 3, "early_terminate": {"type": "median", "min_iter": 1}}))
+    plan = cli("sweep", "plan", str(path))
+    assert plan.returncode == 0 and "note:" not in plan.stderr, plan.stderr
+    assert "constraint: lora.alpha >= lora.r" in plan.stdout and "trials: 2" in plan.stdout
+
+    (tmp_path / "x.spelltune.yaml").write_text(yaml.safe_dump({"seed": 1, "parameters": {}}))
+    path.write_text(yaml.safe_dump({**base, "project": "p", "seed": 2}))
+    bad = cli("sweep", "plan", str(path))
+    assert bad.returncode == 2
+    assert "x.spelltune.yaml: parameters: unknown key; allowed: constraints, seed, early_terminate" in bad.stderr
+    assert "x.spelltune.yaml: seed: also set in" in bad.stderr
+
+
+@pytest.mark.parametrize("early_terminate, metric, fixed, message", [
+    ({"type": "hyperband", "min_iter": 50, "eta": 2}, "val/letter_position_accuracy", [],
+     "early_terminate.min_iter = 50: counts validation evaluations (as W&B counts the metric's logs); a run has 2"),
+    ({"type": "hyperband", "min_iter": 1, "eta": 2}, "val/char_error_rate", [],
+     "early_terminate needs a metric the train stage logs at each evaluation"),
+    ({"type": "hyperband", "min_iter": 1, "eta": 2}, "val/spelling_exact_match", ["-S", "train.val_generate_items=0"],
+     "logged during training only when train.val_generate_items > 0"),
+])
+def test_early_terminate_counts_evaluations_and_needs_a_training_metric(tmp_path, early_terminate, metric, fixed, message):
+    path = write(tmp_path, {"method": "bayes", "run_cap": 4, "metric": {"name": metric, "goal": "maximize"},
+                            "parameters": {"train.lr": {"min": 1e-4, "max": 1e-3}}, "early_terminate": early_terminate})
+    proc = cli("sweep", "plan", path, *fixed)
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+
+
+def test_min_iter_in_evaluations_becomes_optuna_steps():
+    from spelltune.sweep import pruner_spec
+
+    sweep = parse_sweep({"method": "bayes", "run_cap": 4, "metric": {"name": "val/loss"},
+                         "parameters": {"train.lr": {"min": 1e-4, "max": 1e-3}},
+                         "early_terminate": {"type": "hyperband", "min_iter": 1, "eta": 2}})
+    spec = pruner_spec(sweep, Space(sweep, BASE, {"train.eval_every": 20, "train.max_steps": 130}))
+    # W&B stops a run after its 1st logged evaluation; Optuna's rung is that evaluation's step.
+    assert spec == {"type": "hyperband", "min_resource": 20, "max_resource": 120, "reduction_factor": 2, "eval_every": 20}

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import TINY_OVERRIDES, copy_project, git_commit_all, run, run_queue
+from conftest import ROOT, TINY_OVERRIDES, copy_project, git_commit_all, run, run_queue
 
 pytestmark = pytest.mark.e2e
 
@@ -194,11 +194,12 @@ def test_bayes_two_workers_share_one_study_prune_and_resume(repo_copy, tmp_path)
             "lora.r": {"values": [2, 4, 8]},
         },
         "run_cap": 6,
-        # max_iter is train.max_steps (6): with eta 4 that is one bracket with one rung, at
-        # step 2, where only the best so far goes on, so a trial is pruned unless each of
-        # the ~7 arrives better than all before it (~1/7!). With eta 2 (two brackets of
-        # ~3 trials) that happened in CI: the lrs came in improving, and none was pruned.
-        "early_terminate": {"type": "hyperband", "min_iter": 2, "eta": 4},
+        # min_iter counts validation evaluations (W&B's unit): evaluation 1 is step 2. The
+        # max is train.max_steps (6): with eta 4 that is one bracket with one rung, at step
+        # 2, where only the best so far goes on, so a trial is pruned unless each of the ~7
+        # arrives better than all before it (~1/7!). With eta 2 (two brackets of ~3 trials)
+        # that happened in CI: the lrs came in improving, and none was pruned.
+        "early_terminate": {"type": "hyperband", "min_iter": 1, "eta": 4},
     })
     journal = tmp_path / "shared" / "bo.journal"  # as on a shared filesystem
     cmd = spelltune("sweep", "run", "bayes.yaml", "--storage", str(journal))
@@ -232,18 +233,20 @@ def test_bayes_two_workers_share_one_study_prune_and_resume(repo_copy, tmp_path)
     out_b, _ = b.communicate(timeout=900)
     assert b.returncode == 0, out_b
     assert c.returncode == 0, out_c
-    assert f"trial {killed_trial} was interrupted" in out_c
+    # B (whose next trial reaps it: same host, dead pid) or C (at its start) fails it and
+    # enqueues it again through Optuna's RetryHeartbeatStaleTrialCallback.
+    assert f"trial {killed_trial} (bo-t{killed_trial:03d}) was interrupted" in out_b + out_c
 
     trials = [t for t in study_trials(journal, "bo") if t.user_attrs.get("spelltune_run")]
     workers = {t.user_attrs["worker"].rsplit(":", 1)[1] for t in trials}
     assert {str(a.pid), str(b.pid)} <= workers  # two processes worked on one study
     killed = next(t for t in trials if t.number == killed_trial)
     assert killed.state == TS.FAIL and killed.user_attrs["result"] == "interrupted"
-    again = [t for t in trials if t.user_attrs.get("resume_of") == killed_trial]
+    again = [t for t in trials if t.system_attrs.get("failed_trial") == killed_trial]
     assert len(again) == 1 and again[0].state in (TS.COMPLETE, TS.PRUNED)
     assert again[0].params == killed.params
     finished = [t for t in trials if t.state in (TS.COMPLETE, TS.PRUNED)]
-    configs = [t for t in trials if "resume_of" not in t.user_attrs and "retry_of" not in t.user_attrs]
+    configs = [t for t in trials if "failed_trial" not in t.system_attrs]
     assert len(finished) == 6 and len(configs) == 6
     assert len({tuple(sorted(t.params.items())) for t in configs}) == 6  # the workers proposed different configurations
     # Every finished trial is a DVC experiment, and each ran once.
@@ -266,3 +269,95 @@ def test_bayes_two_workers_share_one_study_prune_and_resume(repo_copy, tmp_path)
     for t in pruned:  # stopped cleanly, and its experiment is kept
         summary = exps[t.user_attrs["dvc_exp"]]["summary"]
         assert summary["early_stop_reason"] == "pruned"
+
+
+def wandb_records(path: Path):
+    """The records of a W&B run file (`run-<id>.wandb`, LevelDB's log format: 32 KiB blocks,
+    7-byte chunk headers), as W&B's protobuf Records; read to see what W&B would receive."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data = path.read_bytes()
+    assert data[:4] == b":W&B"
+    block, pos, buf = 32768, 7, b""
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # the block's tail is padding
+            pos += block - pos % block
+            continue
+        _crc, length, kind = struct.unpack("<IHB", data[pos:pos + 7])
+        chunk, pos = data[pos + 7:pos + 7 + length], pos + 7 + length
+        if kind in (1, 4):  # full, last
+            rec = pb.Record()
+            rec.ParseFromString(buf + chunk if kind == 4 else chunk)
+            yield rec
+            buf = b""
+        elif kind in (2, 3):  # first, middle
+            buf += chunk
+
+
+# What W&B's server sends `wandb agent` for one run of `wandb sweep sweep.yaml` (recorded
+# shape: the agent's heartbeat answer); the agent turns it into the command line below.
+RECORDED_RUN = {"type": "run", "run_id": "q7x2k9ab", "program": "src/spelltune/cli.py", "args": {
+    "train.lr": {"value": 0.003}, "lora.r": {"value": 4}, "lora.alpha": {"value": 8},
+    "train.warmup_steps": {"value": 1}, "lora.dropout": {"value": 0.05}}}
+
+
+def test_wandb_agent_command_line_one_experiment_one_wandb_run(repo_copy):
+    """The command `wandb agent` runs for sweep.yaml (built by W&B's own functions from the
+    file's `command` and a recorded run), run for real with W&B offline: one DVC experiment,
+    and one W&B run id holding the training curves (the metric logged once per evaluation,
+    which is what W&B's hyperband counts) and, in its summary, the evaluate stage's val/test
+    scores (what W&B's bayes optimises). W&B offline cannot run the sweep itself: its
+    controller (choosing configurations, stopping runs) lives on W&B's server."""
+    from wandb.sdk.launch.sweeps import utils as sweep_utils
+
+    from spelltune.sweep import pruner_spec
+    from spelltune.sweep_space import Space, load_base_params, load_sweep
+
+    for name in ("sweep.yaml", "sweep.spelltune.yaml"):
+        shutil.copy(ROOT / name, repo_copy / name)
+    run(["git", "add", "-A"], repo_copy)
+    run(["git", "commit", "-qm", "sweep files"], repo_copy)
+    sweep = yaml.safe_load((repo_copy / "sweep.yaml").read_text())
+    # As wandb's Agent._command_run builds it (wandb/wandb_agent.py)
+    args = sweep_utils.create_sweep_command_args(RECORDED_RUN)
+    macros = {**args, "interpreter": ["python"], "program": [RECORDED_RUN["program"]], "env": ["/usr/bin/env"]}
+    argv = []
+    for part in sweep_utils.create_sweep_command(list(sweep["command"])):
+        argv += macros.get(part[2:-1], []) if part.startswith("${") else [part]
+    assert argv[:7] == ["/usr/bin/env", "python", "-m", "spelltune.cli", "sweep", "wandb-agent", "sweep.yaml"]
+    assert "--train.lr=0.003" in argv and "--lora.r=4" in argv
+
+    env = {"WANDB_MODE": "offline", "WANDB_RUN_ID": RECORDED_RUN["run_id"], "WANDB_SWEEP_ID": "sw33pid0",
+           "WANDB_PROJECT": sweep["project"]}
+    proc = run(argv, repo_copy, env=env, timeout=600)
+    name = f"spell-wandb-{RECORDED_RUN['run_id']}"
+    assert f"-> DVC experiment {name}" in proc.stderr
+    exp = shown_experiments(repo_copy)[name]
+    params = exp["params"]["params.yaml"]["data"]
+    assert (params["train"]["lr"], params["lora"]["r"], params["lora"]["alpha"]) == (0.003, 4, 8)
+    scores = exp["metrics"]["metrics/eval.json"]["data"]
+
+    runs = sorted((repo_copy / "wandb").glob(f"offline-run-*-{RECORDED_RUN['run_id']}"))
+    assert len(runs) == 2, runs  # the train stage's run and the evaluate stage's resume of it
+    history, summary, ids = [], {}, set()
+    for run_dir in runs:
+        for rec in wandb_records(run_dir / f"run-{RECORDED_RUN['run_id']}.wandb"):
+            kind = rec.WhichOneof("record_type")
+            if kind == "run":
+                ids.add(rec.run.run_id)
+            elif kind == "history":
+                history.append({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in rec.history.item})
+            elif kind == "summary" and run_dir == runs[-1]:
+                summary.update({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in rec.summary.update})
+    assert ids == {RECORDED_RUN["run_id"]}
+    metric = sweep["metric"]["name"]
+    logged = [h[metric] for h in history if metric in h]
+    assert len(logged) == FAST["train.max_steps"] // FAST["train.eval_every"]  # W&B's hyperband counts these
+    assert summary[metric] == pytest.approx(scores[metric])  # the final val score: what W&B optimises
+    assert summary["test/letter_position_accuracy"] == pytest.approx(scores["test/letter_position_accuracy"])
+    # Optuna's rung for the same min_iter: that many evaluations, in optimizer steps
+    space = Space(load_sweep(repo_copy / "sweep.yaml"), load_base_params(repo_copy / "params.yaml"))
+    spec = pruner_spec(space.sweep, space)
+    assert spec["min_resource"] == sweep["early_terminate"]["min_iter"] * FAST["train.eval_every"]

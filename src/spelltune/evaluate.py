@@ -78,6 +78,10 @@ def evaluate(params, base: bool) -> None:
     # `dvc exp show` name every column by its file (metrics/eval.json:val/...).
     write_json({"base": metrics} if base else metrics, METRICS_DIR / f"{name}.json")
     write_json(intervals, METRICS_DIR / f"{name}_details.json")
+    if not base:  # the final val/test scores join the training's W&B run (what W&B sweeps optimise)
+        from spelltune.wandb_eval import add_to_training_run
+
+        add_to_training_run(metrics)
     write_json(breakdowns, METRICS_DIR / f"{name}_breakdown.json")
     write_jsonl(predictions, METRICS_DIR / "predictions" / f"{name}.jsonl")
 

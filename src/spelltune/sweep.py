@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -39,11 +41,11 @@ from spelltune.sweep_space import (
     load_sweep,
     overrides_args,
     parse_override,
+    wandb_problems,
 )
 
 STATE_DIR = Path(".spelltune")  # sweep state (journal, logs); ignored by git through its own .gitignore
 METRIC_FILES = ("metrics/eval.json", "metrics/summary.json", "metrics/train/metrics.json")
-HEARTBEAT_S = 30.0
 
 
 def say(msg: str) -> None:
@@ -153,7 +155,7 @@ def load_all(args) -> tuple[Sweep, Space]:
         sweep = load_sweep(args.sweep)
         fixed = dict(parse_override(s) for s in args.set or [])
         space = Space(sweep, load_base_params(args.params), fixed)
-        problems = space.check_bounds()
+        problems = space.check_bounds() + space.early_terminate_problems()
         if fixed:
             why = space.check({})
             if why and "params schema" in why:
@@ -215,6 +217,8 @@ def cmd_plan(args) -> int:
         print(f"every trial: {show_config(space.fixed)}")
     for c in sweep.constraints:
         print(f"constraint: {c}")
+    for line in wandb_problems(args.sweep):
+        say(f"note: {args.sweep}: {line} (`wandb sweep` only; spelltune reads it)")
     if sweep.metric and sweep.metric.name.rsplit(":", 1)[-1].startswith("test/"):
         say("warning: choosing hyperparameters on a test/ metric leaks the test split into the choice; use val/")
     if sweep.method == "bayes":
@@ -327,27 +331,32 @@ def wait_queue(names: list[str], jobs: int) -> list[str]:
 
 
 def pruner_spec(sweep: Sweep, space: Space) -> dict | None:
+    """Optuna's pruner for early_terminate. min_iter/max_iter count validation evaluations,
+    as W&B's hyperband counts how often the metric was logged; the train stage reports to
+    Optuna at optimizer steps, so the rungs become min_iter * train.eval_every steps."""
     et = sweep.early_terminate
     if et is None:
         return None
-    max_iter = et.max_iter
-    if max_iter is None and "train.max_steps" not in sweep.parameters:
-        _, flat = space.full({})
-        max_iter = flat["train.max_steps"]
-    min_iter = et.min_iter or max(1, (max_iter or 1) // et.eta ** ((et.s or 3) - 1))
+    _, flat = space.full({})
+    every = flat["train.eval_every"]
+    max_steps = None if "train.max_steps" in sweep.parameters else flat["train.max_steps"]
+    max_evals = et.max_iter or (max_steps // every if max_steps else None)
+    min_evals = et.min_iter or max(1, (max_evals or 1) // et.eta ** ((et.s or 3) - 1))
     if et.type == "median":
-        return {"type": "median", "min_resource": min_iter, "n_startup_trials": 2}
-    return {"type": "hyperband", "min_resource": min_iter, "max_resource": max_iter or "auto",
-            "reduction_factor": et.eta}
+        return {"type": "median", "min_resource": min_evals * every, "n_startup_trials": 2, "eval_every": every}
+    return {"type": "hyperband", "min_resource": min_evals * every,
+            "max_resource": max_evals * every if max_evals else "auto", "reduction_factor": et.eta, "eval_every": every}
 
 
 def pruner_text(spec: dict | None) -> str:
     if not spec:
         return "none"
+    every = spec.get("eval_every") or 1
+    first = f"step {spec['min_resource']} (evaluation {spec['min_resource'] // every}, every {every} steps)"
     if spec["type"] == "median":
-        return (f"median rule: from step {spec['min_resource']} on, a trial whose value is worse than the "
+        return (f"median rule: from {first} on, a trial whose value is worse than the "
                 "median of earlier trials at the same step stops (after 2 trials)")
-    return (f"hyperband: rungs from step {spec['min_resource']} up to {spec['max_resource']}, "
+    return (f"hyperband: rungs from {first} up to step {spec['max_resource']}, "
             f"keeping the best 1/{spec['reduction_factor']} at each rung (Optuna HyperbandPruner)")
 
 
@@ -404,6 +413,17 @@ def absolute_storage(url: str) -> str:
     return str(Path(url.removeprefix("journal:")).resolve())
 
 
+def shown_storage(url: str) -> str:
+    """The storage URL without its password, for messages."""
+    from spelltune.trial import DB_PREFIXES
+
+    if not url.startswith(DB_PREFIXES):
+        return url
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
 def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -414,29 +434,66 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def new_wandb_run_id() -> str:
+    """A W&B run id for one trial: its train stage creates the run, its evaluate stage adds
+    the final val/test scores to the same run (spelltune.wandb_eval)."""
+    return "".join(secrets.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(8))
+
+
+class Skip(Exception):  # a trial not run: it breaks a constraint, or run_cap is taken
+    pass
+
+
+class TrialFailed(Exception):  # its `dvc exp run` failed or was interrupted
+    pass
+
+
 class BayesRunner:
-    """Workers (threads here; processes or machines elsewhere) sharing one Optuna study:
-    ask -> `dvc exp run --temp -n <sweep>-tNNN -S ...` -> tell the value from the
-    experiment's metrics. A failed trial is enqueued again once, then stays failed."""
+    """Workers (threads here; processes or machines elsewhere) sharing one Optuna study.
+    Each thread runs Optuna's own loop, `study.optimize`, whose objective runs the trial as
+    `dvc exp run --temp -n <sweep>-tNNN -S ...` and returns the metric read back from the
+    experiment. Optuna's mechanisms do the bookkeeping:
+
+    - stop: `MaxTrialsCallback(run_cap, states=(COMPLETE, PRUNED))` after each trial; before a
+      trial starts, the objective also waits while run_cap is taken by finished, running and
+      waiting trials, so that workers elsewhere never overshoot it;
+    - a dead worker (database storage): the RDB heartbeat (`heartbeat_interval`,
+      `grace_period`); the next worker to start a trial fails the stale one
+      (`fail_stale_trials`) and `RetryHeartbeatStaleTrialCallback` (formerly
+      RetryFailedTrialCallback) enqueues it once more, WAITING, which the next `ask` takes;
+    - a failed `dvc exp run`: the same callback enqueues it once more; then it stays failed.
+
+    A journal file has no heartbeat in Optuna: there a user attr `heartbeat` is written every
+    heartbeat_interval and a RUNNING trial whose worker is gone (this host: its pid; any host:
+    no heartbeat for grace_period) is failed here and retried through the same callback."""
+
+    POLL_S = 2.0
 
     def __init__(self, sweep: Sweep, space: Space, args):
+        import warnings
+
         import optuna
 
-        from spelltune.trial import make_pruner, open_storage
+        from spelltune.trial import DB_PREFIXES, make_pruner, open_storage
 
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        optuna.logging.set_verbosity(optuna.logging.ERROR)  # a caught Skip or failure is reported by us
+        warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
         self.optuna = optuna
+        self.TS = optuna.trial.TrialState
         self.sweep, self.space, self.args = sweep, space, args
+        self.cap = sweep.run_cap or 1
         self.storage_url = args.storage or default_storage(sweep.name)
-        self.storage = open_storage(self.storage_url)
+        self.database = self.storage_url.startswith(DB_PREFIXES)
+        self.retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
+        self.storage = open_storage(self.storage_url, heartbeat_interval=args.heartbeat_interval,
+                                    grace_period=args.grace_period, on_stale=self.on_stale)
         self.spec = pruner_spec(sweep, space)
-        cap = sweep.run_cap or 1
         # Each worker process seeds its own sampler: two processes with the same seed would
         # propose the same configurations. (Parallel TPE is not reproducible anyway; every
         # trial's params are in its DVC experiment.)
         self.host = socket.gethostname()
         seed = (sweep.seed * 1_000_003 + zlib.crc32(f"{self.host}:{os.getpid()}".encode())) % 2**32
-        sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(1, min(10, cap // 2)))
+        sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(1, min(10, self.cap // 2)))
         self.study = optuna.create_study(
             study_name=sweep.name, storage=self.storage, sampler=sampler, pruner=make_pruner(self.spec),
             direction=sweep.metric.goal, load_if_exists=True,
@@ -447,39 +504,92 @@ class BayesRunner:
         self.stop = threading.Event()
         self.children: set[subprocess.Popen] = set()
         self.lock = threading.Lock()
+        self.local = threading.local()
+        self.errors: list[Exception] = []
         self.log_dir = state_dir() / "sweeps" / sweep.name
         self.log_dir.mkdir(parents=True, exist_ok=True)
 
     # -- storage helpers
-    def set_attr(self, number: int, key: str, value: Any) -> None:
-        trial_id = self.storage.get_trial_id_from_study_id_trial_number(self.study_id, number)
-        self.storage.set_trial_user_attr(trial_id, key, value)
-
     def trials(self):
         return self.study.get_trials(deepcopy=False)
 
-    @staticmethod
-    def counted(t) -> bool:
-        """A configuration that counts toward run_cap (its retries and resumptions do not)."""
-        a = t.user_attrs
-        return bool(a.get("spelltune_run")) and "retry_of" not in a and "resume_of" not in a
+    def frozen(self, trial):
+        return self.storage.get_trial(trial._trial_id)
 
-    def tell(self, number: int, state, value: float | None = None, **attrs) -> bool:
-        for key, v in attrs.items():
-            self.set_attr(number, key, v)
-        try:
-            if state == self.optuna.trial.TrialState.COMPLETE:
-                self.study.tell(number, value)
-            else:
-                self.study.tell(number, state=state)
-            return True
-        except (RuntimeError, ValueError):  # someone else told it first
-            return False
+    @staticmethod
+    def retry_of(t) -> int | None:
+        return t.system_attrs.get("failed_trial")
+
+    def counted(self, t) -> bool:
+        """A configuration that was run (its retries are the same configuration)."""
+        return bool(t.user_attrs.get("spelltune_run")) and self.retry_of(t) is None
+
+    def slots(self, trials, mine: int) -> tuple[int, int]:
+        """(taken, finished) of run_cap, as seen by trial `mine` about to start: finished =
+        complete, pruned, or failed for good (a failed retry); taken also counts the waiting
+        retries, the running retries and the running trials that asked before `mine`."""
+        TS = self.TS
+        taken = finished = 0
+        for t in trials:
+            if t.number == mine:
+                continue
+            retry = self.retry_of(t) is not None
+            if t.state in (TS.COMPLETE, TS.PRUNED) or (t.state == TS.FAIL and retry and t.user_attrs.get("spelltune_run")):
+                finished += 1
+                taken += 1
+            elif t.state == TS.WAITING or (t.state == TS.RUNNING and (retry or t.number < mine)):
+                taken += 1
+        return taken, finished
+
+    # -- dead workers
+    def on_stale(self, study, trial) -> None:
+        """A RUNNING trial whose worker died was failed: run it once more, as a new trial
+        (unless it died before its run began, waiting for a slot: nothing to repeat)."""
+        if not trial.user_attrs.get("spelltune_run"):
+            return
+        name = trial.user_attrs.get("dvc_exp", "-")
+        say(f"trial {trial.number} ({name}) was interrupted (its worker {trial.user_attrs.get('worker', '?')} "
+            f"stopped beating): it runs again as a new trial")
+        self.retry(study, trial)
+
+    def reap(self) -> None:
+        """Fail the trials of dead workers and enqueue each once more (WAITING)."""
+        if self.database:  # Optuna's RDB heartbeat; calls on_stale for each
+            self.optuna.storages.fail_stale_trials(self.study)
+            return
+        TS, now = self.TS, time.time()
+        for t in self.trials():
+            if t.state != TS.RUNNING:
+                continue
+            host, _, pid = str(t.user_attrs.get("worker", "")).rpartition(":")
+            beat = t.user_attrs.get("heartbeat") or (t.datetime_start.timestamp() if t.datetime_start else now)
+            here = host == self.host and pid.isdigit()
+            if pid == str(os.getpid()) and host == self.host:
+                continue  # one of ours: alive
+            if not ((here and not pid_alive(int(pid))) or now - beat > self.args.grace_period):
+                continue
+            name = t.user_attrs.get("dvc_exp")
+            if name and name in exp_refs():  # it had finished before the interruption: tell that
+                state, value, why = self.outcome(name)
+                try:
+                    self.storage.set_trial_user_attr(t._trial_id, "result", why)
+                    self.storage.set_trial_state_values(t._trial_id, state, [value] if state == TS.COMPLETE else None)
+                    say(f"trial {t.number} ({name}) had finished before the interruption: {why}")
+                except (RuntimeError, ValueError):
+                    pass  # someone else told it first
+                continue
+            try:
+                self.storage.set_trial_user_attr(t._trial_id, "result", "interrupted")
+                failed = self.storage.set_trial_state_values(t._trial_id, TS.FAIL)
+            except (RuntimeError, ValueError):  # UpdateFinishedTrialError: someone else failed it
+                continue
+            if failed:
+                self.on_stale(self.study, self.storage.get_trial(t._trial_id))
 
     # -- results
     def outcome(self, name: str) -> tuple[Any, float | None, str]:
         """(state, value, why) of a finished experiment."""
-        TS = self.optuna.trial.TrialState
+        TS = self.TS
         ref = exp_refs().get(name)
         if ref is None:
             return TS.FAIL, None, "the experiment did not finish (no DVC experiment); see its log"
@@ -491,61 +601,77 @@ class BayesRunner:
             return TS.FAIL, None, f"metric {self.sweep.metric.name} not found in {', '.join(METRIC_FILES)}"
         return TS.COMPLETE, value, "complete"
 
-    def recover(self) -> None:
-        """Trials left RUNNING by a worker that died (this host: its pid is gone; any
-        host: no heartbeat for --stale-after seconds): told from their experiment when it
-        finished, else recorded failed and enqueued again."""
-        TS = self.optuna.trial.TrialState
-        now = time.time()
-        for t in self.trials():
-            if t.state != TS.RUNNING:
-                continue
-            host, _, pid = str(t.user_attrs.get("worker", "")).rpartition(":")
-            beat = t.user_attrs.get("heartbeat") or (t.datetime_start.timestamp() if t.datetime_start else now)
-            dead = (host == self.host and pid.isdigit() and not pid_alive(int(pid))) or now - beat > self.args.stale_after
-            if not dead:
-                continue
-            name = t.user_attrs.get("dvc_exp")
-            if name and name in exp_refs():
-                state, value, why = self.outcome(name)
-                if self.tell(t.number, state, value if state == TS.COMPLETE else None, result=why):
-                    say(f"trial {t.number} ({name}) had finished before the interruption: {why}")
-                continue
-            if self.tell(t.number, TS.FAIL, result="interrupted"):
-                say(f"trial {t.number} was interrupted: running it again as a new trial")
-                self.study.enqueue_trial(t.params, user_attrs={"resume_of": t.number, **_attrs(t)})
-
-    # -- one worker
+    # -- one worker: Optuna's loop
     def worker(self, wid: int) -> None:
-        TS = self.optuna.trial.TrialState
-        skipped = 0
-        while not self.stop.is_set():
+        stop_at_cap = self.optuna.study.MaxTrialsCallback(self.cap, states=(self.TS.COMPLETE, self.TS.PRUNED))
+        self.local.skipped = 0
+        try:
+            self.study.optimize(self.objective, callbacks=[stop_at_cap, self.after_trial], catch=(Skip, TrialFailed))
+        except Exception as exc:  # noqa: BLE001 - one worker's bug must be seen, not silently end it
+            say(f"error: worker {wid}: {type(exc).__name__}: {exc}")
+            self.errors.append(exc)
+
+    def after_trial(self, study, trial) -> None:
+        if not self.database:
+            self.reap()  # the next ask then takes a dead worker's trial (WAITING) first
+        if self.stop.is_set():
+            study.stop()
+
+    def wait_for_slot(self, trial, retry: bool) -> None:
+        """Return when this trial may run; Skip when run_cap is finished (stopping this
+        worker) or, for a new trial, when a retry waits (the next ask takes it). A retry
+        waits its turn too: a new trial may have taken its original's slot in between."""
+        TS = self.TS
+        while True:
             trials = self.trials()
-            done = sum(self.counted(t) for t in trials)
-            waiting = any(t.state == TS.WAITING for t in trials)
-            if done >= self.sweep.run_cap and not waiting:
+            taken, finished = self.slots(trials, trial.number)
+            if finished >= self.cap or self.stop.is_set():
+                self.study.stop()  # failed-for-good trials count here, not in MaxTrialsCallback
+                raise Skip("run_cap reached")
+            if taken < self.cap:
                 return
-            trial = self.study.ask(self.dists)
-            attrs = trial.user_attrs
-            repeat = "retry_of" in attrs or "resume_of" in attrs
-            config = {**self.constants, **self.decode(trial.params)}
+            if not retry and any(t.state == TS.WAITING for t in trials):
+                raise Skip("a retried trial waits")
+            time.sleep(self.POLL_S)
+            if not self.database:
+                trial.set_user_attr("heartbeat", time.time())
+            self.reap()
+
+    def objective(self, trial) -> float:
+        retry_of = self.retry_of(self.frozen(trial))
+        trial.set_user_attr("worker", f"{self.host}:{os.getpid()}")
+        trial.set_user_attr("heartbeat", time.time())
+        trial.set_user_attr("spelltune_run", False)  # until it runs (a retry's copy says True)
+        config = {**self.constants, **self.decode(self.suggest(trial))}
+        if retry_of is None:
             why = self.space.check(config)
             if why:
-                skipped += 1
-                self.tell(trial.number, TS.FAIL, skipped=why)
-                if skipped > 200:
+                self.local.skipped += 1
+                trial.set_user_attr("skipped", why)
+                if self.local.skipped > 200:
                     say("error: 200 draws in a row broke the constraints or the params schema; stopping this worker")
-                    return
-                continue
-            skipped = 0
-            trial.set_user_attr("spelltune_run", True)
-            if not repeat:
-                order = sorted(t.number for t in self.trials() if self.counted(t))
-                if trial.number in order and order.index(trial.number) >= self.sweep.run_cap:
-                    trial.set_user_attr("spelltune_run", False)
-                    self.tell(trial.number, TS.FAIL, skipped="run_cap reached")
-                    continue
-            self.run_trial(trial, config, repeat)
+                    self.study.stop()
+                raise Skip(why)
+            self.local.skipped = 0
+        try:
+            self.wait_for_slot(trial, retry=retry_of is not None)
+        except Skip as exc:
+            trial.set_user_attr("skipped", str(exc))
+            raise
+        trial.set_user_attr("spelltune_run", True)
+        return self.run_trial(trial, config, retry_of)
+
+    def suggest(self, trial) -> dict:
+        """The trial's params from the sampler (a WAITING retry: the ones it was enqueued with)."""
+        D = self.optuna.distributions
+        for key, d in self.dists.items():
+            if isinstance(d, D.CategoricalDistribution):
+                trial.suggest_categorical(key, d.choices)
+            elif isinstance(d, D.IntDistribution):
+                trial.suggest_int(key, d.low, d.high, step=d.step, log=d.log)
+            else:
+                trial.suggest_float(key, d.low, d.high, step=d.step, log=d.log)
+        return trial.params
 
     def decode(self, params: dict) -> dict:
         out = {}
@@ -558,20 +684,20 @@ class BayesRunner:
             out[key] = value
         return out
 
-    def run_trial(self, trial, config: dict, repeat: bool) -> None:
+    def run_trial(self, trial, config: dict, retry_of: int | None) -> float:
         from spelltune import trial as tr
 
-        TS = self.optuna.trial.TrialState
+        TS = self.TS
         refs = exp_refs()
         name = f"{self.sweep.name}-t{trial.number:03d}"
         k = 2
         while name in refs:  # a name left by an earlier study of the same name: do not clash
             name, k = f"{self.sweep.name}-t{trial.number:03d}-{k}", k + 1
         overrides = {**self.space.fixed, **self.threads, **config}
-        trial.set_user_attr("dvc_exp", name)
-        trial.set_user_attr("worker", f"{self.host}:{os.getpid()}")
-        trial.set_user_attr("heartbeat", time.time())
-        trial.set_user_attr("config", {k: format_value(v) for k, v in config.items()})
+        wandb_id = new_wandb_run_id()
+        for key, value in {"dvc_exp": name, "worker": f"{self.host}:{os.getpid()}", "heartbeat": time.time(),
+                           "config": {k: format_value(v) for k, v in config.items()}, "wandb_run_id": wandb_id}.items():
+            trial.set_user_attr(key, value)
         env = {
             **os.environ,
             tr.ENV_STORAGE: absolute_storage(self.storage_url),
@@ -579,10 +705,12 @@ class BayesRunner:
             tr.ENV_TRIAL: str(trial.number),
             tr.ENV_METRIC: self.sweep.metric_key,
             tr.ENV_PRUNER: json.dumps(self.spec),
+            "WANDB_RUN_ID": wandb_id,  # train creates the run, evaluate adds its scores to it
         }
         env.pop("DVC_EXP_BASELINE_REV", None)
         cmd = [tool("dvc"), "exp", "run", "--temp", "-n", name, *overrides_args(overrides)]
-        say(f"trial {trial.number} ({name}) started: {show_config(config)}")
+        again = f" (retry of trial {retry_of})" if retry_of is not None else ""
+        say(f"trial {trial.number} ({name}) started{again}: {show_config(config)}")
         log_file = self.log_dir / f"{name}.log"
         with open(log_file, "w") as out:
             proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
@@ -590,30 +718,52 @@ class BayesRunner:
                 self.children.add(proc)
             while True:
                 try:
-                    proc.wait(timeout=HEARTBEAT_S)
+                    proc.wait(timeout=self.args.heartbeat_interval)
                     break
                 except subprocess.TimeoutExpired:
-                    trial.set_user_attr("heartbeat", time.time())
+                    if not self.database:  # the RDB heartbeat is Optuna's own thread
+                        trial.set_user_attr("heartbeat", time.time())
             with self.lock:
                 self.children.discard(proc)
         if self.stop.is_set() and proc.returncode != 0:
-            if self.tell(trial.number, TS.FAIL, result="interrupted"):
-                self.study.enqueue_trial(trial.params, user_attrs={"resume_of": trial.number, **_attrs(trial)})
+            trial.set_user_attr("result", "interrupted")
+            self.retry(self.study, self.frozen(trial))
             say(f"trial {trial.number} ({name}) interrupted; rerunning the sweep runs it again")
-            return
-        state, value, why = self.outcome(name) if proc.returncode == 0 else (TS.FAIL, None, f"dvc exp run exited {proc.returncode}; see {log_file}")
-        self.tell(trial.number, state, value if state == TS.COMPLETE else None, result=why)
+            raise TrialFailed("interrupted")
+        if proc.returncode == 0:
+            state, value, why = self.outcome(name)
+        else:
+            state, value, why = TS.FAIL, None, f"dvc exp run exited {proc.returncode}; see {log_file}"
+        trial.set_user_attr("result", why)
         shown = f" {self.sweep.metric.name}={value:.4g}" if value is not None else ""
         say(f"trial {trial.number} ({name}) {state.name.lower()}{shown}" + ("" if state != TS.FAIL else f": {why}"))
-        if state == TS.FAIL and proc.returncode != 0 and not repeat:
-            self.study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+        if state != TS.FAIL and self.args.push:
+            self.push(name)
+        if state == TS.COMPLETE:
+            return value
+        if state == TS.PRUNED:
+            raise self.optuna.TrialPruned(why)
+        if proc.returncode != 0 and retry_of is None:
+            self.retry(self.study, self.frozen(trial))
             say(f"trial {trial.number} will be retried once")
+        raise TrialFailed(why)
+
+    def push(self, name: str) -> None:
+        """The experiment's commit to the git remote and its outputs to the default DVC remote."""
+        for attempt in range(6):  # the repo's lock (another worker's trial) or a busy remote: try again
+            proc = dvc("exp", "push", self.args.push, name)
+            if proc.returncode == 0:
+                say(f"pushed {name} to {self.args.push} (git) and the DVC remote")
+                return
+            time.sleep(2 * (attempt + 1))
+        say(f"warning: dvc exp push {self.args.push} {name} failed: "
+            f"{(proc.stderr or proc.stdout).strip().splitlines()[-1:]}; push it later with the same command")
 
     def run(self) -> int:
-        say(f"study {self.sweep.name!r} in {self.storage_url}; early termination: {pruner_text(self.spec)}")
+        say(f"study {self.sweep.name!r} in {shown_storage(self.storage_url)}; early termination: {pruner_text(self.spec)}")
         if self.threads:
             say(f"{self.args.jobs} workers on {cores()} cores: each trial gets -S train.threads={self.threads['train.threads']}")
-        self.recover()
+        self.reap()
         workers = [threading.Thread(target=self.worker, args=(i,), daemon=True) for i in range(self.args.jobs)]
         for w in workers:
             w.start()
@@ -630,17 +780,20 @@ class BayesRunner:
             for w in workers:
                 w.join(timeout=60)
             return 130
-        return self.report()
+        code = self.report()
+        return 1 if self.errors else code
 
     def report(self) -> int:
-        TS = self.optuna.trial.TrialState
+        TS = self.TS
         rows = [t for t in self.trials() if t.user_attrs.get("spelltune_run")]
         for t in rows:
             value = f"{self.sweep.metric.name}={t.value:.4g}" if t.value is not None else t.user_attrs.get("result", "")
             if t.state == TS.PRUNED and t.intermediate_values:
                 step = max(t.intermediate_values)
                 value = f"pruned at step {step} ({self.sweep.metric_key}={t.intermediate_values[step]:.4g})"
-            extra = f" (retry of {t.user_attrs['retry_of']})" if "retry_of" in t.user_attrs else ""
+            elif t.state == TS.FAIL and not value:
+                value = "interrupted"
+            extra = f" (retry of {self.retry_of(t)})" if self.retry_of(t) is not None else ""
             print(f"{t.user_attrs.get('dvc_exp', '-')}  {t.state.name.lower():8s} {value}{extra}  "
                   f"{' '.join(f'{k}={v}' for k, v in (t.user_attrs.get('config') or {}).items())}")
         complete = [t for t in rows if t.state == TS.COMPLETE]
@@ -654,10 +807,6 @@ class BayesRunner:
         return 0 if complete or n_pruned else 1
 
 
-def _attrs(t) -> dict:
-    return {k: v for k, v in t.user_attrs.items() if k == "retry_of"}
-
-
 # ---------------------------------------------------------------- run
 
 
@@ -665,6 +814,10 @@ def cmd_run(args) -> int:
     sweep, space = load_all(args)
     if args.jobs < 1:
         print("error: -j must be >= 1", file=sys.stderr)
+        return 2
+    if args.heartbeat_interval < 1 or args.grace_period <= args.heartbeat_interval:
+        print(f"error: --heartbeat-interval {args.heartbeat_interval}, --grace-period {args.grace_period}: "
+              "allowed: interval >= 1 and grace period > interval", file=sys.stderr)
         return 2
     # Trials (queue workers started here, bayes trial processes) inherit it: one W&B group per sweep.
     os.environ.setdefault("WANDB_RUN_GROUP", f"sweep-{sweep.name}")
@@ -714,7 +867,19 @@ def cmd_wandb_agent(args, rest: list[str]) -> int:
         print(" ".join(["dvc", *cmd[1:]]))
         return 0
     say(f"W&B run {run_id or '-'} -> DVC experiment {name}")
-    return subprocess.run(cmd).returncode
+    # W&B's early termination stops a run by SIGTERM to this process alone: pass it on to
+    # the whole `dvc exp run` (its own process group), so that no stage goes on orphaned.
+    proc = subprocess.Popen(cmd, start_new_session=True)
+
+    def forward(signum, _frame):
+        try:
+            os.killpg(proc.pid, signum)
+        except ProcessLookupError:
+            pass
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, forward)
+    return proc.wait()
 
 
 # ---------------------------------------------------------------- argparse
@@ -739,10 +904,17 @@ def add_parser(sub) -> None:
     common(run)
     run.add_argument("-j", "--jobs", type=int, default=1, help="concurrent workers (CPU: the cores are shared)")
     run.add_argument("--no-start", action="store_true", help="grid/random: only queue (start with dvc queue start)")
-    run.add_argument("--storage", help="bayes: Optuna storage, a journal file path (shared filesystem for several "
-                     "machines) or a database URL; default .spelltune/sweeps/<name>.journal")
-    run.add_argument("--stale-after", type=float, default=600.0,
-                     help="bayes: a RUNNING trial whose worker sent no heartbeat for this long is run again")
+    run.add_argument("--storage", help="bayes: Optuna storage, a database URL (postgresql://user:pw@host/db, "
+                     "sqlite:///x.db) or a journal file path (a shared filesystem for several machines); "
+                     "default .spelltune/sweeps/<name>.journal")
+    run.add_argument("--heartbeat-interval", type=int, default=60, metavar="S",
+                     help="bayes: each running trial's worker beats every S seconds (default %(default)s)")
+    run.add_argument("--grace-period", type=int, default=180, metavar="S",
+                     help="bayes: a running trial with no beat for S seconds is failed and run again by another "
+                     "worker (default %(default)s)")
+    run.add_argument("--push", metavar="GIT_REMOTE",
+                     help="bayes: `dvc exp push GIT_REMOTE <exp>` after each trial (its outputs go to the default DVC "
+                     "remote), so that every machine's trials meet in one place")
     run.set_defaults(func=cmd_run)
 
     agent = ssub.add_parser("wandb-agent", help="the program `wandb agent` runs: --key=value -> dvc exp run -S key=value")

@@ -1,4 +1,6 @@
-"""sweep.yaml: the search space, in the W&B sweep schema plus `constraints` and `seed`.
+"""sweep.yaml: the search space, in the W&B sweep schema; our extensions (`constraints`,
+`seed`, a `median` early_terminate) in `<name>.spelltune.yaml` beside it, which W&B never
+reads (W&B rejects unknown top-level keys), or inline for a file only we read.
 
 This module is light (pydantic + yaml, no torch, no optuna): it validates the file, turns
 it into concrete configurations for grid and random search, and checks every
@@ -11,9 +13,10 @@ configuration against the params schema (spelltune.params) before anything is qu
       lora.r: {values: [4, 8, 16]}
       train.seed: {value: 0}
     run_cap: 20
-    early_terminate: {type: hyperband, min_iter: 50, eta: 2}
-    constraints: ["lora.alpha >= lora.r"]     # our extension
-    seed: 0                                    # our extension: random draws and TPE
+    early_terminate: {type: hyperband, min_iter: 1, eta: 2}   # min_iter: validation evaluations
+  sweep.spelltune.yaml:
+    constraints: ["lora.alpha >= lora.r"]
+    seed: 0                                    # random draws and TPE
 """
 
 from __future__ import annotations
@@ -37,6 +40,14 @@ from spelltune.params import Params, ParamsError, parse
 DISTRIBUTIONS = ("constant", "categorical", "uniform", "int_uniform", "q_uniform", "log_uniform_values")
 FINITE = ("constant", "categorical", "int_uniform", "q_uniform")
 NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+# W&B's sweep schema allows these top-level keys and no others ("Malformed sweep config").
+WANDB_KEYS = ("apiVersion", "kind", "controller", "description", "program", "job", "image_uri", "entity", "project",
+              "method", "command", "name", "run_cap", "metric", "metrics", "scheduler", "early_terminate", "parameters")
+EXTENSION_KEYS = ("constraints", "seed", "early_terminate")  # what <name>.spelltune.yaml may hold
+# Metrics the train stage logs at every validation evaluation (DVCLive and W&B history):
+# the only ones early termination can act on, W&B's hyperband counting their logs.
+TRAINING_METRICS = ("val/loss", "val/perplexity", "val/letter_position_accuracy", "val/spelling_exact_match",
+                    "val/train_val_gap")
 
 
 class _Loader(yaml.SafeLoader):
@@ -96,6 +107,8 @@ class Metric(Strict):
 class EarlyTerminate(Strict):
     # hyperband: W&B's; median: our extension (Optuna's MedianPruner)
     type: Literal["hyperband", "median"]
+    # In W&B's unit: the number of times the metric was logged, that is validation
+    # evaluations (one every train.eval_every optimizer steps); Optuna gets the steps.
     min_iter: Annotated[int, Field(ge=1)] | None = None
     max_iter: Annotated[int, Field(ge=1)] | None = None
     eta: Annotated[int, Field(ge=2)] = 3
@@ -105,7 +118,7 @@ class EarlyTerminate(Strict):
     @model_validator(mode="after")
     def _iters(self) -> EarlyTerminate:
         if self.type == "hyperband" and self.min_iter is None and self.max_iter is None:
-            raise ValueError("hyperband needs min_iter (the first rung, in optimizer steps) or max_iter")
+            raise ValueError("hyperband needs min_iter (the first rung, in validation evaluations) or max_iter")
         if self.min_iter and self.max_iter and self.max_iter < self.min_iter:
             raise ValueError(f"max_iter ({self.max_iter}) must be >= min_iter ({self.min_iter})")
         return self
@@ -243,6 +256,7 @@ class Sweep(Strict):
     seed: int = 0
     # W&B fields we accept and leave to W&B
     name: Annotated[str, Field(pattern=NAME_RE)] | None = None
+    controller: dict | None = None
     description: str | None = None
     program: str | None = None
     command: list[str] | None = None
@@ -397,19 +411,63 @@ def parse_sweep(raw: Any, source: str = "sweep.yaml") -> Sweep:
         raise SweepError("\n".join(_one_line(e, source) for e in exc.errors(include_url=False))) from None
 
 
-def load_sweep(path: str | Path) -> Sweep:
+def extensions_path(path: str | Path) -> Path:
+    """Where our extensions to a W&B sweep file live: sweep.yaml -> sweep.spelltune.yaml."""
     path = Path(path)
+    return path.with_name(f"{path.stem}.spelltune.yaml")
+
+
+def _read_yaml(path: Path) -> Any:
     try:
-        raw = yaml_load(path.read_text())
+        return yaml_load(path.read_text())
     except FileNotFoundError:
         raise SweepError(f"{path}: not found") from None
     except yaml.YAMLError as exc:
         raise SweepError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
+
+
+def load_sweep(path: str | Path) -> Sweep:
+    """The sweep file merged with its `<name>.spelltune.yaml` when there is one."""
+    path = Path(path)
+    raw = _read_yaml(path)
+    ext_path = extensions_path(path)
+    if isinstance(raw, dict) and ext_path.exists():
+        ext = _read_yaml(ext_path) or {}
+        if not isinstance(ext, dict):
+            raise SweepError(f"{ext_path}: top level must be a mapping ({', '.join(EXTENSION_KEYS)})")
+        problems = [f"{ext_path}: {key}: unknown key; allowed: {', '.join(EXTENSION_KEYS)}"
+                    for key in ext if key not in EXTENSION_KEYS]
+        problems += [f"{ext_path}: {key}: also set in {path}; keep it in one of the two"
+                     for key in ext if key in raw and key != "early_terminate"]
+        if problems:
+            raise SweepError("\n".join(problems))
+        raw = {**raw, **ext}  # an early_terminate here (say type: median) replaces W&B's for us
     sweep = parse_sweep(raw, str(path))
     if sweep.name is None:
         stem = re.sub(r"[^A-Za-z0-9_-]", "-", path.stem) or "sweep"
         sweep.name = stem if re.match(NAME_RE, stem) else "sweep"
     return sweep
+
+
+def wandb_problems(path: str | Path) -> list[str]:
+    """What `wandb sweep <path>` would warn about or get wrong, one line each (the file
+    alone: W&B never reads the .spelltune.yaml beside it)."""
+    path = Path(path)
+    raw = _read_yaml(path)
+    if not isinstance(raw, dict):
+        return []
+    ext = extensions_path(path).name
+    lines = [f"{key}: W&B rejects this top-level key (\"Malformed sweep config\"); move it to {ext}"
+             for key in raw if key not in WANDB_KEYS]
+    et = raw.get("early_terminate")
+    if isinstance(et, dict) and et.get("type") not in (None, "hyperband"):
+        lines.append(f"early_terminate.type = {et.get('type')!r}: W&B knows only hyperband; put it in {ext}")
+    name = (raw.get("metric") or {}).get("name") if isinstance(raw.get("metric"), dict) else None
+    if isinstance(name, str) and ":" in name:
+        lines.append(f"metric.name = {name!r}: W&B sees keys of the run, not files; use {name.rsplit(':', 1)[1]!r}")
+    if "project" not in raw:
+        lines.append("project: not set; W&B then uses the default project of whoever runs `wandb sweep`")
+    return lines
 
 
 # ---------------------------------------------------------------- configurations
@@ -514,6 +572,36 @@ class Space:
                     msg = exc.errors(include_url=False)[0]["msg"].removeprefix("Value error, ")
                     problems.append(f"parameters.{key}: value {format_value(value)} is not allowed by the params schema: {msg}")
                     break
+        return problems
+
+    def early_terminate_problems(self) -> list[str]:
+        """min_iter/max_iter count validation evaluations (W&B counts the metric's logs):
+        they mean steps only through one train.eval_every, and only a metric the train
+        stage logs at each evaluation can stop a run."""
+        et, metric = self.sweep.early_terminate, self.sweep.metric_key
+        if et is None or metric is None:
+            return []
+        problems = []
+        if "train.eval_every" in self.sweep.parameters:
+            problems.append("parameters.train.eval_every: early_terminate counts validation evaluations "
+                            "(W&B's unit), which must be the same steps in every run: fix train.eval_every")
+        _, flat = self.full({})
+        logged = metric if metric.startswith("val/") else "val/" + metric.split("/", 1)[-1]
+        if logged not in TRAINING_METRICS:
+            problems.append(f"metric.name = {self.sweep.metric.name!r}: early_terminate needs a metric the train stage "
+                            f"logs at each evaluation ({', '.join(TRAINING_METRICS)}); this one exists only at the end")
+        elif logged in ("val/letter_position_accuracy", "val/spelling_exact_match") and not flat["train.val_generate_items"]:
+            problems.append(f"metric.name = {metric!r}: logged during training only when train.val_generate_items > 0")
+        if "train.max_steps" not in self.sweep.parameters and "train.eval_every" not in self.sweep.parameters:
+            evaluations = flat["train.max_steps"] // flat["train.eval_every"]
+            for key in ("min_iter", "max_iter"):
+                value = getattr(et, key)
+                if value is not None and value > evaluations:
+                    problems.append(
+                        f"early_terminate.{key} = {value}: counts validation evaluations (as W&B counts the metric's "
+                        f"logs); a run has {evaluations} (train.max_steps {flat['train.max_steps']} // train.eval_every "
+                        f"{flat['train.eval_every']}), so nothing would ever stop"
+                    )
         return problems
 
     def grid(self) -> tuple[list[dict[str, Any]], list[tuple[dict, str]]]:

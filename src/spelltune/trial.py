@@ -15,6 +15,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+import random
+import time
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -29,14 +31,32 @@ log = logging.getLogger("spelltune.trial")
 DB_PREFIXES = ("sqlite:", "postgresql", "mysql", "oracle", "mssql")
 
 
-def open_storage(url: str):
-    """A database URL (sqlite:///x.db, postgresql://...) or a journal file path
-    (optionally `journal:PATH`): a journal file on a shared filesystem lets workers on
-    several machines share one study."""
+def open_storage(url: str, heartbeat_interval: int | None = None, grace_period: int | None = None, on_stale=None):
+    """A database URL (sqlite:///x.db, postgresql://user:pw@host/db) or a journal file path
+    (optionally `journal:PATH`): a database, or a journal file on a shared filesystem, lets
+    workers on several machines share one study. For a database, `heartbeat_interval` and
+    `grace_period` turn on Optuna's RDB heartbeat, and `on_stale(study, trial)` is called for
+    each trial failed because its worker stopped beating (Optuna has no heartbeat for journals)."""
     import optuna
 
     if url.startswith(DB_PREFIXES):
-        return optuna.storages.RDBStorage(url)
+        kwargs = {}
+        if heartbeat_interval:
+            kwargs = {"heartbeat_interval": heartbeat_interval, "grace_period": grace_period,
+                      "heartbeat_stale_trial_callback": on_stale}
+        # pre_ping: a connection the server closed while a long trial ran is replaced, not an error
+        engine = {"pool_pre_ping": True} if url.startswith("postgresql") else None
+        import sqlalchemy.exc
+
+        for attempt in range(5):
+            try:
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine, **kwargs)
+            except sqlalchemy.exc.IntegrityError:
+                # Workers on several machines starting at once on an empty database race to
+                # create Optuna's tables; the losers find them made on their next try.
+                if attempt == 4:
+                    raise
+                time.sleep(0.5 + random.random())
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
