@@ -110,6 +110,11 @@ def test_grid_through_the_queue_with_two_workers(repo_copy, tmp_path):
         seen.add((params["lora"]["r"], params["train"]["lr"]))
         assert 0 <= data["metrics"]["metrics/eval.json"]["data"]["val/letter_position_accuracy"] <= 1
     assert seen == {(2, 1e-3), (2, 2e-3), (4, 1e-3), (4, 2e-3)}
+    # Each trial got -S train.threads=1 (two workers on two cores); the base model's scores
+    # do not depend on it, so no trial scored the base model again.
+    for name in names:
+        log = run(["dvc", "queue", "logs", name], repo_copy).stdout
+        assert "Running stage 'train'" in log and "Running stage 'evaluate_base'" not in log, log[-2000:]
 
     # The same command again: everything finished, nothing is queued or run.
     again = run(spelltune("sweep", "run", "grid.yaml", "-j", "2"), repo_copy, timeout=300)
