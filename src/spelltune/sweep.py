@@ -303,6 +303,9 @@ def run_queue(sweep: Sweep, space: Space, args) -> int:
     return 1 if failed else 0
 
 
+QUEUE_POLL_S = 10
+
+
 def wait_queue(names: list[str], jobs: int) -> list[str]:
     """Start the queue's workers and wait until each of `names` is done; the failed ones."""
     # The workers are daemons: they must not hold our stdout (a pipe would never close).
@@ -322,7 +325,9 @@ def wait_queue(names: list[str], jobs: int) -> list[str]:
         if counts["Queued"] and not counts["Running"] and "0 active" in dvc("queue", "status").stdout:
             subprocess.run([tool("dvc"), "queue", "start", "-j", str(jobs)], stdout=subprocess.DEVNULL,
                            stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
-        time.sleep(3)
+        # Each `dvc queue status` costs a DVC start-up (~1 s of CPU): poll gently, the
+        # trials need the cores.
+        time.sleep(QUEUE_POLL_S)
     refs = exp_refs()
     return [n for n in names if n not in refs]
 
