@@ -156,10 +156,23 @@ def _seconds_since_start() -> float:
     return time.time() - psutil.Process().create_time()
 
 
+def _quiet_loading() -> None:
+    """ask prints answers, not the loading and generation bars of its few questions."""
+    import os
+    import warnings
+
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
 @_use
 def cmd_ask(args, source) -> int:
     from spelltune.use import item_for_question, load_tuned
 
+    _quiet_loading()
     items = [item_for_question(q, source.separator) for q in args.question]
     if not any(it["question"] for it in items):
         from spelltune.use import UseError
@@ -170,10 +183,10 @@ def cmd_ask(args, source) -> int:
         if len(items) > 1:
             print(("\n" if i else "") + f"Q: {item['question']}")
         if base is not None:
-            print(f"base:       {base[i]}")
-            print(f"fine-tuned: {reply}")
+            print(f"base:       {base[i] or '(empty reply)'}")
+            print(f"fine-tuned: {reply or '(empty reply)'}")
         else:
-            print(reply)
+            print(reply or "(empty reply)")
     print(f"({source.label}; {_seconds_since_start():.1f} s from the command's start)", file=sys.stderr)
     return 0
 
