@@ -192,9 +192,9 @@ def test_card_has_evaluates_metrics_with_intervals(trained):
     assert "-S data.n_words=60" in text and "-S eval.max_items_per_split=12" in text
 
 
-def test_export_merged_loads_without_peft_and_answers_the_same(trained, tmp_path):
-    out = tmp_path / "merged"
-    spelltune(trained, "export", "--merged", str(out))
+def test_export_merged_and_gguf_load_without_peft_and_answer_the_same(trained, tmp_path):
+    out, gguf_file = tmp_path / "merged", tmp_path / "gguf" / "model.gguf"
+    spelltune(trained, "export", "--merged", str(out), "--gguf", str(gguf_file))
     assert not (out / "adapter_config.json").exists()
     assert (out / "model.safetensors").exists() and (out / "README.md").exists()
     # A fresh interpreter in which PEFT cannot be imported: plain transformers loads it.
@@ -209,10 +209,20 @@ tokenizer = AutoTokenizer.from_pretrained({str(out)!r})
 items = [json.loads(l) for l in open("data/test.jsonl")][:{N_TEST}]
 q = items[0]["question"]
 chat = tokenizer.apply_chat_template([{{"role": "user", "content": q}}], tokenize=False, add_generation_prompt=True)
+# The GGUF as transformers reads it back (de-permuted, its own tokenizer from the file's vocabulary).
+g_model = AutoModelForCausalLM.from_pretrained({str(gguf_file.parent)!r}, gguf_file="model.gguf")
+g_tokenizer = AutoTokenizer.from_pretrained({str(gguf_file.parent)!r}, gguf_file="model.gguf")
 print(json.dumps({{"replies": generate_replies(model, tokenizer, items, "compact", {EVAL_BATCH}),
+                  "gguf_replies": generate_replies(g_model, g_tokenizer, items, "compact", {EVAL_BATCH}),
                   "same_prompt": chat == render_prompt(q, "compact", tokenizer)}}))
 """
     result = json.loads(run([sys.executable, "-c", script], trained).stdout.strip().splitlines()[-1])
     assert result["replies"] == [r["reply"] for r in eval_rows(trained)]
+    assert result["gguf_replies"] == result["replies"]
     assert result["same_prompt"]  # the saved chat template renders the trained prompt
     assert "library_name: transformers" in (out / "README.md").read_text()
+    from gguf import GGUFReader
+
+    fields = GGUFReader(gguf_file).fields
+    assert fields["general.architecture"].contents() == "llama" and fields["tokenizer.ggml.pre"].contents() == "smollm"
+    assert fields["tokenizer.chat_template"].contents().startswith("{%- for message in messages %}")  # the trained prompt

@@ -227,7 +227,7 @@ def cmd_export(args, source) -> int:
         use.export_merged(source, Path(args.merged))
         print(f"merged model written to {args.merged} (loads with AutoModelForCausalLM.from_pretrained)", file=sys.stderr)
     if args.gguf:
-        use.export_gguf(source, Path(args.gguf))
+        use.export_gguf(source, Path(args.gguf), Path(args.merged) if args.merged else None)
         print(f"GGUF written to {args.gguf}", file=sys.stderr)
     return 0
 

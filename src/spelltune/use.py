@@ -389,3 +389,97 @@ def write_rows(rows: list[dict], out: str) -> None:
     else:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(text)
+
+
+def export_gguf(source: Source, out: Path, merged_dir: Path | None = None) -> None:
+    """The merged model as one f32 GGUF file for llama.cpp: written here with the `gguf`
+    package's writer (llama.cpp's convert_hf_to_gguf.py is not on PyPI; a package that
+    bundles it, llama-cpp-python, compiles llama.cpp at install time)."""
+    with tempfile.TemporaryDirectory(prefix="spelltune-merged-") as tmp:
+        if merged_dir is None or not (merged_dir / "config.json").is_file():
+            merged_dir = Path(tmp)
+            export_merged(source, merged_dir)
+        facts = source.facts or {}
+        write_gguf(merged_dir, out, name=f"{Path(str(facts.get('base_model', 'model'))).name}-spelling")
+
+
+def _permute(w, n_head: int):
+    """HF's rotary layout (halves) -> GGUF's (interleaved pairs) for q/k rows, as llama.cpp's converter does."""
+    return w.reshape(n_head, 2, w.shape[0] // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
+
+
+def write_gguf(model_dir: Path, out: Path, name: str) -> None:
+    """A Llama-architecture HF model with a byte-level BPE tokenizer (SmolLM2's) -> f32 GGUF."""
+    import gguf
+    import numpy as np
+    from safetensors import safe_open
+
+    config = json.loads((model_dir / "config.json").read_text())
+    if config.get("model_type") != "llama":
+        raise UseError(f"--gguf: only Llama-architecture models are written (SmolLM2 is one); this one is {config.get('model_type')!r}")
+    rope = config.get("rope_parameters") or {}
+    if rope.get("rope_type", "default") != "default" or config.get("rope_scaling"):
+        raise UseError("--gguf: models with scaled RoPE are not written; use llama.cpp's convert_hf_to_gguf.py on the --merged directory")
+    tok = json.loads((model_dir / "tokenizer.json").read_text())
+    if tok["model"]["type"] != "BPE" or (tok.get("decoder") or {}).get("type") != "ByteLevel":
+        raise UseError("--gguf: only byte-level BPE tokenizers (GPT-2 style, SmolLM2's) are written")
+    n_head = config["num_attention_heads"]
+    n_kv = config.get("num_key_value_heads") or n_head
+    n_layers, hidden, n_vocab = config["num_hidden_layers"], config["hidden_size"], config["vocab_size"]
+
+    writer = gguf.GGUFWriter(str(out), "llama")
+    writer.add_name(name)
+    writer.add_context_length(config["max_position_embeddings"])
+    writer.add_embedding_length(hidden)
+    writer.add_block_count(n_layers)
+    writer.add_feed_forward_length(config["intermediate_size"])
+    writer.add_head_count(n_head)
+    writer.add_head_count_kv(n_kv)
+    writer.add_layer_norm_rms_eps(config["rms_norm_eps"])
+    writer.add_rope_freq_base(float(rope.get("rope_theta") or config.get("rope_theta") or 10000.0))
+    writer.add_rope_dimension_count(config.get("head_dim") or hidden // n_head)
+    writer.add_vocab_size(n_vocab)
+    writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+
+    added = {a["id"]: a for a in tok.get("added_tokens", [])}
+    tokens = [f"[PAD{i}]" for i in range(n_vocab)]
+    types = [gguf.TokenType.UNUSED] * n_vocab
+    for text, i in tok["model"]["vocab"].items():
+        if i < n_vocab:
+            tokens[i], types[i] = text, gguf.TokenType.NORMAL
+    for i, a in added.items():
+        if i < n_vocab:
+            tokens[i] = a["content"]
+            types[i] = gguf.TokenType.CONTROL if a.get("special") else gguf.TokenType.USER_DEFINED
+    writer.add_tokenizer_model("gpt2")
+    # llama.cpp picks its pre-tokenizer by this name; SmolLM2's is "smollm".
+    smollm = n_vocab == 49152 and tokens[1] == "<|im_start|>"
+    writer.add_tokenizer_pre("smollm" if smollm else "default")
+    writer.add_token_list(tokens)
+    writer.add_token_types(types)
+    special = gguf.SpecialVocab(model_dir, load_merges=True, n_vocab=n_vocab)
+    special.add_to_gguf(writer, quiet=True)
+    if "bos" not in special.add_special_token:
+        writer.add_add_bos_token(False)  # as the HF tokenizer: our prompts start without BOS
+    writer.add_add_space_prefix(False)
+
+    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, n_layers)
+    for file in sorted(model_dir.glob("*.safetensors")):
+        with safe_open(file, framework="np") as f:
+            for key in f.keys():
+                if key == "lm_head.weight" and config.get("tie_word_embeddings"):
+                    continue  # GGUF reuses token_embd for a tied output layer
+                new = names.get_name(key, try_suffixes=(".weight", ".bias"))
+                if new is None:
+                    raise UseError(f"--gguf: no GGUF name for tensor {key}")
+                data = f.get_tensor(key).astype(np.float32)
+                if key.endswith("q_proj.weight"):
+                    data = _permute(data, n_head)
+                elif key.endswith("k_proj.weight"):
+                    data = _permute(data, n_kv)
+                writer.add_tensor(new, data)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
