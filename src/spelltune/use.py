@@ -309,7 +309,51 @@ def load_tuned(source: Source, with_base: bool, items: list[dict], batch_size: i
     return generate_replies(model, tokenizer, items, source.prompt_format, batch_size), base_replies
 
 
+# What _merge_plain_lora handles; any other adapter goes through PEFT.
+_PLAIN_LORA = {"peft_type": "LORA", "use_dora": False, "use_rslora": False, "fan_in_fan_out": False, "bias": "none",
+               "lora_bias": False}
+
+
+def _merge_plain_lora(model, adapter_dir: Path) -> bool:
+    """W += (B @ A) * alpha / r for every adapted linear layer: PEFT's merge, the same
+    operations in the same order (so the same weights, bit for bit), without importing PEFT
+    and wrapping the model (~3 s of `ask`'s start on 2 busy cores). False: not a plain LoRA
+    adapter of this model, nothing changed."""
+    import torch
+    from safetensors.torch import load_file
+
+    config = json.loads((adapter_dir / "adapter_config.json").read_text())
+    weights_file = adapter_dir / "adapter_model.safetensors"
+    if (any(config.get(k, v) != v for k, v in _PLAIN_LORA.items()) or not weights_file.is_file()
+            or any(config.get(k) for k in ("rank_pattern", "alpha_pattern", "modules_to_save", "layer_replication"))):
+        return False
+    weights = load_file(weights_file)
+    modules = dict(model.named_modules())
+    pairs = []
+    for key in weights:
+        if key.endswith(".lora_B.weight"):
+            continue
+        if not key.endswith(".lora_A.weight"):
+            return False
+        prefix = key.removesuffix(".lora_A.weight")
+        layer = modules.get(prefix.removeprefix("base_model.model."))
+        a, b = weights[key], weights.get(prefix + ".lora_B.weight")
+        if (not isinstance(layer, torch.nn.Linear) or b is None or a.dtype != layer.weight.dtype
+                or (b.shape[0], a.shape[1]) != tuple(layer.weight.shape)):
+            return False  # PEFT loads it, or says what does not fit
+        pairs.append((layer, a.to(layer.weight.device), b.to(layer.weight.device)))
+    if not pairs:
+        return False
+    scaling = config["lora_alpha"] / config["r"]
+    with torch.no_grad():
+        for layer, a, b in pairs:
+            layer.weight.data += (b @ a) * scaling
+    return True
+
+
 def merged_model(model, source: Source):
+    if _merge_plain_lora(model, source.adapter_dir):
+        return model
     from peft import PeftModel
 
     try:
