@@ -21,13 +21,23 @@ EVAL_BATCH = str(TINY_OVERRIDES["eval.batch_size"])
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, tiny_model) -> Path:
+def other_tiny(tmp_path_factory) -> Path:
+    """Another base model of the same shape (other random weights)."""
+    from spelltune.model import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("tiny-b") / "model", seed=1)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_model, other_tiny) -> Path:
+    """Experiment `first` on the tiny model; then `second`, in the workspace, on another base model."""
     repo = tmp_path_factory.mktemp("use") / "repo"
     copy_project(repo)
     git_commit_all(repo)
     overrides = {"model.source": str(tiny_model), **TINY_OVERRIDES}
     run(["dvc", "exp", "run", "-n", "first", *set_args(overrides)], repo, timeout=900)
-    run(["dvc", "exp", "run", "-n", "second", *set_args({**overrides, "train.lr": 5e-3, "lora.r": 4})], repo, timeout=900)
+    second = {**overrides, "model.source": str(other_tiny), "train.lr": 5e-3, "lora.r": 4}
+    run(["dvc", "exp", "run", "-n", "second", *set_args(second)], repo, timeout=900)
     return repo
 
 
@@ -49,15 +59,15 @@ def eval_rows(repo: Path, exp: str | None = None) -> list[dict]:
     return [r for r in read_jsonl(text) if r["split"] == "test"]
 
 
-def test_train_writes_a_model_card_and_names_the_real_base_model(trained, tiny_model, tmp_path):
+def test_train_writes_a_model_card_and_names_the_real_base_model(trained, other_tiny, tmp_path):
     from huggingface_hub import ModelCard
     from peft import AutoPeftModelForCausalLM
 
     adapter = trained / "checkpoints" / "adapter"
     config = json.loads((adapter / "adapter_config.json").read_text())
-    assert config["base_model_name_or_path"] == str(tiny_model)  # not the local data/base_model
+    assert config["base_model_name_or_path"] == str(other_tiny)  # not the local data/base_model
     meta = ModelCard.load(adapter / "README.md").data
-    assert meta.base_model == str(tiny_model) and meta.library_name == "peft"
+    assert meta.base_model == str(other_tiny) and meta.library_name == "peft"
     assert {"lora", "peft", "spelling"} <= set(meta.tags)
     facts = meta.to_dict()["spelltune"]
     assert facts["prompt_format"] == "compact" and facts["params"]["lora"]["r"] == 4
@@ -106,6 +116,8 @@ def tree_state(repo: Path) -> tuple:
 
 
 def test_an_experiments_adapter_without_touching_the_workspace(trained, tmp_path):
+    """`first` was trained on another base model than the workspace's: its adapter and its
+    base model both come out of the DVC cache."""
     before = tree_state(trained)
     rows = eval_rows(trained, "first")
     out = spelltune(trained, "ask", "--exp", "first", "--batch-size", EVAL_BATCH, *[r["question"] for r in rows])
@@ -145,15 +157,19 @@ def test_predict_words_and_questions(trained, tmp_path):
     assert [(r["reply"], r["correct"]) for r in got] == [(r["reply"], r["correct"]) for r in expected]
 
 
-def test_predict_errors_are_one_line(trained, tmp_path, tiny_model):
-    from spelltune.model import make_tiny_model
+def test_predict_errors_are_one_line(trained, tmp_path, tiny_model, other_tiny, capsys):
+    from spelltune.cli import main
 
     def error(*args: str) -> str:
-        proc = spelltune(trained, "predict", *args, check=False)
-        assert proc.returncode == 2, proc.stderr
-        lines = [line for line in proc.stderr.splitlines() if line.strip()]
-        assert len(lines) == 1, proc.stderr
-        return lines[0]
+        # In this process (the CLI's main, as the console script calls it): no start-up per case.
+        repo = [] if "--repo" in args else ["--repo", str(trained)]
+        capsys.readouterr()
+        assert main(["predict", *args, *repo]) == 2
+        err = capsys.readouterr().err
+        lines = [line for line in err.splitlines() if line.strip()]
+        errors = [line for line in lines if line.startswith("error: ")]
+        assert len(errors) == 1 and lines[-1] == errors[0], err  # (after the loading bars, if any)
+        return errors[0]
 
     words = tmp_path / "words.txt"
     words.write_text("cat\n")
@@ -167,13 +183,25 @@ def test_predict_errors_are_one_line(trained, tmp_path, tiny_model):
     (tmp_path / "words2.txt").write_text("cat\nice cream\n")
     assert "words2.txt line 2: 'ice cream' is not a word" in error(str(tmp_path / "words2.txt"))
     assert "no such file" in error(str(tmp_path / "nope.txt"))
-    # An adapter trained on another base model: its config names that model.
-    other = make_tiny_model(tmp_path / "other-base", seed=1)
-    foreign = shutil.copytree(trained / "checkpoints" / "adapter", tmp_path / "foreign")
-    config = json.loads((foreign / "adapter_config.json").read_text())
-    (foreign / "adapter_config.json").write_text(json.dumps({**config, "base_model_name_or_path": str(other)}))
-    line = error(str(words), "--adapter", str(foreign))
-    assert f"trained on base model {str(other)!r}" in line and str(tiny_model) in line
+    # An adapter trained on another base model: experiment `first`'s, in the workspace of `second`.
+    spelltune(trained, "export", "--exp", "first", "--peft", str(tmp_path / "first"))
+    line = error(str(words), "--adapter", str(tmp_path / "first"))
+    assert f"trained on base model {str(tiny_model)!r}" in line and str(other_tiny) in line
+    # A base model of the name the adapter asks for, but of other shapes: one line too.
+    from transformers import AutoConfig, AutoTokenizer, LlamaForCausalLM
+
+    wide = tmp_path / "wide-repo"
+    base = wide / "data" / "base_model"
+    config = AutoConfig.from_pretrained(tiny_model)
+    config.hidden_size, config.intermediate_size = 64, 96
+    LlamaForCausalLM(config).save_pretrained(base)
+    AutoTokenizer.from_pretrained(tiny_model).save_pretrained(base)
+    (wide / "params.yaml").write_text(f"model:\n  source: {base}\n")
+    misfit = shutil.copytree(tmp_path / "first", tmp_path / "misfit")
+    adapter_config = json.loads((misfit / "adapter_config.json").read_text())
+    (misfit / "adapter_config.json").write_text(json.dumps({**adapter_config, "base_model_name_or_path": str(base)}))
+    line = error(str(words), "--repo", str(wide), "--adapter", str(misfit))
+    assert "does not fit the base model" in line and "size mismatch" in line
     # No adapter in the workspace at all.
     assert "no trained adapter" in error(str(words), "--repo", str(tmp_path))
 

@@ -168,6 +168,13 @@ def _quiet_loading() -> None:
     hf_logging.disable_progress_bar()
 
 
+def _set_threads(threads: int | None) -> None:
+    if threads is not None:
+        from spelltune.model import set_threads
+
+        set_threads(threads)
+
+
 @_use
 def cmd_ask(args, source) -> int:
     from spelltune.use import item_for_question, load_tuned
@@ -178,6 +185,7 @@ def cmd_ask(args, source) -> int:
         from spelltune.use import UseError
 
         raise UseError("ask: the question is empty")
+    _set_threads(args.threads)
     replies, base = load_tuned(source, args.base, items, args.batch_size or source.batch_size)
     for i, (item, reply) in enumerate(zip(items, replies)):
         if len(items) > 1:
@@ -196,6 +204,7 @@ def cmd_predict(args, source) -> int:
     from spelltune.use import load_tuned, progress_summary, read_inputs, scored, write_rows
 
     items = read_inputs(args.input, source.separator)
+    _set_threads(args.threads)
     replies, _ = load_tuned(source, False, items, args.batch_size or source.batch_size)
     rows = [scored(it, r) for it, r in zip(items, replies)]
     write_rows(rows, args.out)
@@ -239,6 +248,7 @@ def _use_args(parser, batch: bool = False) -> None:
     parser.add_argument("--repo", default=".", help="the repository with data/base_model (default: the current directory)")
     if batch:
         parser.add_argument("--batch-size", type=int, help="questions per batch (default: eval.batch_size)")
+        parser.add_argument("--threads", type=int, help="torch threads (default: torch's, one per core; 1 is faster on busy cores)")
 
 
 def _comparison_args(parser) -> None:
