@@ -11,7 +11,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from conftest import TINY_OVERRIDES, copy_project, git_commit_all, run, set_args
 
 pytestmark = pytest.mark.e2e

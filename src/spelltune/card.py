@@ -244,11 +244,11 @@ def render(facts: dict, *, merged: bool = False, details: dict | None = None, de
     lines = [
         "---", meta.to_yaml(), "---", "",
         f"# {name}", "",
-        f"A LoRA adapter{' merged into its base model' if merged else ''} for "
+        (f"A LoRA adapter{' merged into its base model' if merged else ''} for "
         f"{f'[{base}](https://huggingface.co/{base})' if base == EMBEDDED_HF_ID else f'`{base}`'} that answers two kinds of "
         f"questions about English words: \"What is the 3rd letter of 'banana'?\" → `n` and "
         f"\"Spell 'banana' letter by letter.\" → `{sep.join('banana')}`. Trained with "
-        "spelltune (a DVC pipeline over transformers + PEFT).", "",
+        "spelltune (a DVC pipeline over transformers + PEFT)."), "",
         "## Use", "",
     ]
     if merged:
@@ -268,17 +268,17 @@ def render(facts: dict, *, merged: bool = False, details: dict | None = None, de
                   "```python", "from peft import AutoPeftModelForCausalLM",
                   "model = AutoPeftModelForCausalLM.from_pretrained(\"this/directory\")", "```"]
     lines += ["", "## Prompt format", "",
-              f"Prompt: {prompt}. Greedy decoding; the answer ends at `<|im_end|>`. Replies are parsed as in "
-              "evaluation: a lone letter (or the letter in \"... is 'x'\"); spelling split on `-`, `,` and spaces.", "",
+              (f"Prompt: {prompt}. Greedy decoding; the answer ends at `<|im_end|>`. Replies are parsed as in "
+              "evaluation: a lone letter (or the letter in \"... is 'x'\"); spelling split on `-`, `,` and spaces."), "",
               "## Evaluation", ""]
     if details:
-        lines += [f"Greedy answers on held-out words (no word of these splits was trained on); "
-                  f"from `{details_source}`{' at ' + revision if revision else ''}.", "",
+        lines += [(f"Greedy answers on held-out words (no word of these splits was trained on); "
+                  f"from `{details_source}`{' at ' + revision if revision else ''}."), "",
                   *_metrics_table(details, base_details), ""]
     else:
-        lines += ["Not in this file: it was written by the train stage, and evaluation runs after it (DVC keeps "
+        lines += [("Not in this file: it was written by the train stage, and evaluation runs after it (DVC keeps "
                   "each stage's outputs to that stage). `spelltune card` prints this card with the test metrics "
-                  "and their 95 % intervals; `spelltune export` writes it into an exported directory.", ""]
+                  "and their 95 % intervals; `spelltune export` writes it into an exported directory."), ""]
     lines += ["## Training", "",
               "| | |", "|---|---|",
               f"| base model | `{base}` (model.source `{facts.get('model_source')}`) |"]
@@ -292,14 +292,14 @@ def render(facts: dict, *, merged: bool = False, details: dict | None = None, de
         values = p.get(section, {})
         lines.append(f"| {section} | " + ", ".join(f"{k}={v}" for k, v in values.items()) + " |")
     lines += ["", "## Data", "",
-              f"Questions about frequent English words (the `wordfreq` list, lowercase a–z, "
+              (f"Questions about frequent English words (the `wordfreq` list, lowercase a–z, "
               f"{'–'.join(str(n) for n in data.get('word_lengths', [])) or '3–10'} letters), split by word: "
               f"{data.get('train_items', '?')} training questions on {data.get('train_words', '?')} words, "
               f"{data.get('validation_items', '?')} validation questions on {data.get('validation_words', '?')} words; "
-              f"tasks: {', '.join(data.get('tasks', [])) or '?'}.", "",
+              f"tasks: {', '.join(data.get('tasks', [])) or '?'}."), "",
               "## Limitations", "",
-              "- Trained on two fixed question forms only; other phrasings, words outside a–z, capitals, and words "
-              "longer than the training words are not measured and often fail.",
+              ("- Trained on two fixed question forms only; other phrasings, words outside a–z, capitals, and words "
+              "longer than the training words are not measured and often fail."),
               "- Small model, short training: far from perfect (see Evaluation); check answers that matter.",
               "- Scores are on words of the same word list and length range as training.",
               ]

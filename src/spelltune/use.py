@@ -518,7 +518,7 @@ def write_gguf(model_dir: Path, out: Path, name: str) -> None:
     names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, n_layers)
     for file in sorted(model_dir.glob("*.safetensors")):
         with safe_open(file, framework="np") as f:
-            for key in f.keys():
+            for key in f.keys():  # noqa: SIM118 - a safetensors file, not a dict
                 if key == "lm_head.weight" and config.get("tie_word_embeddings"):
                     continue  # GGUF reuses token_embd for a tied output layer
                 new = names.get_name(key, try_suffixes=(".weight", ".bias"))
