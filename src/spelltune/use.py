@@ -177,6 +177,24 @@ def resolve(repo: str | Path = ".", exp: str | None = None, adapter: str | None 
         head = _git(repo, "rev-parse", "--short", "HEAD")
         revision = f"workspace at {head}" if head else None
 
+    try:
+        _check_base(adapter_dir, base_dir, base_source, repo)
+    except UseError:
+        if tmp is not None:
+            tmp.cleanup()
+        raise
+    facts = _adapter_facts(adapter_dir)
+    model_params, data_params = params.get("model") or {}, params.get("data") or {}
+    prompt_format = (facts or {}).get("prompt_format") or model_params.get("prompt_format") or "compact"
+    separator = ((facts or {}).get("data") or {}).get("spelling_separator") or data_params.get("spelling_separator") or "-"
+    extra = {k: params[k] for k in ("data", "eval") if isinstance(params.get(k), dict)} if read is not None else {}
+    batch_size = (params.get("eval") or {}).get("batch_size") or 64
+    return Source(label, adapter_dir, base_dir, prompt_format, separator, facts, read, revision, extra, batch_size, tmp)
+
+
+def _check_base(adapter_dir: Path, base_dir: Path, base_source: str, repo: Path) -> None:
+    """The adapter was trained on the model in base_dir (by name: adapter_config.json's against
+    the model.source that built base_dir), or one line says what is wrong."""
     if not (base_dir / "config.json").is_file():
         raise UseError(f"{base_dir}: no base model here; run `dvc exp run` (its prepare_model stage) in {repo} first")
     config = json.loads((adapter_dir / "adapter_config.json").read_text())
@@ -186,13 +204,6 @@ def resolve(repo: str | Path = ".", exp: str | None = None, adapter: str | None 
     if trained_on and Path(trained_on) != BASE_MODEL_DIR and not card.same_base(trained_on, here):
         raise UseError(f"adapter {adapter_dir}: trained on base model {trained_on!r}, but {base_dir} holds {here!r} "
                        f"(model.source = {base_source}); use it where that model is, or pass --exp NAME")
-    facts = _adapter_facts(adapter_dir)
-    model_params, data_params = params.get("model") or {}, params.get("data") or {}
-    prompt_format = (facts or {}).get("prompt_format") or model_params.get("prompt_format") or "compact"
-    separator = ((facts or {}).get("data") or {}).get("spelling_separator") or data_params.get("spelling_separator") or "-"
-    extra = {k: params[k] for k in ("data", "eval") if isinstance(params.get(k), dict)} if read is not None else {}
-    batch_size = (params.get("eval") or {}).get("batch_size") or 64
-    return Source(label, adapter_dir, base_dir, prompt_format, separator, facts, read, revision, extra, batch_size, tmp)
 
 
 # ------------------------------------------------------------------------- questions
