@@ -8,6 +8,10 @@
     spelltune errors [EXP]            where one experiment's model fails
     spelltune outside                 the trained adapter on common English words from outside this repository
     spelltune sweep plan|run [sweep.yaml]   grid / random / Bayesian search, every trial a DVC experiment
+    spelltune ask "QUESTION" [--base]  answer with the trained adapter (workspace, --exp NAME or --adapter DIR)
+    spelltune predict FILE -o OUT      batch answers for a words file or questions.jsonl
+    spelltune card [-o FILE]          the model card with evaluate's metrics
+    spelltune export --merged DIR | --peft DIR | --gguf FILE   share the model
 """
 
 from __future__ import annotations
@@ -37,21 +41,6 @@ def cmd_tiny_model(args) -> int:
 
     make_tiny_model(Path(args.out), seed=args.seed)
     print(f"tiny model written to {args.out}; use it with: dvc exp run -S model.source={args.out}")
-    return 0
-
-
-def cmd_outside(args) -> int:
-    from spelltune.outside import check
-    from spelltune.params import load_or_exit
-
-    if not (Path(args.adapter) / "adapter_config.json").exists():
-        print(f"error: --adapter {args.adapter}: no adapter_config.json there (run `dvc exp run` first)", file=sys.stderr)
-        return 2
-    result = check(Path(args.adapter), args.words, load_or_exit(), Path(args.out))
-    for name in ("letter_position_accuracy", "spelling_exact_match", "char_error_rate"):
-        m = result[name]
-        print(f"outside/{name}: {m['value']:.3f} [{m['ci_low']:.3f}, {m['ci_high']:.3f}] (n={m['n']})")
-    print(f"wrote {args.out}", file=sys.stderr)
     return 0
 
 
@@ -143,6 +132,149 @@ def cmd_errors(args) -> int:
     return 0
 
 
+def _use(func):
+    """Run a command on a trained adapter; a bad input is one line and exit 2."""
+
+    def wrapped(args) -> int:
+        from spelltune.use import UseError, resolve
+
+        source = None
+        try:
+            source = resolve(args.repo, args.exp, args.adapter)
+            return func(args, source)
+        except UseError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        finally:
+            if source is not None:
+                source.close()
+
+    return wrapped
+
+
+def _seconds_since_start() -> float:
+    import time
+
+    import psutil
+
+    return time.time() - psutil.Process().create_time()
+
+
+def _quiet_loading() -> None:
+    """ask prints answers, not the loading and generation bars of its few questions."""
+    import os
+    import warnings
+
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads is not None:
+        from spelltune.model import set_threads
+
+        set_threads(threads)
+
+
+@_use
+def cmd_ask(args, source) -> int:
+    from spelltune.use import item_for_question, load_tuned
+
+    _quiet_loading()
+    items = [item_for_question(q, source.separator) for q in args.question]
+    if not any(it["question"] for it in items):
+        from spelltune.use import UseError
+
+        raise UseError("ask: the question is empty")
+    _set_threads(args.threads)
+    replies, base = load_tuned(source, args.base, items, args.batch_size or source.batch_size)
+    for i, (item, reply) in enumerate(zip(items, replies)):
+        if len(items) > 1:
+            print(("\n" if i else "") + f"Q: {item['question']}")
+        if base is not None:
+            print(f"base:       {base[i] or '(empty reply)'}")
+            print(f"fine-tuned: {reply or '(empty reply)'}")
+        else:
+            print(reply or "(empty reply)")
+    print(f"({source.label}; {_seconds_since_start():.1f} s from the command's start)", file=sys.stderr)
+    return 0
+
+
+@_use
+def cmd_predict(args, source) -> int:
+    from spelltune.use import load_tuned, progress_summary, read_inputs, scored, write_rows
+
+    items = read_inputs(args.input, source.separator)
+    _set_threads(args.threads)
+    replies, _ = load_tuned(source, False, items, args.batch_size or source.batch_size)
+    rows = [scored(it, r) for it, r in zip(items, replies)]
+    write_rows(rows, args.out)
+    print(f"{progress_summary(rows)} ({source.label}) -> {args.out}", file=sys.stderr)
+    return 0
+
+
+@_use
+def cmd_outside(args, source) -> int:
+    from spelltune.metrics import score_item
+    from spelltune.outside import outside_items, summary, write
+    from spelltune.params import load_or_exit
+    from spelltune.use import load_tuned
+
+    items = outside_items(args.words, load_or_exit().data, source.separator)
+    _set_threads(args.threads)
+    replies, _ = load_tuned(source, False, items, args.batch_size or source.batch_size)
+    rows = [{**it, "reply": r, **score_item(it, r)} for it, r in zip(items, replies)]
+    result = summary(rows, source.label)
+    write(result, rows, Path(args.out))
+    for name in ("letter_position_accuracy", "spelling_exact_match", "char_error_rate"):
+        m = result[name]
+        print(f"outside/{name}: {m['value']:.3f} [{m['ci_low']:.3f}, {m['ci_high']:.3f}] (n={m['n']})")
+    print(f"wrote {args.out} and the answers beside it ({Path(args.out).with_suffix('.jsonl')})", file=sys.stderr)
+    return 0
+
+
+@_use
+def cmd_card(args, source) -> int:
+    from spelltune.use import full_card
+
+    text = full_card(source)
+    if args.out:
+        Path(args.out).write_text(text)
+        print(f"wrote {args.out}", file=sys.stderr)
+    else:
+        print(text)
+    return 0
+
+
+@_use
+def cmd_export(args, source) -> int:
+    from spelltune import use
+
+    if args.peft:
+        use.export_peft(source, Path(args.peft))
+        print(f"adapter and model card written to {args.peft}", file=sys.stderr)
+    if args.merged:
+        use.export_merged(source, Path(args.merged))
+        print(f"merged model written to {args.merged} (loads with AutoModelForCausalLM.from_pretrained)", file=sys.stderr)
+    if args.gguf:
+        use.export_gguf(source, Path(args.gguf), Path(args.merged) if args.merged else None)
+        print(f"GGUF written to {args.gguf}", file=sys.stderr)
+    return 0
+
+
+def _use_args(parser, batch: bool = False) -> None:
+    which = parser.add_mutually_exclusive_group()
+    which.add_argument("--exp", help="an experiment's adapter (name from `dvc exp show`, or a git revision), read from the DVC cache")
+    which.add_argument("--adapter", help="an adapter directory (default: the workspace's checkpoints/adapter)")
+    parser.add_argument("--repo", default=".", help="the repository with data/base_model (default: the current directory)")
+    if batch:
+        parser.add_argument("--batch-size", type=int, help="questions per batch (default: eval.batch_size)")
+        parser.add_argument("--threads", type=int, help="torch threads (default: torch's, one per core; 1 is faster on busy cores)")
+
+
 def _comparison_args(parser) -> None:
     from spelltune.compare import DEFAULT_METRIC
 
@@ -186,10 +318,30 @@ def main(argv=None) -> int:
     errors.add_argument("--out", help="write the Markdown here instead of printing it")
     errors.set_defaults(func=cmd_errors)
     outside = sub.add_parser("outside", help="score a trained adapter on common English words from outside this repository")
-    outside.add_argument("--adapter", default="checkpoints/adapter", help="adapter directory (default: %(default)s)")
     outside.add_argument("--words", type=int, default=600, help="outside words to ask about (default: %(default)s)")
-    outside.add_argument("--out", default="metrics/outside.json", help="result file (default: %(default)s)")
+    outside.add_argument("--out", default="outside.json", help="result file (default: %(default)s)")
+    _use_args(outside, batch=True)
     outside.set_defaults(func=cmd_outside)
+    ask = sub.add_parser("ask", help="answer questions with the trained adapter")
+    ask.add_argument("question", nargs="+", help="e.g. \"What is the 3rd letter of 'banana'?\"")
+    ask.add_argument("--base", action="store_true", help="the base model's answer too, side by side")
+    _use_args(ask, batch=True)
+    ask.set_defaults(func=cmd_ask)
+    predict = sub.add_parser("predict", help="batch answers for a words file or a questions.jsonl file")
+    predict.add_argument("input", help="one word per line (both kinds of question each), or JSON lines with \"question\" or \"word\"")
+    predict.add_argument("-o", "--out", default="-", help="output JSON lines (default: stdout)")
+    _use_args(predict, batch=True)
+    predict.set_defaults(func=cmd_predict)
+    card = sub.add_parser("card", help="the model card with evaluate's metrics and their intervals")
+    card.add_argument("-o", "--out", help="write it here (default: print it)")
+    _use_args(card)
+    card.set_defaults(func=cmd_card)
+    export = sub.add_parser("export", help="the adapter with its card, merged safetensors, or GGUF")
+    export.add_argument("--merged", metavar="DIR", help="LoRA merged into the base weights: plain transformers loads it")
+    export.add_argument("--peft", metavar="DIR", help="the adapter's files with the full model card")
+    export.add_argument("--gguf", metavar="FILE", help="the merged model as a GGUF file (llama.cpp), f32")
+    _use_args(export)
+    export.set_defaults(func=cmd_export)
     from spelltune.sweep import add_parser as add_sweep_parser
 
     add_sweep_parser(sub)
@@ -199,6 +351,8 @@ def main(argv=None) -> int:
         return args.func(args, rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    if args.command == "export" and not (args.merged or args.peft or args.gguf):
+        parser.error("export: give --merged DIR, --peft DIR and/or --gguf FILE")
     return args.func(args)
 
 

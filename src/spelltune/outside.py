@@ -2,7 +2,7 @@
 this repository (the `wonderwords` package: its noun, verb and adjective lists), minus
 every word of our own splits. A recipe that only works on our own wordfreq sample shows here.
 
-    spelltune outside [--adapter checkpoints/adapter] [--words 600] [--out metrics/outside.json]
+    spelltune outside [--exp NAME | --adapter DIR] [--words 600] [--out outside.json]
 
 Each word gets the held-out questions of the evaluate stage (2 letter questions and one
 spelling question, same prompt and parsing); the result holds each metric with its n and
@@ -35,25 +35,24 @@ def outside_words(n: int, data, seed: int = 0) -> list[str]:
     return random.Random(seed).sample(words, n)
 
 
-def check(adapter: Path, n_words: int, params, out: Path) -> dict:
-    from peft import PeftModel
-
-    from spelltune.generation import generate_replies
-    from spelltune.metrics import breakdown, details, score_item
-    from spelltune.model import load_base_model
-
-    words = outside_words(n_words, params.data)
+def outside_items(n_words: int, data, separator: str) -> list[dict]:
+    """The held-out questions of the evaluate stage for `n_words` outside words."""
     rng = random.Random(0)
-    items = [q for w in words for q in questions_for(w, HELD_OUT_TASKS, HELD_OUT_LETTER_QUESTIONS,
-                                                     params.data.spelling_separator, rng)]
-    model, tokenizer = load_base_model()
-    model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
-    replies = generate_replies(model, tokenizer, items, params.model.prompt_format, params.eval.batch_size)
-    rows = [{**it, "reply": r, **score_item(it, r)} for it, r in zip(items, replies)]
+    return [q for w in outside_words(n_words, data)
+            for q in questions_for(w, HELD_OUT_TASKS, HELD_OUT_LETTER_QUESTIONS, separator, rng)]
+
+
+def summary(rows: list[dict], label: str) -> dict:
+    """Each metric with its n and 95 % interval, and spelling exact match by word length."""
+    from spelltune.metrics import breakdown, details
+
     by_length = breakdown(rows)["by_length"]
-    result = {"words": len(words), "source": "wonderwords " + "+".join(CATEGORIES), "adapter": str(adapter),
-              **details(rows), "spelling_exact_match_by_length": {k: v["spelling_exact_match"] for k, v in by_length.items()}}
+    return {"words": len({r["word"] for r in rows}), "source": "wonderwords " + "+".join(CATEGORIES),
+            "adapter": label, **details(rows),
+            "spelling_exact_match_by_length": {k: v["spelling_exact_match"] for k, v in by_length.items()}}
+
+
+def write(result: dict, rows: list[dict], out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
-    (out.with_suffix(".jsonl")).write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return result
+    out.with_suffix(".jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))

@@ -225,10 +225,12 @@ def build_lora_model(model, lora):
     return get_peft_model(model, config)
 
 
-def save_adapter(model, out_dir: Path) -> None:
+def save_adapter(model, out_dir: Path, base_model: str | None = None) -> None:
     """Save the LoRA adapter as safetensors, staged and renamed into place. PEFT keeps
     target_modules as a set, so its order in adapter_config.json follows Python's hash
-    seed: sort it so that the same training gives byte-identical files (and DVC hash)."""
+    seed: sort it so that the same training gives byte-identical files (and DVC hash).
+    base_model (spelltune.card.base_model_name) replaces the local data/base_model path
+    PEFT records, so that the adapter loads elsewhere (spelltune.use maps it back here)."""
     staging = out_dir.with_name(f".staging-{out_dir.name}")
     shutil.rmtree(staging, ignore_errors=True)
     model.save_pretrained(staging, safe_serialization=True)
@@ -236,6 +238,8 @@ def save_adapter(model, out_dir: Path) -> None:
     config = json.loads(config_file.read_text())
     if isinstance(config.get("target_modules"), list):
         config["target_modules"] = sorted(config["target_modules"])
+    if base_model:
+        config["base_model_name_or_path"] = base_model
     config_file.write_text(json.dumps(config, indent=2, sort_keys=True))
     shutil.rmtree(out_dir, ignore_errors=True)
     os.replace(staging, out_dir)
@@ -289,7 +293,7 @@ def train(params, worker=None, choice=None) -> dict:
     from dvclive import Live
     from transformers import EarlyStoppingCallback, TrainingArguments, set_seed
 
-    from spelltune import checkpoints
+    from spelltune import card, checkpoints
     from spelltune.data import read_jsonl, write_json
     from spelltune.generation import generate_replies
     from spelltune.metrics import score_item, summarize
@@ -425,7 +429,7 @@ def train(params, worker=None, choice=None) -> dict:
     checkpoints.clear(CHECKPOINT_DIR)
     for kept in {step, trainer.state.best_global_step or step}:
         checkpoints.export(store / f"checkpoint-{kept}", CHECKPOINT_DIR)
-    save_adapter(model, ADAPTER_DIR)
+    save_adapter(model, ADAPTER_DIR, card.base_model_name(params.model.source))
     # (On resume HF replaces the callback by one rebuilt from the checkpoint: look it up.)
     stopper = next((cb for cb in trainer.callback_handler.callbacks if isinstance(cb, EarlyStoppingCallback)), None)
     if stopper is not None and stopper.early_stopping_patience_counter >= tp.early_stop_patience:
@@ -446,6 +450,8 @@ def train(params, worker=None, choice=None) -> dict:
     )
     write_json(summary, SUMMARY_FILE)
     write_json(train_headline(summary), TRAIN_METRICS_FILE)
+    # The model card with the training facts (evaluate's metrics: `spelltune card`, spelltune.card).
+    (ADAPTER_DIR / card.CARD_FILE).write_text(card.render(card.training_facts(params, summary)))
     wandb_run.finish(flat_summary(summary))
     shutil.rmtree(store)  # finished: nothing left to resume
     log.info("%s after %d steps; adapter saved to %s", stop_reason, step, ADAPTER_DIR)

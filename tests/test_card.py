@@ -1,0 +1,84 @@
+"""The model card and the question parsing of `spelltune ask` / `predict`, without a model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from spelltune import card
+from spelltune.params import parse
+from spelltune.use import UseError, item_for_question, read_inputs
+
+DETAILS = {  # metrics/eval_details.json as the evaluate stage writes it
+    "val": {"letter_position_accuracy": {"value": 0.6, "n": 200, "ci_low": 0.53, "ci_high": 0.67}},
+    "test": {
+        "letter_position_accuracy": {"value": 0.61, "n": 200, "ci_low": 0.54, "ci_high": 0.67},
+        "spelling_exact_match": {"value": 0.22, "n": 100, "ci_low": 0.15, "ci_high": 0.31},
+        "char_error_rate": {"value": 0.2, "n": 100, "ci_low": 0.17, "ci_high": 0.23},
+    },
+}
+
+
+def test_base_model_names():
+    assert card.base_model_name("embedded") == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert card.base_model_name("org/model") == "org/model"
+
+
+def test_wilson_interval():
+    low, high = card.wilson(50, 100)
+    assert low == pytest.approx(0.4038, abs=1e-4) and high == pytest.approx(0.5962, abs=1e-4)
+    assert card.wilson(0, 8)[0] == 0.0
+
+
+def test_evaluation_reads_details_then_falls_back_to_predictions():
+    files = {"metrics/eval_details.json": json.dumps(DETAILS)}
+    details, where = card.evaluation(files.get)
+    assert details == DETAILS and where == "metrics/eval_details.json"
+    rows = [{"split": "test", "task": "letter_position", "correct": i < 3, "cer": None} for i in range(4)]
+    rows += [{"split": "test", "task": "spelling", "correct": False, "cer": 0.5}]
+    details, where = card.evaluation({"metrics/predictions/eval.jsonl": "\n".join(map(json.dumps, rows))}.get)
+    letters = details["test"]["letter_position_accuracy"]
+    assert (letters["value"], letters["n"]) == (0.75, 4) and letters["ci_low"] < 0.75 < letters["ci_high"]
+    assert "Wilson" in where
+    assert card.evaluation({}.get) == (None, "")
+
+
+def test_card_metadata_and_intervals():
+    from huggingface_hub import ModelCard
+
+    params = parse({"model": {"source": "embedded"}, "lora": {"r": 8}})
+    facts = card.training_facts(params, None)
+    text = card.render(facts, details=DETAILS, details_source="metrics/eval_details.json",
+                       extra_params={"data": {"n_words": 500}})
+    meta = ModelCard(text).data
+    assert meta.base_model == "HuggingFaceTB/SmolLM2-135M-Instruct" and meta.library_name == "peft"
+    spelling = next(r for r in meta.eval_results if r.dataset_split == "test" and r.metric_name.startswith("spelling"))
+    assert spelling.metric_value == 0.22 and spelling.metric_args == {"ci_low": 0.15, "ci_high": 0.31, "n": 100}
+    assert "| test | spelling exact match | 0.220 | 0.150–0.310 | 100 |" in text
+    assert "dvc exp run -S lora.r=8 -S data.n_words=500" in text
+    assert "Q4_1 GGUF" in text  # the embedded model's limitation
+    assert card.facts_of_card(text)["params"]["lora"]["r"] == 8
+
+
+def test_questions_become_evaluation_items():
+    item = item_for_question("What is the 3rd letter of 'banana'?")
+    assert (item["task"], item["word"], item["position"], item["answer"]) == ("letter_position", "banana", 3, "n")
+    assert item_for_question("What is the last letter of 'cat'?")["answer"] == "t"
+    assert item_for_question("Spell 'cat' letter by letter.", " ")["answer"] == "c a t"
+    assert item_for_question("How are you?")["task"] == "other"
+    assert item_for_question("What is the 9th letter of 'cat'?")["task"] == "other"
+
+
+def test_read_inputs(tmp_path):
+    words = tmp_path / "w.txt"
+    words.write_text("# my words\nCat\n")
+    assert [it["question"] for it in read_inputs(words)] == [
+        "What is the 1st letter of 'cat'?", "What is the 2nd letter of 'cat'?", "What is the last letter of 'cat'?",
+        "Spell 'cat' letter by letter."]
+    questions = tmp_path / "q.jsonl"
+    questions.write_text('{"question": "Spell \'dog\' letter by letter."}\n{"word": "ox"}\n')
+    assert [it["line"] for it in read_inputs(questions)] == [1, 2, 2, 2]
+    questions.write_text('{"question": "Spell \'dog\' letter by letter."}\n[1, 2]\n')
+    with pytest.raises(UseError, match=r"q.jsonl line 2: expected a JSON object"):
+        read_inputs(questions)

@@ -1,0 +1,272 @@
+"""Using a trained adapter: `spelltune ask`, `predict`, `card` and `export` on a real
+repository trained with `dvc exp run` on the tiny model (two experiments: `first`, then
+`second` in the workspace)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import TINY_OVERRIDES, copy_project, git_commit_all, run, set_args
+
+pytestmark = pytest.mark.e2e
+
+N_TEST = TINY_OVERRIDES["eval.max_items_per_split"]
+EVAL_BATCH = str(TINY_OVERRIDES["eval.batch_size"])
+
+
+@pytest.fixture(scope="module")
+def other_tiny(tmp_path_factory) -> Path:
+    """Another base model of the same shape (other random weights)."""
+    from spelltune.model import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("tiny-b") / "model", seed=1)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_model, other_tiny) -> Path:
+    """Experiment `first` on the tiny model; then `second`, in the workspace, on another base model."""
+    repo = tmp_path_factory.mktemp("use") / "repo"
+    copy_project(repo)
+    git_commit_all(repo)
+    overrides = {"model.source": str(tiny_model), **TINY_OVERRIDES}
+    run(["dvc", "exp", "run", "-n", "first", *set_args(overrides)], repo, timeout=900)
+    second = {**overrides, "model.source": str(other_tiny), "train.lr": 5e-3, "lora.r": 4}
+    run(["dvc", "exp", "run", "-n", "second", *set_args(second)], repo, timeout=900)
+    return repo
+
+
+def spelltune(repo: Path, *args: str, check: bool = True):
+    return run([sys.executable, "-m", "spelltune.cli", *args], repo, check=check, timeout=600)
+
+
+def read_jsonl(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def eval_rows(repo: Path, exp: str | None = None) -> list[dict]:
+    """The evaluate stage's own test predictions (of the workspace, or of an experiment)."""
+    from spelltune.use import resolve_rev
+
+    rev = resolve_rev(repo, exp) if exp else None
+    path = "metrics/predictions/eval.jsonl"
+    text = (repo / path).read_text() if rev is None else run(["git", "show", f"{rev}:{path}"], repo).stdout
+    return [r for r in read_jsonl(text) if r["split"] == "test"]
+
+
+def test_train_writes_a_model_card_and_names_the_real_base_model(trained, other_tiny, tmp_path):
+    from huggingface_hub import ModelCard
+    from peft import AutoPeftModelForCausalLM
+
+    adapter = trained / "checkpoints" / "adapter"
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == str(other_tiny)  # not the local data/base_model
+    meta = ModelCard.load(adapter / "README.md").data
+    assert meta.base_model == str(other_tiny) and meta.library_name == "peft"
+    assert {"lora", "peft", "spelling"} <= set(meta.tags)
+    facts = meta.to_dict()["spelltune"]
+    assert facts["prompt_format"] == "compact" and facts["params"]["lora"]["r"] == 4
+    assert facts["data"]["train_items"] == len((trained / "data/train.jsonl").read_text().splitlines())
+    text = (adapter / "README.md").read_text()
+    for section in ("## Prompt format", "## Evaluation", "## Limitations", "## Reproduce"):
+        assert section in text
+    assert "-S lora.r=4" in text and "-S train.lr=0.005" in text
+    # Plain PEFT loads it from anywhere: the config names a base model that exists.
+    moved = shutil.copytree(adapter, tmp_path / "elsewhere")
+    model = AutoPeftModelForCausalLM.from_pretrained(moved)
+    assert model.peft_config["default"].r == 4
+
+
+def test_ask_answers_like_evaluation(trained):
+    rows = eval_rows(trained)
+    out = spelltune(trained, "ask", "--batch-size", EVAL_BATCH, *[r["question"] for r in rows])
+    replies = [line.split("\n", 1)[1] for line in out.stdout.strip().split("\n\n")]
+    assert replies == [r["reply"] or "(empty reply)" for r in rows]
+    assert "workspace" in out.stderr and "s from the command's start" in out.stderr
+
+
+def test_ask_base_side_by_side(trained):
+    question = "What is the 3rd letter of 'banana'?"
+    out = spelltune(trained, "ask", "--base", question).stdout.splitlines()
+    assert [line.split(":")[0] for line in out] == ["base", "fine-tuned"]
+
+
+def adapter_digest_in_cache(repo: Path, rev: str) -> str:
+    """md5 of checkpoints/adapter/adapter_model.safetensors as the experiment's dvc.lock records it."""
+    import yaml
+
+    from spelltune.use import resolve_rev
+
+    rev = resolve_rev(repo, rev)
+    lock = yaml.safe_load(run(["git", "show", f"{rev}:dvc.lock"], repo).stdout)
+    dir_md5 = next(o["md5"] for o in lock["stages"]["train"]["outs"] if o["path"] == "checkpoints")
+    listing = json.loads((repo / ".dvc/cache/files/md5" / dir_md5[:2] / dir_md5[2:]).read_text())
+    return next(e["md5"] for e in listing if e["relpath"] == "adapter/adapter_model.safetensors")
+
+
+def tree_state(repo: Path) -> tuple:
+    files = sorted(p for d in ("checkpoints", "metrics", "data") for p in (repo / d).rglob("*") if p.is_file())
+    return (run(["git", "status", "--porcelain"], repo).stdout,
+            {str(p): hashlib.md5(p.read_bytes()).hexdigest() for p in files})
+
+
+def test_an_experiments_adapter_without_touching_the_workspace(trained, tmp_path):
+    """`first` was trained on another base model than the workspace's: its adapter and its
+    base model both come out of the DVC cache."""
+    before = tree_state(trained)
+    rows = eval_rows(trained, "first")
+    out = spelltune(trained, "ask", "--exp", "first", "--batch-size", EVAL_BATCH, *[r["question"] for r in rows])
+    assert [line.split("\n", 1)[1] for line in out.stdout.strip().split("\n\n")] == [r["reply"] or "(empty reply)" for r in rows]
+    assert "experiment first" in out.stderr
+    # The adapter it read is that experiment's, from the DVC cache (first: r=16, workspace: r=4).
+    spelltune(trained, "export", "--exp", "first", "--peft", str(tmp_path / "first"))
+    exported = hashlib.md5((tmp_path / "first" / "adapter_model.safetensors").read_bytes()).hexdigest()
+    assert exported == adapter_digest_in_cache(trained, "first")
+    assert json.loads((tmp_path / "first" / "adapter_config.json").read_text())["r"] == 16
+    assert tree_state(trained) == before
+    bad = spelltune(trained, "ask", "--exp", "nope", "x", check=False)
+    assert bad.returncode == 2 and "--exp nope: no such experiment" in bad.stderr and "first, second" in bad.stderr
+
+
+def test_predict_words_and_questions(trained, tmp_path):
+    words = tmp_path / "words.txt"
+    words.write_text("banana\n\ncat\n")
+    out = tmp_path / "out.jsonl"
+    proc = spelltune(trained, "predict", str(words), "-o", str(out))
+    rows = read_jsonl(out.read_text())
+    # Every letter position of each word, then its spelling question.
+    assert [(r["word"], r["task"], r.get("position")) for r in rows] == [
+        *[("banana", "letter_position", p) for p in range(1, 7)], ("banana", "spelling", None),
+        *[("cat", "letter_position", p) for p in range(1, 4)], ("cat", "spelling", None)]
+    assert rows[5]["question"] == "What is the last letter of 'banana'?" and rows[6]["answer"] == "b-a-n-a-n-a"
+    assert [r["line"] for r in rows] == [1] * 7 + [3] * 4
+    assert {"reply", "parsed", "correct"} <= set(rows[0]) and "cer" in rows[6]
+    assert "generate" in proc.stderr and "11 answers" in proc.stderr  # the progress bar, the summary
+
+    # The test split itself, as JSON lines: the same replies and scores as the evaluate stage.
+    questions = tmp_path / "questions.jsonl"
+    questions.write_text("".join((trained / "data/test.jsonl").read_text().splitlines(keepends=True)[:N_TEST]))
+    spelltune(trained, "predict", str(questions), "-o", str(out), "--batch-size", EVAL_BATCH)
+    expected = eval_rows(trained)
+    got = read_jsonl(out.read_text())
+    assert [(r["reply"], r["correct"]) for r in got] == [(r["reply"], r["correct"]) for r in expected]
+
+
+def test_predict_errors_are_one_line(trained, tmp_path, tiny_model, other_tiny, capsys):
+    from spelltune.cli import main
+
+    def error(*args: str) -> str:
+        # In this process (the CLI's main, as the console script calls it): no start-up per case.
+        repo = [] if "--repo" in args else ["--repo", str(trained)]
+        capsys.readouterr()
+        assert main(["predict", *args, *repo]) == 2
+        err = capsys.readouterr().err
+        lines = [line for line in err.splitlines() if line.strip()]
+        errors = [line for line in lines if line.startswith("error: ")]
+        assert len(errors) == 1 and lines[-1] == errors[0], err  # (after the loading bars, if any)
+        return errors[0]
+
+    words = tmp_path / "words.txt"
+    words.write_text("cat\n")
+    assert "no adapter_config.json" in error(str(words), "--adapter", str(tmp_path / "missing"))
+    (tmp_path / "empty.txt").write_text("\n\n")
+    assert "empty.txt: empty, nothing to predict" in error(str(tmp_path / "empty.txt"))
+    (tmp_path / "bad.jsonl").write_text('{"question": "Spell \'dog\' letter by letter."}\n\n{"question": \n')
+    assert "bad.jsonl line 3: not valid JSON" in error(str(tmp_path / "bad.jsonl"))
+    (tmp_path / "keys.jsonl").write_text('{"text": "dog"}\n')
+    assert "keys.jsonl line 1: needs a \"question\" or a \"word\"" in error(str(tmp_path / "keys.jsonl"))
+    (tmp_path / "words2.txt").write_text("cat\nice cream\n")
+    assert "words2.txt line 2: 'ice cream' is not a word" in error(str(tmp_path / "words2.txt"))
+    assert "no such file" in error(str(tmp_path / "nope.txt"))
+    # An adapter trained on another base model: experiment `first`'s, in the workspace of `second`.
+    spelltune(trained, "export", "--exp", "first", "--peft", str(tmp_path / "first"))
+    line = error(str(words), "--adapter", str(tmp_path / "first"))
+    assert f"trained on base model {str(tiny_model)!r}" in line and str(other_tiny) in line
+    # A base model of the name the adapter asks for, but of other shapes: one line too.
+    from transformers import AutoConfig, AutoTokenizer, LlamaForCausalLM
+
+    wide = tmp_path / "wide-repo"
+    base = wide / "data" / "base_model"
+    config = AutoConfig.from_pretrained(tiny_model)
+    config.hidden_size, config.intermediate_size = 64, 96
+    LlamaForCausalLM(config).save_pretrained(base)
+    AutoTokenizer.from_pretrained(tiny_model).save_pretrained(base)
+    (wide / "params.yaml").write_text(f"model:\n  source: {base}\n")
+    misfit = shutil.copytree(tmp_path / "first", tmp_path / "misfit")
+    adapter_config = json.loads((misfit / "adapter_config.json").read_text())
+    (misfit / "adapter_config.json").write_text(json.dumps({**adapter_config, "base_model_name_or_path": str(base)}))
+    line = error(str(words), "--repo", str(wide), "--adapter", str(misfit))
+    assert "does not fit the base model" in line and "size mismatch" in line
+    # No adapter in the workspace at all.
+    assert "no trained adapter" in error(str(words), "--repo", str(tmp_path))
+
+
+def test_card_has_evaluates_metrics_with_intervals(trained):
+    from huggingface_hub import ModelCard
+
+    text = spelltune(trained, "card").stdout
+    card = ModelCard(text)
+    results = {(r.dataset_split, r.metric_name.split(",")[0]): r for r in card.data.eval_results}
+    letters = results[("test", "letter-position accuracy")]
+    test_items = read_jsonl((trained / "data/test.jsonl").read_text())[:N_TEST]
+    assert letters.metric_args["n"] == sum(it["task"] == "letter_position" for it in test_items)
+    assert letters.metric_args["ci_low"] <= letters.metric_value <= letters.metric_args["ci_high"]
+    assert "| test | spelling exact match |" in text and "| base model |" in text
+    assert "-S data.n_words=60" in text and "-S eval.max_items_per_split=12" in text
+
+
+def test_export_merged_and_gguf_load_without_peft_and_answer_the_same(trained, tmp_path):
+    out, gguf_file = tmp_path / "merged", tmp_path / "gguf" / "model.gguf"
+    spelltune(trained, "export", "--merged", str(out), "--gguf", str(gguf_file))
+    assert not (out / "adapter_config.json").exists()
+    assert (out / "model.safetensors").exists() and (out / "README.md").exists()
+    # A fresh interpreter in which PEFT cannot be imported: plain transformers loads it.
+    script = f"""
+import json, sys
+sys.modules["peft"] = None
+from transformers import AutoModelForCausalLM, AutoTokenizer
+from spelltune.generation import generate_replies
+from spelltune.model import render_prompt
+model = AutoModelForCausalLM.from_pretrained({str(out)!r})
+tokenizer = AutoTokenizer.from_pretrained({str(out)!r})
+items = [json.loads(l) for l in open("data/test.jsonl")][:{N_TEST}]
+q = items[0]["question"]
+chat = tokenizer.apply_chat_template([{{"role": "user", "content": q}}], tokenize=False, add_generation_prompt=True)
+# The GGUF as transformers reads it back (de-permuted, its own tokenizer from the file's vocabulary).
+g_model = AutoModelForCausalLM.from_pretrained({str(gguf_file.parent)!r}, gguf_file="model.gguf")
+g_tokenizer = AutoTokenizer.from_pretrained({str(gguf_file.parent)!r}, gguf_file="model.gguf")
+print(json.dumps({{"replies": generate_replies(model, tokenizer, items, "compact", {EVAL_BATCH}),
+                  "gguf_replies": generate_replies(g_model, g_tokenizer, items, "compact", {EVAL_BATCH}),
+                  "same_prompt": chat == render_prompt(q, "compact", tokenizer)}}))
+"""
+    result = json.loads(run([sys.executable, "-c", script], trained).stdout.strip().splitlines()[-1])
+    assert result["replies"] == [r["reply"] for r in eval_rows(trained)]
+    assert result["gguf_replies"] == result["replies"]
+    assert result["same_prompt"]  # the saved chat template renders the trained prompt
+    assert "library_name: transformers" in (out / "README.md").read_text()
+    from gguf import GGUFReader
+
+    fields = GGUFReader(gguf_file).fields
+    assert fields["general.architecture"].contents() == "llama" and fields["tokenizer.ggml.pre"].contents() == "smollm"
+    assert fields["tokenizer.chat_template"].contents().startswith("{%- for message in messages %}")  # the trained prompt
+
+
+def test_outside_scores_words_that_none_of_our_splits_holds(trained, tmp_path):
+    from spelltune.data import candidate_words, split_words
+    from spelltune.params import load
+
+    out = tmp_path / "outside.json"
+    proc = spelltune(trained, "outside", "--words", "20", "--out", str(out))
+    result = json.loads(out.read_text())
+    assert result["words"] == 20 and result["spelling_exact_match"]["n"] == 20
+    assert result["letter_position_accuracy"]["n"] == 40
+    assert "outside/spelling_exact_match:" in proc.stdout
+    rows = read_jsonl((tmp_path / "outside.jsonl").read_text())
+    data = load(trained / "params.yaml").data
+    ours = {w for split in split_words(candidate_words(data.min_word_length, data.max_word_length), data).values()
+            for w in split}
+    assert not {r["word"] for r in rows} & ours
