@@ -27,11 +27,11 @@ store, and an identical later run resumes from it.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
 import os
-import fcntl
 import re
 import shutil
 from itertools import count

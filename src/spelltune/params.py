@@ -369,16 +369,16 @@ class ParamsPin:
         changed = self.changed()
         if changed:
             print(
-                f"error: {self.path} changed while stage {self.stage} ran ({'; '.join(changed)}): another command wrote "
-                "it (two `dvc exp run` in one workspace?); this stage's outputs are not recorded, rerun when that "
-                "command is done",
+                f"error: {self.path} changed while stage {self.stage} ran ({'; '.join(changed)}): another "
+                "command wrote it (two `dvc exp run` in one workspace?); this stage's outputs are not recorded, "
+                "rerun when that command is done",
                 file=sys.stderr,
             )
             raise SystemExit(3)
 
 
 def load_pinned_or_exit(stage: str, path: str | Path = PARAMS_FILE) -> tuple[Params, ParamsPin]:
-    """load_or_exit, plus the pin of what this stage read, from the same read of the file."""
+    """load_or_exit, plus the pin of what this stage read (from the same read of the file)."""
     path = Path(path)
     try:
         raw = _read(path)
