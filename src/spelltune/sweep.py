@@ -30,6 +30,7 @@ import yaml
 
 from spelltune.sweep_space import (
     FINITE,
+    METRIC_FILES,
     Space,
     Sweep,
     SweepError,
@@ -42,7 +43,6 @@ from spelltune.sweep_space import (
 )
 
 STATE_DIR = Path(".spelltune")  # sweep state (journal, logs); ignored by git through its own .gitignore
-METRIC_FILES = ("metrics/eval.json", "metrics/summary.json", "metrics/train/metrics.json")
 HEARTBEAT_S = 30.0
 
 
