@@ -73,12 +73,12 @@ def resume_store(repo_root: Path, fingerprint: str) -> Path:
 def claim_store(repo_root: Path, fingerprint: str) -> Path:
     """This run's resume store, locked for the life of the process: `<fingerprint>/`, or
     `<fingerprint>.<n>/` (the lowest n free) while other live runs hold the ones before.
-    The lock files live in `resume/.locks/` and are never removed, so that a store being
+    The lock files live in `.spelltune/locks/` and are never removed, so that a store being
     deleted by its finished run can never be locked by two runs at once."""
     if os.environ.get(STORE_ENV):  # a DDP process: its launcher holds the lock
         return Path(os.environ[STORE_ENV])
     base = repo_root / ".spelltune" / "resume"
-    locks = base / ".locks"
+    locks = repo_root / ".spelltune" / "locks"  # beside resume/, which holds only stores
     locks.mkdir(parents=True, exist_ok=True)
     for n in count():
         name = fingerprint if n == 0 else f"{fingerprint}.{n}"
