@@ -1,7 +1,12 @@
-# Two commands on a fresh machine with python3.11 and pip:
+# Two commands on a fresh machine with Python 3.11, 3.12 or 3.13 and pip:
 #   make run    set up .venv, then `dvc exp run` on the committed params.yaml
 #   make test   set up .venv, then the whole test suite
-PYTHON ?= python3.11
+# The venv's interpreter: the first of these that is Python 3.11-3.13 (pyproject.toml's
+# requires-python, where the pinned wheels exist); `make PYTHON=/path/to/python3.x` overrides.
+PYTHON_CANDIDATES := python3.11 python3.12 python3.13 python3
+SUPPORTED := import sys; sys.exit(not (3, 11) <= sys.version_info[:2] <= (3, 13))
+# (Expanded only when the venv is created.)
+PYTHON ?= $(firstword $(foreach p,$(PYTHON_CANDIDATES),$(shell command -v $(p) >/dev/null 2>&1 && $(p) -c '$(SUPPORTED)' 2>/dev/null && echo $(p))))
 VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 # dvc runs each stage's `python -m spelltune.<stage>` through this PATH.
@@ -16,6 +21,8 @@ install: $(INSTALLED) $(PLOTS_TEMPLATE)
 
 # Re-installs only when pyproject.toml changes; a second `make` skips it.
 $(INSTALLED): pyproject.toml
+	@test -x $(BIN)/python || test -n "$(PYTHON)" || { echo "error: no Python 3.11, 3.12 or 3.13 found (tried: \
+	$(PYTHON_CANDIDATES)); install one, or name it: make PYTHON=/path/to/python3.12" >&2; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'

@@ -122,7 +122,7 @@ def test_cli_check(tmp_path):
     good = tmp_path / "good.yaml"
     good.write_text((ROOT / "params.yaml").read_text())
     bad = tmp_path / "bad.yaml"
-    bad.write_text("lora: {alpha: zero}\n")
+    bad.write_text(yaml.safe_dump(with_value("lora.alpha", "zero")))  # complete but for one value
     ok = subprocess.run([sys.executable, "-m", "spelltune.cli", "check", str(good)], capture_output=True, text=True)
     assert ok.returncode == 0 and "valid" in ok.stdout
     fail = subprocess.run([sys.executable, "-m", "spelltune.cli", "check", str(bad)], capture_output=True, text=True)

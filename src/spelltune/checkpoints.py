@@ -15,16 +15,26 @@ force-checks-out every output to its last committed state before it runs, which 
 delete the checkpoints of a killed run. When training ends, the final and best
 checkpoints are copied into `checkpoints/` (the train stage's DVC output, so each
 experiment's are versioned in the DVC cache) and the run's resume store is removed.
+
+A live run holds an `fcntl.flock` on its store (`claim_store`, released by the kernel when
+the process ends, also on `kill -9`). Runs whose params differ only in keys outside the
+fingerprint (log_every, save_every, keep_last, ...) share a fingerprint: a second live one
+trains in its own store, `<fingerprint>.<n>/`, so that it never resumes from, rotates or
+deletes the first one's checkpoints. Waiting would idle a queue worker for a whole run, and
+failing would lose a run that is valid; a run that ends (finished or killed) releases its
+store, and an identical later run resumes from it.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import logging
 import os
 import re
 import shutil
+from itertools import count
 from pathlib import Path
 
 log = logging.getLogger("spelltune.checkpoints")
@@ -32,6 +42,9 @@ log = logging.getLogger("spelltune.checkpoints")
 MANIFEST = "manifest.json"
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 STAGING_PREFIX = ".staging-"
+# DDP: the launcher claims the store and passes it to the processes torchrun starts.
+STORE_ENV = "SPELLTUNE_RESUME_STORE"
+_held: dict[Path, object] = {}  # store -> its open, locked lock file (held for the process's life)
 
 
 def sha256(path: Path) -> str:
@@ -55,6 +68,38 @@ def checkpoints(root: Path) -> list[Path]:
 
 def resume_store(repo_root: Path, fingerprint: str) -> Path:
     return repo_root / ".spelltune" / "resume" / fingerprint
+
+
+def claim_store(repo_root: Path, fingerprint: str) -> Path:
+    """This run's resume store, locked for the life of the process: `<fingerprint>/`, or
+    `<fingerprint>.<n>/` (the lowest n free) while other live runs hold the ones before.
+    The lock files live in `.spelltune/locks/` and are never removed, so that a store being
+    deleted by its finished run can never be locked by two runs at once."""
+    if os.environ.get(STORE_ENV):  # a DDP process: its launcher holds the lock
+        return Path(os.environ[STORE_ENV])
+    base = repo_root / ".spelltune" / "resume"
+    locks = repo_root / ".spelltune" / "locks"  # beside resume/, which holds only stores
+    locks.mkdir(parents=True, exist_ok=True)
+    for n in count():
+        name = fingerprint if n == 0 else f"{fingerprint}.{n}"
+        store = base / name
+        if store in _held:
+            return store
+        f = (locks / f"{name}.lock").open("a")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.close()
+            if n == 0:
+                log.warning("another live run trains these params (fingerprint %s) from %s; this run keeps its "
+                            "own checkpoints apart", fingerprint, store)
+            continue
+        f.truncate(0)
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        _held[store] = f
+        return store
+    raise AssertionError("unreachable")
 
 
 def staging_dir(root: Path, step: int) -> Path:
@@ -83,7 +128,13 @@ def problem(path: Path) -> str | None:
         manifest = json.loads((path / MANIFEST).read_text())
     except (OSError, ValueError) as exc:
         return f"no readable {MANIFEST} ({type(exc).__name__})"
-    for name, digest in manifest["files"].items():
+    # Valid JSON is not yet a manifest: one without its file list or fingerprint (written by
+    # hand or by another version) is skipped like a corrupt checkpoint.
+    files = manifest.get("files") if isinstance(manifest, dict) else None
+    if not isinstance(files, dict) or not isinstance(manifest.get("fingerprint"), str) \
+            or not isinstance(manifest.get("state"), dict):
+        return f"{MANIFEST} is not a manifest (no files, fingerprint or state)"
+    for name, digest in files.items():
         file = path / name
         if not file.is_file():
             return f"{name} is missing"

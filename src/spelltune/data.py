@@ -126,6 +126,23 @@ def write_json(data: dict, path: Path) -> None:
     _write_atomically(path, json.dumps(data, indent=2) + "\n")
 
 
+class DataFileError(ValueError):
+    """A data file that does not parse, phrased as `file:line: what`."""
+
+
 def read_jsonl(path: str | Path) -> list[dict]:
+    """One JSON object per non-blank line; a bad line raises DataFileError naming file:line."""
+    items = []
     with Path(path).open() as f:
-        return [json.loads(line) for line in f if line.strip()]
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataFileError(f"{path}:{number}: not valid JSON ({exc.msg} at column {exc.colno}); "
+                                    "rebuild it with `dvc repro prepare`") from None
+            if not isinstance(item, dict):
+                raise DataFileError(f"{path}:{number}: expected a JSON object, got {type(item).__name__}")
+            items.append(item)
+    return items

@@ -16,7 +16,7 @@ import argparse
 import logging
 import time
 
-from spelltune.params import load_or_exit
+from spelltune.params import load_pinned_or_exit
 from spelltune.paths import METRICS_DIR
 from spelltune.startup import loaded, pause_collector
 
@@ -91,9 +91,10 @@ def main(argv=None) -> None:
     parser.add_argument("--base", action="store_true", help="score the base model instead of the fine-tuned one")
     pause_collector()
     args = parser.parse_args(argv)
-    params = load_or_exit()
+    params, pin = load_pinned_or_exit("evaluate_base" if args.base else "evaluate")
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     evaluate(params, args.base)
+    pin.check_or_exit()  # params.yaml changed under this stage: exit non-zero so that DVC records nothing
 
 
 if __name__ == "__main__":

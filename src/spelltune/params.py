@@ -220,6 +220,9 @@ def _one_line(err: dict, source: str) -> str:
 
 
 def parse(raw: dict | None, source: str = PARAMS_FILE) -> Params:
+    """A params mapping, validated; missing sections and keys take their defaults (a
+    sweep's or a comparison's partial configuration). A params *file* must be complete:
+    see load()."""
     if raw is not None and not isinstance(raw, dict):
         raise ParamsError(f"{source}: top level must be a mapping of sections, got {type(raw).__name__}")
     try:
@@ -228,21 +231,147 @@ def parse(raw: dict | None, source: str = PARAMS_FILE) -> Params:
         raise ParamsError("\n".join(_one_line(e, source) for e in exc.errors(include_url=False))) from None
 
 
-def load(path: str | Path = PARAMS_FILE) -> Params:
-    path = Path(path)
+SECTIONS = tuple(Params.model_fields)
+
+
+def stage_params(dvc_yaml: Path, stage: str | None = None) -> list[str] | None:
+    """The params.yaml keys dvc.yaml's stages read (one stage's, or every stage's), in
+    order; None without a readable dvc.yaml. DVC refuses to run a stage whose keys are
+    missing, after it has deleted the outputs of the stages before it."""
+    try:
+        stages = (yaml.safe_load(dvc_yaml.read_text()) or {}).get("stages") or {}
+    except (OSError, yaml.YAMLError, AttributeError):
+        return None
+    keys: list[str] = []
+    for name, spec in stages.items():
+        if stage is None or name == stage:
+            for entry in (spec or {}).get("params") or []:
+                if isinstance(entry, str) and entry not in keys:  # a dict names another params file
+                    keys.append(entry)
+    return keys if stage is None or stage in stages else None
+
+
+def _get(raw: dict, key: str, missing=None):
+    node = raw
+    for part in key.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return missing
+        node = node[part]
+    return node
+
+
+def missing(raw: dict, dvc_yaml: Path | None = None) -> list[str]:
+    """Sections (and keys dvc.yaml's stages read) absent from a params file, or empty."""
+    gone = [name for name in SECTIONS if not raw.get(name)]
+    named = stage_params(dvc_yaml) if dvc_yaml is not None else None
+    gone += [key for key in named or [] if key.split(".")[0] not in gone and _get(raw, key) is None]
+    return gone
+
+
+def _read(path: Path) -> dict:
     try:
         raw = yaml.safe_load(path.read_text())
     except FileNotFoundError:
         raise ParamsError(f"{path}: not found (run from the repository root)") from None
     except yaml.YAMLError as exc:
         raise ParamsError(f"{path}: not valid YAML: {str(exc).splitlines()[0]}") from None
-    return parse(raw, str(path))
+    if raw is not None and not isinstance(raw, dict):
+        raise ParamsError(f"{path}: top level must be a mapping of sections, got {type(raw).__name__}")
+    return raw or {}
+
+
+def _check(raw: dict, path: Path) -> Params:
+    """Every problem at once: the values the schema refuses, then what is missing."""
+    problems = []
+    try:
+        params = parse(raw, str(path))
+    except ParamsError as exc:
+        problems.append(str(exc))
+    gone = missing(raw, path.parent / "dvc.yaml")
+    if gone:
+        problems.append(
+            f"{path}: missing {', '.join(gone)}: a params file needs every section ({', '.join(SECTIONS)}) "
+            "and each key dvc.yaml's stages read; copy them from the committed params.yaml"
+        )
+    if problems:
+        raise ParamsError("\n".join(problems))
+    return params
+
+
+def load(path: str | Path = PARAMS_FILE) -> Params:
+    path = Path(path)
+    return _check(_read(path), path)
 
 
 def load_or_exit(path: str | Path = PARAMS_FILE) -> Params:
     """Validate params for a stage entry point: on error print the line(s) and exit 2."""
     try:
         return load(path)
+    except ParamsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _flat(value, prefix: str) -> dict:
+    if isinstance(value, dict) and value:
+        return {k: v for name, sub in value.items() for k, v in _flat(sub, f"{prefix}.{name}").items()}
+    return {prefix: value}
+
+
+class ParamsPin:
+    """The params a stage read when it started, to check they still hold before it records
+    its outputs. DVC writes a stage's params into dvc.lock and its run cache from
+    params.yaml *after* the command exits; a second `dvc exp run` in the same workspace
+    writes its -S values into params.yaml before DVC's lock refuses it, so a stage that
+    exits 0 then would have its outputs recorded (and served from the run cache) under
+    params they were not made with."""
+
+    MISSING = "<missing>"
+
+    def __init__(self, stage: str, raw: dict, path: Path):
+        self.stage, self.path = stage, path
+        # The keys dvc.yaml records for this stage; the whole file without a dvc.yaml.
+        self.keys = stage_params(path.parent / "dvc.yaml", stage) or list(SECTIONS)
+        self.values = self._values(raw)
+
+    def _values(self, raw: dict) -> dict:
+        out = {}
+        for key in self.keys:
+            out.update(_flat(_get(raw, key, self.MISSING), key))
+        return out
+
+    def changed(self) -> list[str]:
+        """`key: before -> now` for each key this stage read that params.yaml no longer holds."""
+        try:
+            now = self._values(yaml.safe_load(self.path.read_text()) or {})
+        except (OSError, yaml.YAMLError, AttributeError) as exc:
+            return [f"unreadable ({type(exc).__name__})"]
+        return [
+            f"{key}: {self.values.get(key, self.MISSING)!r} -> {now.get(key, self.MISSING)!r}"
+            for key in sorted(set(self.values) | set(now))
+            if self.values.get(key, self.MISSING) != now.get(key, self.MISSING)
+        ]
+
+    def check_or_exit(self) -> None:
+        """Exit 3 with one line when params.yaml changed under this stage, so that DVC
+        neither records nor caches its outputs."""
+        changed = self.changed()
+        if changed:
+            print(
+                f"error: {self.path} changed while stage {self.stage} ran ({'; '.join(changed)}): another "
+                "command wrote it (two `dvc exp run` in one workspace?); this stage's outputs are not recorded, "
+                "rerun when that command is done",
+                file=sys.stderr,
+            )
+            raise SystemExit(3)
+
+
+def load_pinned_or_exit(stage: str, path: str | Path = PARAMS_FILE) -> tuple[Params, ParamsPin]:
+    """load_or_exit, plus the pin of what this stage read (from the same read of the file)."""
+    path = Path(path)
+    try:
+        raw = _read(path)
+        return _check(raw, path), ParamsPin(stage, raw, path)
     except ParamsError as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -32,6 +32,7 @@ import yaml
 
 from spelltune.sweep_space import (
     FINITE,
+    METRIC_FILES,
     Space,
     Sweep,
     SweepError,
@@ -45,7 +46,6 @@ from spelltune.sweep_space import (
 )
 
 STATE_DIR = Path(".spelltune")  # sweep state (journal, logs); ignored by git through its own .gitignore
-METRIC_FILES = ("metrics/eval.json", "metrics/summary.json", "metrics/train/metrics.json")
 
 
 def say(msg: str) -> None:
@@ -227,7 +227,7 @@ def cmd_plan(args) -> int:
         if sweep.early_terminate:
             print(f"early_terminate: {pruner_text(pruner_spec(sweep, space))}")
         print("configurations are chosen adaptively by Optuna TPE, "
-              f"each from the results so far; constraint and schema violations are drawn again")
+              "each from the results so far; constraint and schema violations are drawn again")
         print(f"trials: {sweep.run_cap}")
         return 0
     if sweep.early_terminate:

@@ -113,22 +113,47 @@ def skip_unstaged_launch_inputs(wandb) -> None:
     run_class._detect_and_apply_job_inputs = detect_if_staged
 
 
+# W&B waits up to init_timeout (its default: 90 s) for a server it cannot reach; then this
+# run logs offline instead. With its imports and the offline start, about 5 s in all, beside
+# training (never in its way). WANDB_INIT_TIMEOUT, when set, wins.
+INIT_TIMEOUT_SECONDS = 3.0
+
+
+def new_run_id() -> str:
+    """A W&B run id (8 of [a-z0-9], like wandb.util.generate_id), chosen before W&B starts
+    so that a checkpoint can record it without waiting for the start."""
+    import secrets
+    import string
+
+    return "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
+
+
 class WandbRun:
     """One W&B run per DVC experiment. A tracker that fails (import error, bad key, no
-    network, unwritable directory) costs one warning: the run goes on without it."""
+    network, unwritable directory) costs one warning: the run goes on without it. One
+    that cannot reach its server (online mode, no network or a bad key) logs offline
+    instead, after at most INIT_TIMEOUT_SECONDS, also with one warning.
+
+    Training never waits for W&B's start: metrics logged before it is done are kept and
+    handed over once it is (or dropped if it failed), so its time never enters the
+    wall-clock and throughput the run logs."""
 
     def __init__(self, name: str, config: dict, tags: list[str], group: str | None, run_id: str | None = None):
         self.run = None
+        self.failed = False
+        self._id = run_id or new_run_id()
+        self._lock = threading.Lock()
+        self._pending: list[tuple[dict, int]] | None = []  # (metrics, step) logged during the start; None after
         # W&B's own log records go to its debug.log, not through our handlers to stderr.
         logging.getLogger("wandb").propagate = False
         # Its start (imports and its wandb-core process, 0.5-2 s) runs beside the model's
-        # loading; the first use of the run waits for it, and so does the interpreter's exit
-        # (not a daemon: a run that fails early must not exit halfway through wandb.init).
-        self._starting = threading.Thread(target=self._start, args=(name, config, tags, group, run_id),
+        # loading and the first steps; finish() waits for it, and so does the interpreter's
+        # exit (not a daemon: a run that fails early must not exit halfway through wandb.init).
+        self._starting = threading.Thread(target=self._start, args=(name, config, tags, group, run_id is not None),
                                           name="wandb-start")
         self._starting.start()
 
-    def _start(self, name: str, config: dict, tags: list[str], group: str | None, run_id: str | None) -> None:
+    def _start(self, name: str, config: dict, tags: list[str], group: str | None, resuming: bool) -> None:
         try:
             import wandb
 
@@ -141,39 +166,62 @@ class WandbRun:
             root.mkdir(parents=True, exist_ok=True)  # W&B itself would fall back to a temp dir
             if not os.access(root, os.W_OK):
                 raise PermissionError(f"{root} is not writable")
-            self.run = wandb.init(
-                project=os.environ.get("WANDB_PROJECT", "spelltune"),
-                name=name,
-                id=run_id,
-                resume="allow" if run_id else None,
-                config=scrub(config),
-                tags=tags,
-                group=group,
-                job_type="train",
-                dir=str(root),
-                mode=wandb_mode(),
-                settings=wandb.Settings(x_disable_stats=True, console="off"),
-            )
-            log.info("W&B run %s (%s) in %s", name, self.run.settings.mode, self.run.dir)
+            timeout = float(os.environ.get("WANDB_INIT_TIMEOUT") or INIT_TIMEOUT_SECONDS)
+            kwargs = {
+                "project": os.environ.get("WANDB_PROJECT", "spelltune"),
+                "name": name,
+                "id": self._id,
+                "resume": "allow" if resuming else None,
+                "config": scrub(config),
+                "tags": tags,
+                "group": group,
+                "job_type": "train",
+                "dir": str(root),
+                "settings": wandb.Settings(x_disable_stats=True, console="off", init_timeout=timeout, silent=True),
+            }
+            mode = wandb_mode()
+            try:
+                self.run = wandb.init(mode=mode, **kwargs)
+            except Exception as exc:  # noqa: BLE001 - no server, bad key: keep the run's data offline
+                if mode == "offline":
+                    raise
+                wandb.teardown()  # else W&B's service still holds the run id it failed to start
+                self.run = wandb.init(mode="offline", **kwargs)
+                log.warning("W&B could not start %s (%s); logging offline to %s instead (`wandb sync` it later)",
+                            mode, _first_line(exc), Path(self.run.dir).parent)
+            else:
+                log.info("W&B run %s (%s) in %s", name, self.run.settings.mode, self.run.dir)
         except Exception as exc:  # noqa: BLE001 - any tracker failure must not stop training
             self._fail("start", exc)
+        finally:
+            with self._lock:  # hand over what was logged meanwhile, in order
+                pending, self._pending = self._pending or [], None
+                for metrics, step in pending:
+                    self._log_now(metrics, step)
 
     @property
     def id(self) -> str | None:
-        self._starting.join()
-        return self.run.id if self.run is not None else None
+        """The run's id (known before W&B has started); None once W&B failed."""
+        return None if self.failed else self._id
 
     def _fail(self, what: str, exc: Exception) -> None:
-        log.warning("W&B %s failed, going on without it: %s", what, scrub(str(exc).splitlines()[0] if str(exc) else repr(exc)))
+        log.warning("W&B %s failed, going on without it: %s", what, _first_line(exc))
         self.run = None
+        self.failed = True
 
-    def log(self, metrics: dict[str, float], step: int) -> None:
-        self._starting.join()
+    def _log_now(self, metrics: dict[str, float], step: int) -> None:
         if self.run is not None:
             try:
                 self.run.log(metrics, step=step)
             except Exception as exc:  # noqa: BLE001
                 self._fail("log", exc)
+
+    def log(self, metrics: dict[str, float], step: int) -> None:
+        with self._lock:
+            if self._pending is not None:  # still starting: never wait for it here
+                self._pending.append((dict(metrics), step))
+                return
+        self._log_now(metrics, step)
 
     def finish(self, summary: dict) -> None:
         self._starting.join()
@@ -183,6 +231,10 @@ class WandbRun:
                 self.run.finish()
             except Exception as exc:  # noqa: BLE001
                 self._fail("finish", exc)
+
+
+def _first_line(exc: Exception) -> str:
+    return scrub(str(exc).splitlines()[0] if str(exc) else repr(exc))
 
 
 def flat_summary(summary: dict) -> dict:

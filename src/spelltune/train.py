@@ -15,7 +15,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from spelltune.params import load_or_exit
+from spelltune.params import load_pinned_or_exit
 from spelltune.paths import ADAPTER_DIR, CHECKPOINT_DIR, METRICS_DIR, SUMMARY_FILE, TRAIN_METRICS_FILE
 from spelltune.startup import loaded, pause_collector
 
@@ -257,7 +257,7 @@ def train_headline(summary: dict) -> dict:
 
 def main() -> None:
     pause_collector()
-    params = load_or_exit()
+    params, pin = load_pinned_or_exit("train")  # pin: outputs are recorded only if params.yaml still holds these
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     # Before anything loads: this worker's slot (its GPU, its share of the cores), then the
     # backend for this machine (spelltune.devices, spelltune.backend).
@@ -271,19 +271,39 @@ def main() -> None:
         log.info("train.processes = %d: starting a DDP run under torchrun", processes)
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
                "-m", "spelltune.train"]
-        raise SystemExit(subprocess.call(cmd))
+        # This launcher holds the run's resume store for the processes torchrun starts.
+        from spelltune.checkpoints import STORE_ENV, claim_store
+        from spelltune.devices import original_repo_root
+        from spelltune.params import training_fingerprint
+
+        store = claim_store(original_repo_root(), training_fingerprint(params))
+        code = subprocess.call(cmd, env={**os.environ, STORE_ENV: str(store)})
+        if code == 0:
+            pin.check_or_exit()
+        raise SystemExit(code)
     worker = claim_worker(params.train.threads)
     choice = check_or_exit(params)
+    from spelltune.data import DataFileError
+
     try:
-        train(params, worker, choice)
+        train(params, worker, choice, pin)
     except TrainingDiverged as exc:
         log.error("training stopped at %s; the last good checkpoint is kept for a rerun to resume from", exc)
         raise SystemExit(1) from None
+    except DataFileError as exc:  # before anything was removed: see train()
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    pin.check_or_exit()  # again at the exit, after which DVC records the params
 
 
-def train(params, worker=None, choice=None) -> dict:
+def train(params, worker=None, choice=None, pin=None) -> dict:
     """worker (spelltune.devices) and choice (spelltune.backend) default to this process's
-    slot and this machine's backend, decided here before torch touches CUDA."""
+    slot and this machine's backend, decided here before torch touches CUDA. pin
+    (spelltune.params.ParamsPin): checked before the final outputs are written."""
+    from spelltune.data import read_jsonl
+
+    # The inputs parse before anything of an earlier run (curves, checkpoints) is removed.
+    data = {split: read_jsonl(f"data/{split}.jsonl") for split in ("train", "validation")}
     from spelltune import backend
     from spelltune.devices import claim_worker
 
@@ -294,7 +314,7 @@ def train(params, worker=None, choice=None) -> dict:
     from transformers import EarlyStoppingCallback, TrainingArguments, set_seed
 
     from spelltune import card, checkpoints
-    from spelltune.data import read_jsonl, write_json
+    from spelltune.data import write_json
     from spelltune.generation import generate_replies
     from spelltune.metrics import score_item, summarize
     from spelltune.model import model_tag, set_threads
@@ -307,7 +327,12 @@ def train(params, worker=None, choice=None) -> dict:
     tp = params.train
     main_process = int(os.environ.get("RANK", "0")) == 0  # DDP: every process trains, process 0 writes
     fingerprint = training_fingerprint(params)
-    store = checkpoints.resume_store(original_repo_root(), fingerprint)
+    # Locked for this process's life: another live run of this fingerprint gets its own.
+    # (A DDP process gets the store its launcher claimed, through the environment.)
+    if main_process or os.environ.get(checkpoints.STORE_ENV):
+        store = checkpoints.claim_store(original_repo_root(), fingerprint)
+    else:
+        store = checkpoints.resume_store(original_repo_root(), fingerprint)
     resume_from = checkpoints.resumable(store, fingerprint)
     resumed = checkpoints.manifest(resume_from)["state"] if resume_from else {}
     if main_process and resume_from:
@@ -315,7 +340,8 @@ def train(params, worker=None, choice=None) -> dict:
         shutil.rmtree(LIVE_DIR, ignore_errors=True)  # the curves up to that checkpoint, no further
         shutil.copytree(resume_from / "live", LIVE_DIR)
     elif main_process:
-        others = sorted(p.name for p in store.parent.glob("*") if p.name != fingerprint and checkpoints.checkpoints(p))
+        others = sorted(p.name for p in store.parent.glob("*")
+                        if p.name.split(".")[0] != fingerprint and checkpoints.checkpoints(p))
         log.info("starting fresh: no checkpoint of these params (fingerprint %s) in %s%s", fingerprint, store.parent,
                  f"; those of other params ({', '.join(others)}) are not resumed from" if others else "")
         checkpoints.clear(store)
@@ -336,11 +362,11 @@ def train(params, worker=None, choice=None) -> dict:
     log.info("LoRA: %d trainable of %d parameters; %d threads", trainable, total, threads)
 
     def encoded(split: str, limit: int | None = None) -> EncodedItems:
-        return EncodedItems(read_jsonl(f"data/{split}.jsonl")[:limit], tokenizer, params.model.prompt_format)
+        return EncodedItems(data[split][:limit], tokenizer, params.model.prompt_format)
 
     train_set = encoded("train")
     val_set = encoded("validation", tp.val_loss_items) if tp.val_loss_items else None
-    val_items = read_jsonl("data/validation.jsonl")[: tp.val_generate_items]
+    val_items = data["validation"][: tp.val_generate_items]
     best_metric = tp.early_stop_metric.removeprefix("val/")
 
     # Packed rows rely on transformers building a block-diagonal mask from position ids;
@@ -425,6 +451,8 @@ def train(params, worker=None, choice=None) -> dict:
         trainer._save_checkpoint(model, None)
     if not main_process:
         return {}
+    if pin is not None:  # params.yaml changed under this run: write no outputs for DVC to record
+        pin.check_or_exit()
     # The final and best checkpoints become this experiment's versioned output.
     checkpoints.clear(CHECKPOINT_DIR)
     for kept in {step, trainer.state.best_global_step or step}:

