@@ -50,13 +50,13 @@ def test_card_metadata_and_intervals():
     params = parse({"model": {"source": "embedded"}, "lora": {"r": 8}})
     facts = card.training_facts(params, None)
     text = card.render(facts, details=DETAILS, details_source="metrics/eval_details.json",
-                       extra_params={"data": {"n_words": 500}})
+                       extra_params={"data": {"train_words": 500}})
     meta = ModelCard(text).data
     assert meta.base_model == "HuggingFaceTB/SmolLM2-135M-Instruct" and meta.library_name == "peft"
     spelling = next(r for r in meta.eval_results if r.dataset_split == "test" and r.metric_name.startswith("spelling"))
     assert spelling.metric_value == 0.22 and spelling.metric_args == {"ci_low": 0.15, "ci_high": 0.31, "n": 100}
     assert "| test | spelling exact match | 0.220 | 0.150–0.310 | 100 |" in text
-    assert "dvc exp run -S lora.r=8 -S data.n_words=500" in text
+    assert "dvc exp run -S lora.r=8 -S data.train_words=500" in text
     assert "Q4_1 GGUF" in text  # the embedded model's limitation
     assert card.facts_of_card(text)["params"]["lora"]["r"] == 8
 

@@ -245,7 +245,6 @@ FAST = {
     **TINY_OVERRIDES,
     "train.eval_every": 2,
     "train.val_generate_items": 4,
-    "eval.max_items_per_split": 8,
     "train.threads": 1,  # two "machines" on this machine's cores
 }
 RUN_CAP = 3

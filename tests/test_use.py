@@ -15,7 +15,7 @@ from conftest import TINY_OVERRIDES, copy_project, git_commit_all, run, set_args
 
 pytestmark = pytest.mark.e2e
 
-N_TEST = TINY_OVERRIDES["eval.max_items_per_split"]
+N_TEST = 3 * TINY_OVERRIDES["data.test_words"]  # evaluate scores every test item
 EVAL_BATCH = str(TINY_OVERRIDES["eval.batch_size"])
 
 
@@ -216,7 +216,7 @@ def test_card_has_evaluates_metrics_with_intervals(trained):
     assert letters.metric_args["n"] == sum(it["task"] == "letter_position" for it in test_items)
     assert letters.metric_args["ci_low"] <= letters.metric_value <= letters.metric_args["ci_high"]
     assert "| test | spelling exact match |" in text and "| base model |" in text
-    assert "-S data.n_words=60" in text and "-S eval.max_items_per_split=12" in text
+    assert "-S data.train_words=40" in text and "-S data.test_words=4" in text
 
 
 def test_export_merged_and_gguf_load_without_peft_and_answer_the_same(trained, tmp_path):
