@@ -218,17 +218,18 @@ def cmd_predict(args, source) -> int:
 
 @_use
 def cmd_outside(args, source) -> int:
-    from spelltune.metrics import score_item
-    from spelltune.outside import outside_items, summary, write
+    from spelltune.data import write_json
+    from spelltune.outside import outside_items, summary
     from spelltune.params import load_or_exit
-    from spelltune.use import load_tuned
+    from spelltune.use import load_tuned, scored, write_rows
 
     items = outside_items(args.words, load_or_exit().data, source.separator)
     _set_threads(args.threads)
     replies, _ = load_tuned(source, False, items, args.batch_size or source.batch_size)
-    rows = [{**it, "reply": r, **score_item(it, r)} for it, r in zip(items, replies)]
+    rows = [scored(it, r) for it, r in zip(items, replies)]
     result = summary(rows, source.label)
-    write(result, rows, Path(args.out))
+    write_json(result, Path(args.out))
+    write_rows(rows, str(Path(args.out).with_suffix(".jsonl")))
     for name in ("letter_position_accuracy", "spelling_exact_match", "char_error_rate"):
         m = result[name]
         print(f"outside/{name}: {m['value']:.3f} [{m['ci_low']:.3f}, {m['ci_high']:.3f}] (n={m['n']})")

@@ -11,9 +11,7 @@ spelling question, same prompt and parsing); the result holds each metric with i
 
 from __future__ import annotations
 
-import json
 import random
-from pathlib import Path
 
 from spelltune.data import HELD_OUT_LETTER_QUESTIONS, HELD_OUT_TASKS, candidate_words, questions_for, split_words
 
@@ -50,9 +48,3 @@ def summary(rows: list[dict], label: str) -> dict:
     return {"words": len({r["word"] for r in rows}), "source": "wonderwords " + "+".join(CATEGORIES),
             "adapter": label, **details(rows),
             "spelling_exact_match_by_length": {k: v["spelling_exact_match"] for k, v in by_length.items()}}
-
-
-def write(result: dict, rows: list[dict], out: Path) -> None:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    out.with_suffix(".jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
