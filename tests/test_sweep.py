@@ -100,7 +100,7 @@ def test_grid_honours_constraints_schema_and_run_cap(tmp_path):
         "parameters": {
             "lora.r": {"values": [4, 8, 16, 32]},
             "lora.alpha": {"values": [8, 16]},
-            "train.warmup_steps": {"values": [10, 200]},  # 200 > train.max_steps: the schema says no
+            "train.warmup_steps": {"values": [10, 500]},  # 500 > train.max_steps: the schema says no
         },
         "constraints": ["lora.alpha >= lora.r"],
     }
@@ -117,7 +117,7 @@ def test_grid_honours_constraints_schema_and_run_cap(tmp_path):
     ]
     assert lines[-1] == "trials: 5"
     assert any("violates constraint lora.alpha >= lora.r" in line for line in lines)
-    assert any("train.warmup_steps = 200: must be <= train.max_steps" in line for line in lines)
+    assert any("train.warmup_steps = 500: must be <= train.max_steps" in line for line in lines)
 
     capped = cli("sweep", "plan", write(tmp_path, {**sweep, "run_cap": 2})).stdout.splitlines()
     assert capped[-1] == "trials: 2"
@@ -170,10 +170,10 @@ def test_constraints():
 
 
 def test_a_constraint_may_name_a_key_the_sweep_does_not_set():
-    sweep = parse_sweep({"method": "grid", "parameters": {"train.warmup_steps": {"values": [5, 100, 130]}},
+    sweep = parse_sweep({"method": "grid", "parameters": {"train.warmup_steps": {"values": [5, 200, 300]}},
                          "constraints": ["train.warmup_steps * 2 <= train.max_steps"]})
     configs, dropped = Space(sweep, BASE).grid()
-    assert [c["train.warmup_steps"] for c in configs] == [5]  # params.yaml: max_steps 130
+    assert [c["train.warmup_steps"] for c in configs] == [5]  # params.yaml: max_steps 300
     assert len(dropped) == 2
 
 
@@ -406,7 +406,7 @@ def test_our_extensions_live_beside_the_wandb_file(tmp_path):
 
 @pytest.mark.parametrize("early_terminate, metric, fixed, message", [
     ({"type": "hyperband", "min_iter": 50, "eta": 2}, "val/letter_position_accuracy", [],
-     "early_terminate.min_iter = 50: counts validation evaluations (as W&B counts the metric's logs); a run has 2"),
+     "early_terminate.min_iter = 50: counts validation evaluations (as W&B counts the metric's logs); a run has 3"),
     ({"type": "hyperband", "min_iter": 1, "eta": 2}, "val/char_error_rate", [],
      "early_terminate needs a metric the train stage logs at each evaluation"),
     ({"type": "hyperband", "min_iter": 1, "eta": 2}, "val/spelling_exact_match", ["-S", "train.val_generate_items=0"],
