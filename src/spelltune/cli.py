@@ -124,9 +124,14 @@ def cmd_errors(args) -> int:
     runs, metric = _runs_and_metric(args)
     name = runs.resolve(args.experiment) if args.experiment else ranked(runs, metric, args.ascending).index[0]
     text = errors_markdown(name, error_analysis(predictions(runs, name), args.split, args.top), args.split)
-    if args.out:
-        Path(args.out).write_text(text)
-        print(f"wrote {args.out}", file=sys.stderr)
+    return _emit(text, args.out)
+
+
+def _emit(text: str, out: str | None) -> int:
+    """Markdown to --out, or to stdout."""
+    if out:
+        Path(out).write_text(text)
+        print(f"wrote {out}", file=sys.stderr)
     else:
         print(text)
     return 0
@@ -242,12 +247,7 @@ def cmd_card(args, source) -> int:
     from spelltune.use import full_card
 
     text = full_card(source)
-    if args.out:
-        Path(args.out).write_text(text)
-        print(f"wrote {args.out}", file=sys.stderr)
-    else:
-        print(text)
-    return 0
+    return _emit(text, args.out)
 
 
 @_use
