@@ -119,7 +119,6 @@ def test_model_source_checked_by_validate_offline(repo, tmp_path, source, expect
 BAD_SET_VALUES = [
     ("lora.r=0", "lora.r = 0: Input should be greater than 0"),
     ("train.lr=fast", "train.lr = 'fast': Input should be a valid number"),
-    ("data.test_words=0", "data.test_words = 0: Input should be greater than or equal to 1"),
     ("model.backend=tpu", "model.backend = 'tpu': Input should be 'auto', 'unsloth' or 'hf'"),
     ("train.warmup_steps=500", "train.warmup_steps = 500: must be <= train.max_steps (6)"),
     ("model.source=/nonexistent", "model.source = '/nonexistent': no such directory"),
