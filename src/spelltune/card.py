@@ -126,7 +126,7 @@ def training_facts(params, summary: dict | None, data_dir: Path = Path("data")) 
         "base_model": base_model_name(params.model.source),
         "prompt_format": params.model.prompt_format,
         "params": {section: dumped[section] for section in ("model", "lora", "train")},
-        "data": data_facts(data_dir),
+        "data": {**data_facts(data_dir), "letter_answer": params.data.letter_answer},
     }
     if summary:
         final = summary.get("final") or {}
@@ -239,6 +239,7 @@ def render(facts: dict, *, merged: bool = False, details: dict | None = None, de
     data = facts.get("data", {})
     training = facts.get("training", {})
     sep = data.get("spelling_separator", "-")
+    letter_reply = "b1 a2 n3 = n" if data.get("letter_answer") == "spelled" else "n"
     prompt = (f"`{COMPACT_TEMPLATE_NOTE}` (ChatML turns, no system prompt)" if facts.get("prompt_format") == "compact"
               else "the tokenizer's own chat template (`apply_chat_template`, with its default system prompt)")
     lines = [
@@ -246,7 +247,7 @@ def render(facts: dict, *, merged: bool = False, details: dict | None = None, de
         f"# {name}", "",
         (f"A LoRA adapter{' merged into its base model' if merged else ''} for "
         f"{f'[{base}](https://huggingface.co/{base})' if base == EMBEDDED_HF_ID else f'`{base}`'} that answers two kinds of "
-        f"questions about English words: \"What is the 3rd letter of 'banana'?\" → `n` and "
+        f"questions about English words: \"What is the 3rd letter of 'banana'?\" → `{letter_reply}` and "
         f"\"Spell 'banana' letter by letter.\" → `{sep.join('banana')}`. Trained with "
         "spelltune (a DVC pipeline over transformers + PEFT)."), "",
         "## Use", "",

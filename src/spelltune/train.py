@@ -25,12 +25,14 @@ LIVE_DIR = METRICS_DIR / "train"
 IGNORE_INDEX = -100  # label value that carries no loss
 
 
-def encode_example(item: dict, tokenizer, prompt_format: str) -> dict:
+def encode_example(item: dict, tokenizer, prompt_format: str, letter_answer: str = "direct") -> dict:
     """Token ids of prompt + answer; labels mask the prompt so only the answer is learned."""
+    from spelltune.data import answer_text
     from spelltune.model import end_of_answer, render_prompt
 
     prompt = tokenizer(render_prompt(item["question"], prompt_format, tokenizer), add_special_tokens=False)["input_ids"]
-    answer = tokenizer(item["answer"] + end_of_answer(tokenizer), add_special_tokens=False)["input_ids"]
+    reply = answer_text(item, letter_answer) + end_of_answer(tokenizer)
+    answer = tokenizer(reply, add_special_tokens=False)["input_ids"]
     return {"input_ids": prompt + answer, "labels": [IGNORE_INDEX] * len(prompt) + answer}
 
 
@@ -39,14 +41,15 @@ class EncodedItems:
     wait for the whole split (0.4 s for 7,200 items), and a run of 130 steps × 16 reads
     2,080 of them."""
 
-    def __init__(self, items: list[dict], tokenizer, prompt_format: str):
+    def __init__(self, items: list[dict], tokenizer, prompt_format: str, letter_answer: str = "direct"):
         self.items, self.tokenizer, self.prompt_format = items, tokenizer, prompt_format
+        self.letter_answer = letter_answer
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, index: int) -> dict:
-        return encode_example(self.items[index], self.tokenizer, self.prompt_format)
+        return encode_example(self.items[index], self.tokenizer, self.prompt_format, self.letter_answer)
 
 
 class PadCollator:
@@ -362,7 +365,7 @@ def train(params, worker=None, choice=None, pin=None) -> dict:
     log.info("LoRA: %d trainable of %d parameters; %d threads", trainable, total, threads)
 
     def encoded(split: str, limit: int | None = None) -> EncodedItems:
-        return EncodedItems(data[split][:limit], tokenizer, params.model.prompt_format)
+        return EncodedItems(data[split][:limit], tokenizer, params.model.prompt_format, params.data.letter_answer)
 
     train_set = encoded("train")
     val_set = encoded("validation", tp.val_loss_items) if tp.val_loss_items else None
@@ -421,7 +424,8 @@ def train(params, worker=None, choice=None, pin=None) -> dict:
         callbacks.append(prune)
 
     def answer_metrics(m) -> dict[str, float]:
-        replies = generate_replies(m, tokenizer, val_items, params.model.prompt_format, args.per_device_eval_batch_size)
+        replies = generate_replies(m, tokenizer, val_items, params.model.prompt_format, args.per_device_eval_batch_size,
+                                   letter_answer=params.data.letter_answer)
         scores = summarize([{**it, **score_item(it, r)} for it, r in zip(val_items, replies)])
         return {k: scores[k] for k in ("letter_position_accuracy", "spelling_exact_match") if scores[k] is not None}
 
