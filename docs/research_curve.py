@@ -1,6 +1,6 @@
 """Draw docs/quality_vs_compute.png from docs/quality_vs_compute.csv (one row per finished
-run of the chosen recipe: training minutes on the 2-core CPU, held-out test scores with
-their 95 % intervals). The rows come from each run's metrics/{summary,eval_details}.json;
+run: its recipe, training minutes on the 2-core CPU, held-out test scores with their 95 %
+intervals). The rows come from each run's metrics/{summary,eval_details}.json;
 see docs/results.md for the commands.
 
     python docs/research_curve.py
@@ -16,19 +16,25 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 HERE = Path(__file__).parent
 rows = pd.read_csv(HERE / "quality_vs_compute.csv")
-fig, ax = plt.subplots(figsize=(7, 4.2))
-for metric, label, target in (("spelling", "test spelling exact match", 0.60),
-                              ("letter", "test letter-position accuracy", 0.80)):
-    err = [rows[metric] - rows[f"{metric}_low"], rows[f"{metric}_high"] - rows[metric]]
-    line = ax.errorbar(rows["train_minutes"], rows[metric], yerr=err, marker="o", capsize=3, label=label)
-    ax.axhline(target, color=line[0].get_color(), linestyle=":", linewidth=1)
-for _, r in rows.iterrows():
+fig, ax = plt.subplots(figsize=(7.5, 4.6))
+TARGETS = {"spelling": 0.60, "letter": 0.80}
+for (recipe, metric), color in zip([(r, m) for r in ("spelled", "direct") for m in ("spelling", "letter")],
+                                   ("tab:blue", "tab:orange", "lightsteelblue", "navajowhite")):
+    part = rows[rows["recipe"] == recipe]
+    if part.empty:
+        continue
+    err = [part[metric] - part[f"{metric}_low"], part[f"{metric}_high"] - part[metric]]
+    ax.errorbar(part["train_minutes"], part[metric], yerr=err, marker="o", capsize=3, color=color,
+                label=f"test {'spelling exact match' if metric == 'spelling' else 'letter accuracy'}, {recipe} letter answers")
+for metric, color in (("spelling", "tab:blue"), ("letter", "tab:orange")):
+    ax.axhline(TARGETS[metric], color=color, linestyle=":", linewidth=1)
+for _, r in rows[rows["recipe"] == "spelled"].iterrows():
     ax.annotate(f"{int(r['steps'])} steps", (r["train_minutes"], r["spelling"]), textcoords="offset points",
                 xytext=(4, -12), fontsize=7)
 ax.set(xscale="log", xlabel="training minutes (2-core CPU; log scale)", ylabel="held-out test score",
        ylim=(0, 1), title="Quality vs compute (dotted: the targets)")
 ax.grid(alpha=0.3)
-ax.legend(loc="upper left", fontsize=8)
+ax.legend(loc="lower right", fontsize=7)
 fig.tight_layout()
 fig.savefig(HERE / "quality_vs_compute.png", dpi=110)
 print(f"wrote {HERE / 'quality_vs_compute.png'}")
