@@ -31,7 +31,7 @@ $(INSTALLED): pyproject.toml
 	touch $@
 
 $(PLOTS_TEMPLATE): $(INSTALLED)
-	$(BIN)/python -m spelltune.offline_plots
+	$(BIN)/python -m spelltune.experiments.offline_plots
 
 run: install
 	dvc exp run
@@ -47,7 +47,7 @@ bench: install
 # Unsloth vs transformers + PEFT on a CUDA GPU (pip install unsloth first) -> bench/gpu_results.json
 bench-gpu: install
 	dvc repro prepare prepare_model
-	python -m spelltune.gpu_bench
+	python -m spelltune.bench.gpu
 
 check: install
 	spelltune check

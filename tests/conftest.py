@@ -15,7 +15,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 # What a fresh clone holds that the pipeline needs (outputs are rebuilt by the run).
 REPO_FILES = ["dvc.yaml", "params.yaml", "pyproject.toml", ".dvc/config", ".dvcignore", ".gitignore", "src",
-              ".dvc/plots/offline.html"]  # written by `make` (spelltune.offline_plots)
+              ".dvc/plots/offline.html"]  # written by `make` (spelltune.experiments.offline_plots)
 
 # Small enough that the whole pipeline runs in seconds on the tiny model.
 TINY_OVERRIDES = {
@@ -35,7 +35,7 @@ TINY_OVERRIDES = {
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
-    from spelltune.model import make_tiny_model
+    from spelltune.modeling.base import make_tiny_model
 
     return make_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from spelltune.backend import (
+from spelltune.modeling.backends import (
     BackendError, Choice, choose_backend, decide, resolve_dtype, trainer_kwargs, unsloth_load_kwargs,
     unsloth_peft_kwargs,
 )
@@ -176,7 +176,7 @@ def test_validate_stage_stops_what_this_machine_cannot_run(tmp_path, model, line
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw["model"].update(model)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
-    done = subprocess.run([sys.executable, "-m", "spelltune.validate"], cwd=tmp_path, env=cpu_env(),
+    done = subprocess.run([sys.executable, "-m", "spelltune.stages.validate"], cwd=tmp_path, env=cpu_env(),
                           capture_output=True, text=True, check=False)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [done.stderr.strip()]  # one line
@@ -194,10 +194,10 @@ def test_check_command_passes_the_defaults_without_torch(tmp_path):
 
 
 def test_gpu_benchmark_without_a_gpu_says_so_in_one_line(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "spelltune.gpu_bench", "--out", str(tmp_path / "gpu.json")],
+    done = subprocess.run([sys.executable, "-m", "spelltune.bench.gpu", "--out", str(tmp_path / "gpu.json")],
                           cwd=tmp_path, env=cpu_env(), capture_output=True, text=True, check=False)
     assert done.returncode == 2
-    assert done.stderr.strip() == "error: spelltune.gpu_bench needs a CUDA GPU (none found); nothing was measured"
+    assert done.stderr.strip() == "error: spelltune.bench.gpu needs a CUDA GPU (none found); nothing was measured"
     assert not (tmp_path / "gpu.json").exists()
 
 
@@ -205,7 +205,7 @@ def test_gpu_benchmark_without_a_gpu_says_so_in_one_line(tmp_path):
 
 HOLD = textwrap.dedent("""
     import json, logging, sys
-    from spelltune.devices import claim_worker
+    from spelltune.training.devices import claim_worker
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     w = claim_worker(int(sys.argv[1]))
     print(json.dumps({**w.as_dict(), "env": __import__("os").environ.get("CUDA_VISIBLE_DEVICES")}), flush=True)
@@ -277,7 +277,7 @@ def test_queued_run_counts_the_workers_of_its_dvc_queue(tmp_path):
     worker.write_text(textwrap.dedent("""
         import subprocess, sys, time
         if sys.argv[-1] == "stage":
-            code = "from spelltune.devices import worker_count; print(*worker_count(), sep=',')"
+            code = "from spelltune.training.devices import worker_count; print(*worker_count(), sep=',')"
             subprocess.run([sys.executable, "-c", code], check=True)
         else:
             time.sleep(60)
@@ -297,7 +297,7 @@ def test_queued_run_counts_the_workers_of_its_dvc_queue(tmp_path):
         for p in others:
             p.kill()
             p.wait()
-    from spelltune.devices import dvc_queue_workers
+    from spelltune.training.devices import dvc_queue_workers
 
     assert dvc_queue_workers() is None  # pytest runs in no queue
 
@@ -311,9 +311,9 @@ def test_gpu_style_adapter_loads_on_the_cpu(tiny_model, tmp_path):
     from peft import PeftModel
     from safetensors.torch import load_file
 
-    from spelltune.model import load_base_model
+    from spelltune.modeling.base import load_base_model
     from spelltune.params import LoraParams
-    from spelltune.train import build_lora_model, save_adapter
+    from spelltune.modeling.lora import build_lora_model, save_adapter
 
     torch.manual_seed(0)
     trained = build_lora_model(load_base_model(tiny_model)[0], LoraParams(r=4))
@@ -339,7 +339,7 @@ def test_gpu_style_adapter_loads_on_the_cpu(tiny_model, tmp_path):
 def test_hf_gradient_checkpointing_trains(tiny_model):
     """model.gradient_checkpointing on the hf backend (also where auto fell back from
     'unsloth'): the LoRA weights still get gradients."""
-    from spelltune.backend import load_hf
+    from spelltune.modeling.backends import load_hf
 
     p = params(gradient_checkpointing="unsloth")
     model, tokenizer = load_hf(p, tiny_model)

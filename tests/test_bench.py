@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 
-from spelltune import bench
+from spelltune.bench import cpu as bench
 
 
 def test_bench_smoke(tiny_model, tmp_path, monkeypatch):
-    from spelltune.data import letter_question, spelling_question, write_jsonl
+    from spelltune.files import write_jsonl
+    from spelltune.task.questions import letter_question, spelling_question
 
     words = ["cat", "house", "banana", "river", "planet", "stone", "garden", "yellow"]
     items = [q for w in words for q in (spelling_question(w), letter_question(w, 2))]

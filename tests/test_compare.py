@@ -64,7 +64,7 @@ def exp_repo(tmp_path_factory, tiny_model) -> Path:
 
 @pytest.fixture(scope="module")
 def runs(exp_repo):
-    from spelltune.compare import load_runs
+    from spelltune.experiments.runs import load_runs
 
     return load_runs(exp_repo)
 
@@ -122,7 +122,7 @@ def test_compare_ranks_every_finished_experiment(exp_repo, tmp_path):
 
 
 def test_default_metric_and_order(exp_repo, runs, tmp_path):
-    from spelltune.compare import leaderboard
+    from spelltune.experiments.runs import leaderboard
 
     assert cli(exp_repo, "compare", "--out", str(tmp_path))[0] == 0
     board = pd.read_csv(tmp_path / "leaderboard.csv")
@@ -166,7 +166,7 @@ def items(correct: list[bool], split: str = "test") -> pd.DataFrame:
 
 
 def test_mcnemar_on_a_constructed_case():
-    from spelltune.analysis import paired_test
+    from spelltune.experiments.significance import paired_test
 
     # 40 items both get right, 10 only A, 2 only B, 8 neither. Exact McNemar: a binomial
     # test of 10 successes in 12 at 1/2, p = 2 * (C(12,10) + C(12,11) + C(12,12)) / 2**12.
@@ -189,7 +189,7 @@ def test_mcnemar_on_a_constructed_case():
 
 
 def test_paired_test_pairs_items_not_positions():
-    from spelltune.analysis import paired_test
+    from spelltune.experiments.significance import paired_test
 
     a = items([True, False, True, True])
     b = items([True, False, True, True]).iloc[::-1]  # same answers, another order, plus another split
@@ -214,7 +214,7 @@ def test_significance_command(exp_repo):
 def test_seed_only_variants_are_aggregated(runs):
     from scipy import stats
 
-    from spelltune.analysis import seed_groups
+    from spelltune.experiments.significance import seed_groups
     metric = runs.resolve_metric("val/loss")
     groups = seed_groups(runs, metric)
     assert len(groups) == 1
@@ -229,8 +229,8 @@ def test_seed_only_variants_are_aggregated(runs):
 
 
 def test_importance_over_finished_experiments(runs):
-    from spelltune.analysis import importance
-    from spelltune.compare import Runs
+    from spelltune.experiments.significance import importance
+    from spelltune.experiments.runs import Runs
 
     result = importance(runs, LOSS)
     assert set(result.index) == {"train.lr", "lora.r"}  # the seed is not a hyperparameter
@@ -289,7 +289,7 @@ def test_recommendations_are_valid_new_configs(exp_repo, runs, tmp_path):
 
 
 def test_error_analysis_on_constructed_predictions():
-    from spelltune.analysis import error_analysis
+    from spelltune.experiments.significance import error_analysis
 
     rows = [
         {"question": "What is the 1st letter of 'cat'?", "answer": "c", "word": "cat", "task": "letter_position", "position": 1, "reply": "c", "correct": True, "cer": None},
@@ -323,8 +323,8 @@ def test_errors_command(exp_repo, tmp_path):
 
 
 def test_importance_finds_the_param_that_matters():
-    from spelltune.analysis import importance
-    from spelltune.compare import Runs
+    from spelltune.experiments.significance import importance
+    from spelltune.experiments.runs import Runs
 
     # 12 synthetic experiments: accuracy rises with log(lr); lora.r does nothing.
     lrs = [1e-4, 3e-4, 1e-3, 3e-3] * 3
@@ -344,8 +344,8 @@ def test_importance_finds_the_param_that_matters():
 
 def test_params_missing_in_older_experiments_do_not_break_the_analysis():
     """A param added to the schema later is NaN for older experiments (seen on a real grid)."""
-    from spelltune.analysis import importance, seed_groups
-    from spelltune.compare import Runs
+    from spelltune.experiments.significance import importance, seed_groups
+    from spelltune.experiments.runs import Runs
 
     metric = "metrics/eval.json:test/letter_position_accuracy"
     n = 12

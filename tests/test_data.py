@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from spelltune.data import SPLITS, build_splits, candidate_words, ordinal, write_jsonl
+from spelltune.files import write_jsonl
+from spelltune.task.questions import SPLITS, build_splits, candidate_words, ordinal
 from spelltune.params import DataParams
 
 SMALL = DataParams(train_words=320, validation_words=40, test_words=40)
@@ -77,7 +78,7 @@ def test_held_out_words_do_not_depend_on_the_number_of_training_words(splits):
 
 
 def test_spelling_separator_one_token_per_letter():
-    from spelltune.metrics import score_item
+    from spelltune.task.scoring import score_item
 
     spaced = build_splits(SMALL.model_copy(update={"spelling_separator": " "}))
     item = next(it for it in spaced["test"] if it["task"] == "spelling")

@@ -119,7 +119,7 @@ def start_worker(cmd: list[str], cwd: Path, log: Path, env: dict | None = None) 
 def study_trials(url: str, name: str):
     import optuna
 
-    from spelltune.trial import open_storage
+    from spelltune.training.pruning import open_storage
 
     try:
         return optuna.load_study(study_name=name, storage=open_storage(url)).get_trials(deepcopy=False)
@@ -258,7 +258,7 @@ def exp_refs_on(remote: Path) -> dict[str, str]:
 
 @pytest.mark.e2e
 def test_two_machines_one_study_one_leaderboard(postgres, tiny_model, tmp_path):
-    from spelltune.sweep_space import set_dotted
+    from spelltune.sweeps.space import set_dotted
 
     url = postgres("machines")
     origin, store = tmp_path / "origin.git", tmp_path / "dvc-store"

@@ -106,7 +106,7 @@ def test_stage_exits_non_zero_with_one_line_before_loading_anything(tmp_path):
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints" / "keep.txt").write_text("previous run")
     proc = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "spelltune.train"], cwd=tmp_path, capture_output=True, text=True
+        [sys.executable, "-X", "importtime", "-m", "spelltune.stages.train"], cwd=tmp_path, capture_output=True, text=True
     )
     assert proc.returncode == 2
     lines = [ln for ln in proc.stderr.splitlines() if not ln.startswith("import time:")]

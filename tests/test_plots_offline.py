@@ -1,5 +1,5 @@
 """`dvc plots diff` draws every declared curve with no network: the page carries vega
-inline (spelltune.offline_plots via .dvc/config's plots.html_template), checked in a real
+inline (spelltune.experiments.offline_plots via .dvc/config's plots.html_template), checked in a real
 headless Chromium that can reach nothing."""
 
 from __future__ import annotations

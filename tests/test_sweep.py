@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from spelltune.sweep import thread_override, wandb_overrides
-from spelltune.sweep_space import (
+from spelltune.sweeps.commands import thread_override, wandb_overrides
+from spelltune.sweeps.space import (
     Constraint,
     Space,
     SweepError,
@@ -234,7 +234,7 @@ def test_sweep_yaml_command_runs_the_agent_entry_point():
 
 
 def test_reporter_from_env_is_none_outside_a_sweep():
-    from spelltune.trial import reporter_from_env
+    from spelltune.training.pruning import reporter_from_env
 
     assert reporter_from_env({}) is None
 
@@ -246,7 +246,7 @@ def test_reporter_from_env_is_none_outside_a_sweep():
 def test_reporter_prunes_a_trial_behind_at_a_rung(tmp_path, pruner):
     import optuna
 
-    from spelltune import trial as tr
+    from spelltune.training import pruning as tr
 
     storage = str(tmp_path / "s.journal")
     study = optuna.create_study(study_name="st", storage=tr.open_storage(storage), direction="minimize",
@@ -271,7 +271,7 @@ def test_reporter_prunes_a_trial_behind_at_a_rung(tmp_path, pruner):
 def test_reporter_without_the_metric_never_prunes(tmp_path):
     import optuna
 
-    from spelltune import trial as tr
+    from spelltune.training import pruning as tr
 
     storage = str(tmp_path / "s.journal")
     study = optuna.create_study(study_name="st", storage=tr.open_storage(storage))
@@ -306,7 +306,7 @@ def test_bayes_failed_trial_is_retried_once_and_never_stops_the_others(tmp_path)
     from optuna.trial import TrialState as TS
 
     from conftest import run
-    from spelltune.trial import open_storage
+    from spelltune.training.pruning import open_storage
 
     repo = tmp_path / "repo"
     repo.mkdir()
@@ -362,7 +362,7 @@ WANDB_PARAM_SHAPES = {
 
 
 def test_sweep_yaml_is_a_valid_wandb_sweep_config():
-    from spelltune.sweep_space import wandb_problems
+    from spelltune.sweeps.space import wandb_problems
 
     raw = yaml.safe_load((ROOT / "sweep.yaml").read_text())
     assert set(raw) <= WANDB_TOP, set(raw) - WANDB_TOP
@@ -420,7 +420,7 @@ def test_early_terminate_counts_evaluations_and_needs_a_training_metric(tmp_path
 
 
 def test_min_iter_in_evaluations_becomes_optuna_steps():
-    from spelltune.sweep import pruner_spec
+    from spelltune.sweeps.commands import pruner_spec
 
     sweep = parse_sweep({"method": "bayes", "run_cap": 4, "metric": {"name": "val/loss"},
                          "parameters": {"train.lr": {"min": 1e-4, "max": 1e-3}},

@@ -22,7 +22,7 @@ EVAL_BATCH = str(TINY_OVERRIDES["eval.batch_size"])
 @pytest.fixture(scope="module")
 def other_tiny(tmp_path_factory) -> Path:
     """Another base model of the same shape (other random weights)."""
-    from spelltune.model import make_tiny_model
+    from spelltune.modeling.base import make_tiny_model
 
     return make_tiny_model(tmp_path_factory.mktemp("tiny-b") / "model", seed=1)
 
@@ -50,7 +50,7 @@ def read_jsonl(text: str) -> list[dict]:
 
 def eval_rows(repo: Path, exp: str | None = None) -> list[dict]:
     """The evaluate stage's own test predictions (of the workspace, or of an experiment)."""
-    from spelltune.use import resolve_rev
+    from spelltune.experiments.use import resolve_rev
 
     rev = resolve_rev(repo, exp) if exp else None
     path = "metrics/predictions/eval.jsonl"
@@ -99,7 +99,7 @@ def adapter_digest_in_cache(repo: Path, rev: str) -> str:
     """md5 of checkpoints/adapter/adapter_model.safetensors as the experiment's dvc.lock records it."""
     import yaml
 
-    from spelltune.use import resolve_rev
+    from spelltune.experiments.use import resolve_rev
 
     rev = resolve_rev(repo, rev)
     lock = yaml.safe_load(run(["git", "show", f"{rev}:dvc.lock"], repo).stdout)
@@ -229,8 +229,8 @@ def test_export_merged_and_gguf_load_without_peft_and_answer_the_same(trained, t
 import json, sys
 sys.modules["peft"] = None
 from transformers import AutoModelForCausalLM, AutoTokenizer
-from spelltune.generation import generate_replies
-from spelltune.model import render_prompt
+from spelltune.modeling.generation import generate_replies
+from spelltune.task.prompts import render_prompt
 model = AutoModelForCausalLM.from_pretrained({str(out)!r})
 tokenizer = AutoTokenizer.from_pretrained({str(out)!r})
 items = [json.loads(l) for l in open("data/test.jsonl")][:{N_TEST}]
@@ -256,7 +256,7 @@ print(json.dumps({{"replies": generate_replies(model, tokenizer, items, "compact
 
 
 def test_outside_scores_words_that_none_of_our_splits_holds(trained, tmp_path):
-    from spelltune.data import candidate_words, split_words
+    from spelltune.task.questions import candidate_words, split_words
     from spelltune.params import load
 
     out = tmp_path / "outside.json"

@@ -16,13 +16,14 @@
 
 from __future__ import annotations
 
+from spelltune.errors import error
 import argparse
 import sys
 from pathlib import Path
 
 
 def cmd_check(args) -> int:
-    from spelltune.backend import BackendError, check_machine, machine_needs_checking
+    from spelltune.modeling.backends import BackendError, check_machine, machine_needs_checking
     from spelltune.params import ParamsError, load
 
     try:
@@ -30,14 +31,13 @@ def cmd_check(args) -> int:
         if machine_needs_checking(params):  # e.g. 4-bit or bf16: this machine needs CUDA
             check_machine(params, import_unsloth=False)
     except (ParamsError, BackendError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return error(exc)
     print(f"{args.params}: valid")
     return 0
 
 
 def cmd_tiny_model(args) -> int:
-    from spelltune.model import make_tiny_model
+    from spelltune.modeling.base import make_tiny_model
 
     make_tiny_model(Path(args.out), seed=args.seed)
     print(f"tiny model written to {args.out}; use it with: dvc exp run -S model.source={args.out}")
@@ -48,19 +48,18 @@ def _comparison(func):
     """Run a comparison command; a bad experiment name or metric is one line and exit 2."""
 
     def wrapped(args) -> int:
-        from spelltune.compare import CompareError
+        from spelltune.experiments.runs import CompareError
 
         try:
             return func(args)
         except CompareError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+            return error(exc)
 
     return wrapped
 
 
 def _runs_and_metric(args):
-    from spelltune.compare import DEFAULT_METRIC, load_runs
+    from spelltune.experiments.runs import DEFAULT_METRIC, load_runs
 
     runs = load_runs(args.repo, all_commits=args.all_commits, rev=args.rev)
     metric = runs.resolve_metric(args.metric or DEFAULT_METRIC)
@@ -68,7 +67,7 @@ def _runs_and_metric(args):
         print(f"warning: choosing by {args.metric} uses the test split; the test number of what you choose "
               "is then optimistic. Choose on val/ and read test/ once per finished recipe.", file=sys.stderr)
     if runs.table.empty:
-        from spelltune.compare import CompareError
+        from spelltune.experiments.runs import CompareError
 
         raise CompareError(f"no finished experiments in {runs.repo}: run `dvc exp run` first")
     return runs, metric
@@ -76,7 +75,7 @@ def _runs_and_metric(args):
 
 @_comparison
 def cmd_compare(args) -> int:
-    from spelltune.compare import leaderboard, recommend, write_report
+    from spelltune.experiments.runs import leaderboard, recommend, write_report
 
     runs, metric = _runs_and_metric(args)
     paths = write_report(runs, metric, args.ascending, args.out)
@@ -88,7 +87,7 @@ def cmd_compare(args) -> int:
 
 @_comparison
 def cmd_significance(args) -> int:
-    from spelltune.analysis import BASE, compare_two, default_comparisons, seed_groups, split_and_task
+    from spelltune.experiments.significance import BASE, compare_two, default_comparisons, seed_groups, split_and_task
 
     runs, metric = _runs_and_metric(args)
     split_and_task(metric)  # an accuracy metric, or one line saying which are allowed
@@ -109,7 +108,7 @@ def cmd_significance(args) -> int:
 
 @_comparison
 def cmd_recommend(args) -> int:
-    from spelltune.compare import recommend
+    from spelltune.experiments.runs import recommend
 
     runs, metric = _runs_and_metric(args)
     print("\n".join(recommend(runs, metric, args.ascending, limit=args.limit)))
@@ -118,8 +117,8 @@ def cmd_recommend(args) -> int:
 
 @_comparison
 def cmd_errors(args) -> int:
-    from spelltune.analysis import error_analysis, errors_markdown, predictions
-    from spelltune.compare import ranked
+    from spelltune.experiments.significance import error_analysis, errors_markdown, predictions
+    from spelltune.experiments.runs import ranked
 
     runs, metric = _runs_and_metric(args)
     name = runs.resolve(args.experiment) if args.experiment else ranked(runs, metric, args.ascending).index[0]
@@ -141,15 +140,14 @@ def _use(func):
     """Run a command on a trained adapter; a bad input is one line and exit 2."""
 
     def wrapped(args) -> int:
-        from spelltune.use import UseError, resolve
+        from spelltune.experiments.use import UseError, resolve
 
         source = None
         try:
             source = resolve(args.repo, args.exp, args.adapter)
             return func(args, source)
         except UseError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+            return error(exc)
         finally:
             if source is not None:
                 source.close()
@@ -179,19 +177,19 @@ def _quiet_loading() -> None:
 
 def _set_threads(threads: int | None) -> None:
     if threads is not None:
-        from spelltune.model import set_threads
+        from spelltune.modeling.base import set_threads
 
         set_threads(threads)
 
 
 @_use
 def cmd_ask(args, source) -> int:
-    from spelltune.use import item_for_question, load_tuned
+    from spelltune.experiments.use import item_for_question, load_tuned
 
     _quiet_loading()
     items = [item_for_question(q, source.separator) for q in args.question]
     if not any(it["question"] for it in items):
-        from spelltune.use import UseError
+        from spelltune.experiments.use import UseError
 
         raise UseError("ask: the question is empty")
     _set_threads(args.threads)
@@ -210,7 +208,7 @@ def cmd_ask(args, source) -> int:
 
 @_use
 def cmd_predict(args, source) -> int:
-    from spelltune.use import load_tuned, progress_summary, read_inputs, scored, write_rows
+    from spelltune.experiments.use import load_tuned, progress_summary, read_inputs, scored, write_rows
 
     items = read_inputs(args.input, source.separator)
     _set_threads(args.threads)
@@ -223,10 +221,10 @@ def cmd_predict(args, source) -> int:
 
 @_use
 def cmd_outside(args, source) -> int:
-    from spelltune.data import write_json
-    from spelltune.outside import outside_items, summary
+    from spelltune.files import write_json
+    from spelltune.experiments.outside import outside_items, summary
     from spelltune.params import load_or_exit
-    from spelltune.use import load_tuned, scored, write_rows
+    from spelltune.experiments.use import load_tuned, scored, write_rows
 
     items = outside_items(args.words, load_or_exit().data, source.separator)
     _set_threads(args.threads)
@@ -244,7 +242,7 @@ def cmd_outside(args, source) -> int:
 
 @_use
 def cmd_card(args, source) -> int:
-    from spelltune.use import full_card
+    from spelltune.experiments.use import full_card
 
     text = full_card(source)
     return _emit(text, args.out)
@@ -252,7 +250,7 @@ def cmd_card(args, source) -> int:
 
 @_use
 def cmd_export(args, source) -> int:
-    from spelltune import use
+    from spelltune.experiments import use
 
     if args.peft:
         use.export_peft(source, Path(args.peft))
@@ -277,7 +275,7 @@ def _use_args(parser, batch: bool = False) -> None:
 
 
 def _comparison_args(parser) -> None:
-    from spelltune.compare import DEFAULT_METRIC
+    from spelltune.experiments.runs import DEFAULT_METRIC
 
     parser.add_argument("--metric", help="rank by this metric: `val/letter_position_accuracy` or `file:key` as in "
                         f"`dvc exp show` (default: {DEFAULT_METRIC}; a test/ metric warns: validation chooses)")
@@ -343,7 +341,7 @@ def main(argv=None) -> int:
     export.add_argument("--gguf", metavar="FILE", help="the merged model as a GGUF file (llama.cpp), f32")
     _use_args(export)
     export.set_defaults(func=cmd_export)
-    from spelltune.sweep import add_parser as add_sweep_parser
+    from spelltune.sweeps.commands import add_parser as add_sweep_parser
 
     add_sweep_parser(sub)
     # `spelltune sweep wandb-agent` takes W&B's --key=value arguments as they come.

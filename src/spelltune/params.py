@@ -7,6 +7,7 @@ allowed. This module must stay light: no torch, no transformers.
 
 from __future__ import annotations
 
+from spelltune.errors import fail
 import sys
 from pathlib import Path
 from typing import Annotated, Literal
@@ -308,8 +309,7 @@ def load_or_exit(path: str | Path = PARAMS_FILE) -> Params:
     try:
         return load(path)
     except ParamsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+        fail(exc)
 
 
 def _flat(value, prefix: str) -> dict:
@@ -373,5 +373,4 @@ def load_pinned_or_exit(stage: str, path: str | Path = PARAMS_FILE) -> tuple[Par
         raw = _read(path)
         return _check(raw, path), ParamsPin(stage, raw, path)
     except ParamsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+        fail(exc)

@@ -56,7 +56,7 @@ def _timed(fn) -> float:
 
 # How each recipe trains: prompt format, loss (answer: logits and loss at answer positions
 # only; full: the model's own loss, full-vocabulary logits at every position) and batches
-# (packed: one row cut per example for attention by spelltune.attention; masked: one row
+# (packed: one row cut per example for attention by spelltune.modeling.attention; masked: one row
 # under transformers' block-diagonal mask; padded: padded to the longest).
 RECIPES = {
     "plain": {"prompt": "chat_template", "loss": "full", "batches": "padded"},  # (a)
@@ -77,9 +77,11 @@ def train_rate(model_dir: Path, items: list[dict], recipe: str, steps: int, warm
     import torch
     from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
-    from spelltune.model import load_base_model
+    from spelltune.modeling.base import load_base_model
     from spelltune.params import LoraParams
-    from spelltune.train import answer_loss_trainer, build_lora_model, collator, encode_example
+    from spelltune.modeling.lora import build_lora_model
+    from spelltune.training.collators import collator, encode_example
+    from spelltune.training.trainer import AnswerLossTrainer
 
     set_seed(0)
     model, tokenizer = load_base_model(model_dir)
@@ -87,7 +89,7 @@ def train_rate(model_dir: Path, items: list[dict], recipe: str, steps: int, warm
     trainable, total = model.get_nb_trainable_parameters()
     how = RECIPES[recipe]
     if how["batches"] == "packed":
-        from spelltune.attention import use_packed_attention
+        from spelltune.modeling.attention import use_packed_attention
 
         use_packed_attention(model)
     data = [encode_example(it, tokenizer, how["prompt"]) for it in items]
@@ -102,7 +104,7 @@ def train_rate(model_dir: Path, items: list[dict], recipe: str, steps: int, warm
             if state.global_step in (warmup, warmup + steps):
                 marks[state.global_step] = (time.perf_counter(), state.num_input_tokens_seen)
 
-    trainer_class = Trainer if how["loss"] == "full" else answer_loss_trainer()
+    trainer_class = Trainer if how["loss"] == "full" else AnswerLossTrainer
     args = TrainingArguments(
         output_dir=str(out_dir or tempfile.mkdtemp()), per_device_train_batch_size=batch, max_steps=warmup + steps,
         learning_rate=1e-3, warmup_steps=0, logging_steps=1, save_strategy="no", report_to="none", use_cpu=True,
@@ -140,7 +142,7 @@ def tracking_overhead(model_dir: Path, items: list[dict], steps: int, batch: int
 
     from dvclive import Live
 
-    from spelltune.tracking import MetricsCallback, WandbRun
+    from spelltune.training.tracking import MetricsCallback, WandbRun
 
     class TimedMetrics(MetricsCallback):
         spent = 0.0
@@ -176,8 +178,9 @@ def eval_rate(model_dir: Path, items: list[dict], batch: int) -> dict:
     """Batched generation against a per-example loop, on the same items."""
     import torch
 
-    from spelltune.generation import generate_replies, max_new_tokens
-    from spelltune.model import load_base_model, render_prompt
+    from spelltune.modeling.generation import generate_replies, max_new_tokens
+    from spelltune.modeling.base import load_base_model
+    from spelltune.task.prompts import render_prompt
     from spelltune.paths import ADAPTER_DIR
 
     model, tokenizer = load_base_model(model_dir)
@@ -214,7 +217,7 @@ def eval_rate(model_dir: Path, items: list[dict], batch: int) -> dict:
 
 def train_startup(model_dir: Path, data_dir: Path, runs: int) -> list[float]:
     """The train stage's start-up (process start to its first optimizer step), each in a
-    fresh `python -m spelltune.train` in a scratch workspace: this model and data linked in,
+    fresh `python -m spelltune.stages.train` in a scratch workspace: this model and data linked in,
     params.yaml's values (or the defaults) with one step and no validation, on the CPU
     like the rest of the bench."""
     import subprocess
@@ -238,7 +241,7 @@ def train_startup(model_dir: Path, data_dir: Path, runs: int) -> list[float]:
             (Path(tmp) / "params.yaml").write_text(yaml.safe_dump(config))
             env = {**os.environ, "WANDB_MODE": os.environ.get("WANDB_MODE", "offline"), "WANDB_DIR": tmp,
                    "CUDA_VISIBLE_DEVICES": ""}
-            done = subprocess.run([sys.executable, "-m", "spelltune.train"], cwd=tmp, env=env, capture_output=True, text=True)
+            done = subprocess.run([sys.executable, "-m", "spelltune.stages.train"], cwd=tmp, env=env, capture_output=True, text=True)
             if done.returncode:
                 raise RuntimeError(f"train stage failed in {tmp}:\n{done.stderr[-2000:]}")
             seconds.append(json.loads((Path(tmp) / "metrics" / "summary.json").read_text())["seconds_to_first_step"])
@@ -251,7 +254,7 @@ def overheads(model_dir: Path, data_dir: Path, startup_runs: int) -> dict:
     processes) and DVC's cache type."""
     import statistics
 
-    from spelltune.sweep import dvc
+    from spelltune.sweeps.commands import dvc
 
     result: dict = {}
     status = dvc("status", "--json")
@@ -295,7 +298,7 @@ def main(argv=None) -> int:
 
     import torch
 
-    from spelltune.data import read_jsonl
+    from spelltune.files import read_jsonl
 
     model_dir = Path(args.model)
     train_items = read_jsonl(Path(args.data) / "train.jsonl")[: (args.warmup + args.steps) * args.batch]

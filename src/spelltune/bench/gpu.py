@@ -1,7 +1,7 @@
 """GPU benchmark: Unsloth against transformers + PEFT, same data, same hparams.
 
-    python -m spelltune.gpu_bench                    # -> bench/gpu_results.json
-    python -m spelltune.gpu_bench --steps 50 --batch-size 32
+    python -m spelltune.bench.gpu                    # -> bench/gpu_results.json
+    python -m spelltune.bench.gpu --steps 50 --batch-size 32
 
 Trains the LoRA adapter of params.yaml (lora.*, train.lr, train.batch_size, model.dtype,
 model.load_in_4bit, model.gradient_checkpointing) on data/train.jsonl (run
@@ -22,15 +22,17 @@ import sys
 import time
 from pathlib import Path
 
+from spelltune.errors import error
+
 OUT = Path("bench/gpu_results.json")
 BACKENDS = ("unsloth", "hf")
 
-log = logging.getLogger("spelltune.gpu_bench")
+log = logging.getLogger("spelltune.bench.gpu")
 
 
 def measure(name: str, args) -> dict:
     """One backend in this process: load, train warmup + steps, time the steps."""
-    from spelltune import backend
+    from spelltune.modeling import backends as backend
     from spelltune.params import load
 
     params = load()
@@ -43,9 +45,10 @@ def measure(name: str, args) -> dict:
     import torch
     from transformers import TrainerCallback, TrainingArguments, set_seed
 
-    from spelltune.data import read_jsonl
+    from spelltune.files import read_jsonl
     from spelltune.paths import BASE_MODEL_DIR
-    from spelltune.train import PadCollator, answer_loss_trainer, encode_example
+    from spelltune.training.collators import PadCollator, encode_example
+    from spelltune.training.trainer import AnswerLossTrainer
 
     batch = args.batch_size or params.train.batch_size
     set_seed(params.train.seed)
@@ -82,7 +85,7 @@ def measure(name: str, args) -> dict:
         dataloader_pin_memory=False,
         **backend.trainer_kwargs(choice),
     )
-    trainer = answer_loss_trainer()(
+    trainer = AnswerLossTrainer(
         model=model, args=training_args, train_dataset=data,
         data_collator=PadCollator(tokenizer.pad_token_id), callbacks=[timer],
     )
@@ -106,7 +109,7 @@ def measure(name: str, args) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m spelltune.gpu_bench", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m spelltune.bench.gpu", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=30, help="timed optimizer steps per backend")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps first (kernels, allocator)")
@@ -122,8 +125,7 @@ def main(argv=None) -> int:
     import torch
 
     if not torch.cuda.is_available():
-        print("error: spelltune.gpu_bench needs a CUDA GPU (none found); nothing was measured", file=sys.stderr)
-        return 2
+        return error("spelltune.bench.gpu needs a CUDA GPU (none found); nothing was measured")
     if args.one:
         print(json.dumps(measure(args.one, args)))
         return 0
@@ -133,7 +135,7 @@ def main(argv=None) -> int:
                    f"--data={args.data}", f"--scratch={args.scratch}"]
     for name in args.backends.split(","):
         log.info("measuring %s", name)
-        done = subprocess.run([sys.executable, "-m", "spelltune.gpu_bench", "--one", name, *passthrough],
+        done = subprocess.run([sys.executable, "-m", "spelltune.bench.gpu", "--one", name, *passthrough],
                               stdout=subprocess.PIPE, text=True, check=False)
         lines = done.stdout.strip().splitlines()
         try:
@@ -142,7 +144,7 @@ def main(argv=None) -> int:
             results.append({"backend": name, "error": f"exit status {done.returncode}; see the log above"})
         log.info("%s: %s", name, results[-1])
     measured = {r["backend"]: r for r in results if "tokens_per_second" in r}
-    summary = {"command": " ".join(["python -m spelltune.gpu_bench", *(argv if argv is not None else sys.argv[1:])]),
+    summary = {"command": " ".join(["python -m spelltune.bench.gpu", *(argv if argv is not None else sys.argv[1:])]),
                "results": results}
     if {"unsloth", "hf"} <= measured.keys():
         summary["unsloth_speedup"] = measured["unsloth"]["tokens_per_second"] / measured["hf"]["tokens_per_second"]

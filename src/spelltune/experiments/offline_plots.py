@@ -5,7 +5,7 @@ every curve is blank. `.dvc/config` points `plots.html_template` at the page thi
 which carries the three libraries inline, bundled by the `vl-convert-python` package (no
 download: the JavaScript ships inside its wheel). `make` writes it once after installing:
 
-    python -m spelltune.offline_plots          # -> .dvc/plots/offline.html
+    python -m spelltune.experiments.offline_plots          # -> .dvc/plots/offline.html
 """
 
 from __future__ import annotations
@@ -53,7 +53,7 @@ def write(dest: Path = TEMPLATE) -> Path:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m spelltune.offline_plots", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m spelltune.experiments.offline_plots", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=TEMPLATE, help="where to write it (default: %(default)s)")
     args = parser.parse_args(argv)

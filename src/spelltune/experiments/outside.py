@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import random
 
-from spelltune.data import HELD_OUT_LETTER_QUESTIONS, HELD_OUT_TASKS, candidate_words, questions_for, split_words
+from spelltune.task.questions import HELD_OUT_LETTER_QUESTIONS, HELD_OUT_TASKS, candidate_words, questions_for, split_words
 
 CATEGORIES = ("nouns", "verbs", "adjectives")
 
@@ -42,7 +42,7 @@ def outside_items(n_words: int, data, separator: str) -> list[dict]:
 
 def summary(rows: list[dict], label: str) -> dict:
     """Each metric with its n and 95 % interval, and spelling exact match by word length."""
-    from spelltune.metrics import breakdown, details
+    from spelltune.task.scoring import breakdown, details
 
     by_length = breakdown(rows)["by_length"]
     return {"words": len({r["word"] for r in rows}), "source": "wonderwords " + "+".join(CATEGORIES),

@@ -7,7 +7,7 @@
 Each finished experiment is a git commit (an exp ref, a baseline commit, or the
 workspace), and the pipeline git-tracks its small outputs (metrics/*.json, the per-item
 predictions, the DVCLive curves), so everything is read back from git by revision.
-The statistics (significance, seeds, importance, errors) live in `spelltune.analysis`.
+The statistics (significance, seeds, importance, errors) live in `spelltune.experiments.significance`.
 """
 
 from __future__ import annotations
@@ -550,7 +550,7 @@ img{max-width:100%;display:block;margin:0.5em 0 1.5em}pre{background:#f6f6f6;pad
 def write_report(runs: Runs, metric: str = DEFAULT_METRIC, ascending: bool | None = None, out: str | Path = "compare",
                  curves_top: int = 8) -> dict[str, Path]:
     """leaderboard.csv, leaderboard.md and compare.html (self-contained: plots inlined) in `out`."""
-    from spelltune import analysis
+    from spelltune.experiments import significance as analysis
 
     metric = runs.resolve_metric(metric)
     out = Path(out)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from spelltune.compare import DEFAULT_METRIC, CompareError, Runs, lower_is_better, ranked, short
+from spelltune.experiments.runs import DEFAULT_METRIC, CompareError, Runs, lower_is_better, ranked, short
 
 ALPHA = 0.05
 SPLITS = {"val": "validation", "test": "test"}
@@ -266,7 +266,7 @@ def _substitutions(expected: str, got: str) -> list[tuple[str, str]]:
 
 def error_analysis(preds: pd.DataFrame, split: str = "validation", examples: int = 10) -> dict[str, pd.DataFrame]:
     """Where one model fails, on one split ("test", "validation" or "all")."""
-    from spelltune.metrics import parse_letter, parse_spelling, position_label
+    from spelltune.task.scoring import parse_letter, parse_spelling, position_label
 
     p = preds if split == "all" else preds[preds["split"] == split]
     if p.empty:

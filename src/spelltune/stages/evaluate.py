@@ -1,7 +1,7 @@
 """Stages `evaluate_base` and `evaluate`: greedy answers on validation and test words.
 
-    python -m spelltune.evaluate --base   # the base model, once (its deps never change per experiment)
-    python -m spelltune.evaluate          # base model + checkpoints/adapter
+    python -m spelltune.stages.evaluate --base   # the base model, once (its deps never change per experiment)
+    python -m spelltune.stages.evaluate          # base model + checkpoints/adapter
 
 Writes metrics/{base,eval}.json (DVC metrics: the headline val/* and test/* numbers only,
 so that `dvc exp show` stays readable), metrics/{base,eval}_details.json (each metric's n
@@ -18,9 +18,9 @@ import time
 
 from spelltune.params import load_pinned_or_exit
 from spelltune.paths import METRICS_DIR
-from spelltune.startup import loaded, pause_collector
+from spelltune.training.startup import loaded, pause_collector
 
-log = logging.getLogger("spelltune.evaluate")
+log = logging.getLogger("spelltune.stages.evaluate")
 
 SPLIT_PREFIX = {"validation": "val", "test": "test"}
 
@@ -28,7 +28,7 @@ SPLIT_PREFIX = {"validation": "val", "test": "test"}
 def load_model(base: bool):
     import torch
 
-    from spelltune.model import load_base_model
+    from spelltune.modeling.base import load_base_model
     from spelltune.paths import ADAPTER_DIR
 
     model, tokenizer = load_base_model()
@@ -38,17 +38,17 @@ def load_model(base: bool):
         # The adapter is device- and backend-independent safetensors: one trained with
         # Unsloth on a GPU loads here onto the fp32 base model like one trained on the CPU.
         model = PeftModel.from_pretrained(model, ADAPTER_DIR).merge_and_unload()
-    if torch.cuda.is_available():  # this worker's GPU (spelltune.devices), fp32 weights
+    if torch.cuda.is_available():  # this worker's GPU (spelltune.training.devices), fp32 weights
         model = model.to("cuda")
     return model, tokenizer
 
 
 def evaluate(params, base: bool) -> None:
-    from spelltune.data import read_jsonl, write_json, write_jsonl
-    from spelltune.devices import claim_worker
-    from spelltune.generation import generate_replies
-    from spelltune.metrics import HEADLINE, breakdown, details, score_item
-    from spelltune.model import set_threads
+    from spelltune.files import read_jsonl, write_json, write_jsonl
+    from spelltune.training.devices import claim_worker
+    from spelltune.modeling.generation import generate_replies
+    from spelltune.task.scoring import HEADLINE, breakdown, details, score_item
+    from spelltune.modeling.base import set_threads
 
     # The base model's scores must not depend on train.threads (else every sweep trial that
     # sets it would score the base model again): it takes its share of the cores.
@@ -79,7 +79,7 @@ def evaluate(params, base: bool) -> None:
     write_json({"base": metrics} if base else metrics, METRICS_DIR / f"{name}.json")
     write_json(intervals, METRICS_DIR / f"{name}_details.json")
     if not base:  # the final val/test scores join the training's W&B run (what W&B sweeps optimise)
-        from spelltune.wandb_eval import add_to_training_run
+        from spelltune.training.wandb_eval import add_to_training_run
 
         add_to_training_run(metrics)
     write_json(breakdowns, METRICS_DIR / f"{name}_breakdown.json")
@@ -87,7 +87,7 @@ def evaluate(params, base: bool) -> None:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m spelltune.evaluate", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m spelltune.stages.evaluate", description=__doc__)
     parser.add_argument("--base", action="store_true", help="score the base model instead of the fine-tuned one")
     pause_collector()
     args = parser.parse_args(argv)

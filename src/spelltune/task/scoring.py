@@ -16,6 +16,7 @@ import re
 from collections import defaultdict
 
 import numpy as np
+from rapidfuzz.distance.Levenshtein import distance as levenshtein
 
 _LONE_LETTER = re.compile(r"^\W*([A-Za-z])\W*$")
 _LETTER_IS = re.compile(r"\bis\s+(?:the\s+letter\s+)?['\"]?([A-Za-z])['\"]?(?![A-Za-z])")
@@ -29,16 +30,6 @@ def parse_letter(reply: str) -> str | None:
 
 def parse_spelling(reply: str) -> list[str]:
     return [p.lower() for p in _PIECES.split(reply.strip()) if p]
-
-
-def levenshtein(a: str, b: str) -> int:
-    prev = list(range(len(b) + 1))
-    for i, ca in enumerate(a, 1):
-        cur = [i]
-        for j, cb in enumerate(b, 1):
-            cur.append(min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + (ca != cb)))
-        prev = cur
-    return prev[-1]
 
 
 def score_item(item: dict, reply: str) -> dict:

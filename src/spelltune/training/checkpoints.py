@@ -37,7 +37,7 @@ import shutil
 from itertools import count
 from pathlib import Path
 
-log = logging.getLogger("spelltune.checkpoints")
+log = logging.getLogger("spelltune.training.checkpoints")
 
 MANIFEST = "manifest.json"
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")

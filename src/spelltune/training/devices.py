@@ -31,9 +31,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-log = logging.getLogger("spelltune.devices")
+log = logging.getLogger("spelltune.training.devices")
 
-SLOTS_DIR = Path(".spelltune") / "slots"
 WORKERS_ENV = "SPELLTUNE_WORKERS"
 MAX_CPU_SLOTS = 256
 WAIT_SECONDS = 1.0  # poll for a free GPU slot
@@ -213,7 +212,7 @@ def _claim_torchrun_process(threads: int) -> Worker:
     return worker
 
 
-def _demo() -> None:  # python -m spelltune.devices: what a stage started here would get
+def _demo() -> None:  # python -m spelltune.training.devices: what a stage started here would get
     import json
 
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")

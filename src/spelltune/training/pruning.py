@@ -26,7 +26,7 @@ ENV_TRIAL = "SPELLTUNE_TRIAL_NUMBER"  # the trial's number in that study
 ENV_METRIC = "SPELLTUNE_METRIC"  # the key reported, e.g. val/letter_position_accuracy
 ENV_PRUNER = "SPELLTUNE_PRUNER"  # JSON: {"type": "hyperband", "min_resource": 50, ...}
 
-log = logging.getLogger("spelltune.trial")
+log = logging.getLogger("spelltune.training.pruning")
 
 DB_PREFIXES = ("sqlite:", "postgresql", "mysql", "oracle", "mssql")
 

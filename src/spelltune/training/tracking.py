@@ -12,9 +12,9 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from spelltune.devices import EXP_TEMP_DIR, original_repo_root  # noqa: F401 - light, used before torch loads
+from spelltune.training.devices import original_repo_root
 
-log = logging.getLogger("spelltune.tracking")
+log = logging.getLogger("spelltune.training.tracking")
 
 # Environment variables whose values must never reach a file the run writes.
 SECRET_NAMES = {"WANDB_API_KEY", "HF_TOKEN"}
@@ -369,11 +369,3 @@ class PruneCallback(TrainerCallback):
         if self.reporter.should_prune(state.global_step, values):
             self.pruned = True
             control.should_training_stop = True
-
-
-def sweep_reporter():
-    """The trial reporter when this run is a trial of `spelltune sweep` (its environment
-    says so; see spelltune.trial), else None."""
-    from spelltune.trial import reporter_from_env
-
-    return reporter_from_env()

@@ -22,7 +22,7 @@ import logging
 import os
 from pathlib import Path
 
-log = logging.getLogger("spelltune.wandb_eval")
+log = logging.getLogger("spelltune.training.wandb_eval")
 
 SUMMARY_FILE = Path("metrics/summary.json")
 
@@ -49,7 +49,8 @@ def add_to_training_run(metrics: dict[str, float], summary_file: Path = SUMMARY_
     try:
         import wandb
 
-        from spelltune.tracking import original_repo_root, scrub, wandb_mode
+        from spelltune.training.devices import original_repo_root
+        from spelltune.training.tracking import scrub, wandb_mode
 
         logging.getLogger("wandb").propagate = False
         root = Path(os.environ.get("WANDB_DIR") or original_repo_root())
