@@ -16,7 +16,13 @@ import pytest
 import yaml
 
 from spelltune.modeling.backends import (
-    BackendError, Choice, choose_backend, decide, resolve_dtype, trainer_kwargs, unsloth_load_kwargs,
+    BackendError,
+    Choice,
+    choose_backend,
+    decide,
+    resolve_dtype,
+    trainer_kwargs,
+    unsloth_load_kwargs,
     unsloth_peft_kwargs,
 )
 from spelltune.params import ParamsError, parse
@@ -312,8 +318,8 @@ def test_gpu_style_adapter_loads_on_the_cpu(tiny_model, tmp_path):
     from safetensors.torch import load_file
 
     from spelltune.modeling.base import load_base_model
-    from spelltune.params import LoraParams
     from spelltune.modeling.lora import build_lora_model, save_adapter
+    from spelltune.params import LoraParams
 
     torch.manual_seed(0)
     trained = build_lora_model(load_base_model(tiny_model)[0], LoraParams(r=4))

@@ -157,11 +157,11 @@ def test_nan_loss_stops_with_the_step(tiny_model, tmp_path):
     from transformers import TrainingArguments
 
     from spelltune.modeling.base import load_base_model
-    from spelltune.params import LoraParams
     from spelltune.modeling.lora import build_lora_model
+    from spelltune.params import LoraParams
+    from spelltune.task.questions import spelling_question
     from spelltune.training.collators import PadCollator, encode_example
     from spelltune.training.trainer import AnswerLossTrainer, TrainingDiverged
-    from spelltune.task.questions import spelling_question
 
     model, tok = load_base_model(tiny_model)
     model = build_lora_model(model, LoraParams(r=2, alpha=4, target_modules=["q_proj"]))

@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+
 from conftest import TINY_OVERRIDES, copy_project, git_commit_all, run, run_queue, set_args
 
 pytestmark = pytest.mark.e2e
@@ -122,7 +123,7 @@ def test_compare_ranks_every_finished_experiment(exp_repo, tmp_path):
 
 
 def test_default_metric_and_order(exp_repo, runs, tmp_path):
-    from spelltune.experiments.runs import leaderboard
+    from spelltune.experiments.leaderboard import leaderboard
 
     assert cli(exp_repo, "compare", "--out", str(tmp_path))[0] == 0
     board = pd.read_csv(tmp_path / "leaderboard.csv")
@@ -229,8 +230,8 @@ def test_seed_only_variants_are_aggregated(runs):
 
 
 def test_importance_over_finished_experiments(runs):
-    from spelltune.experiments.significance import importance
     from spelltune.experiments.runs import Runs
+    from spelltune.experiments.significance import importance
 
     result = importance(runs, LOSS)
     assert set(result.index) == {"train.lr", "lora.r"}  # the seed is not a hyperparameter
@@ -289,7 +290,7 @@ def test_recommendations_are_valid_new_configs(exp_repo, runs, tmp_path):
 
 
 def test_error_analysis_on_constructed_predictions():
-    from spelltune.experiments.significance import error_analysis
+    from spelltune.experiments.error_analysis import error_analysis
 
     rows = [
         {"question": "What is the 1st letter of 'cat'?", "answer": "c", "word": "cat", "task": "letter_position", "position": 1, "reply": "c", "correct": True, "cer": None},
@@ -323,8 +324,8 @@ def test_errors_command(exp_repo, tmp_path):
 
 
 def test_importance_finds_the_param_that_matters():
-    from spelltune.experiments.significance import importance
     from spelltune.experiments.runs import Runs
+    from spelltune.experiments.significance import importance
 
     # 12 synthetic experiments: accuracy rises with log(lr); lora.r does nothing.
     lrs = [1e-4, 3e-4, 1e-3, 3e-3] * 3
@@ -344,8 +345,8 @@ def test_importance_finds_the_param_that_matters():
 
 def test_params_missing_in_older_experiments_do_not_break_the_analysis():
     """A param added to the schema later is NaN for older experiments (seen on a real grid)."""
-    from spelltune.experiments.significance import importance, seed_groups
     from spelltune.experiments.runs import Runs
+    from spelltune.experiments.significance import importance, seed_groups
 
     metric = "metrics/eval.json:test/letter_position_accuracy"
     n = 12

@@ -7,8 +7,8 @@ import json
 import pytest
 
 from spelltune.files import write_jsonl
-from spelltune.task.questions import SPLITS, build_splits, candidate_words, ordinal
 from spelltune.params import DataParams
+from spelltune.task.questions import SPLITS, build_splits, candidate_words, ordinal
 
 SMALL = DataParams(train_words=320, validation_words=40, test_words=40)
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, TINY_OVERRIDES, run, set_args
 
+from conftest import ROOT, TINY_OVERRIDES, run, set_args
 from spelltune.training import checkpoints
 
 FAKE_KEY = "f" * 8 + "0123456789abcdef0123456789abcdef"  # 40 characters, like a W&B API key

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from spelltune.params import ParamsError, Params, load, parse
+from spelltune.params import Params, ParamsError, load, parse
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -9,11 +9,11 @@ import sys
 import pytest
 import torch
 
-from spelltune.task.questions import letter_question, spelling_question
 from spelltune.modeling.base import load_base_model
-from spelltune.task.prompts import render_prompt
-from spelltune.params import LoraParams
 from spelltune.modeling.lora import build_lora_model
+from spelltune.params import LoraParams
+from spelltune.task.prompts import render_prompt
+from spelltune.task.questions import letter_question, spelling_question
 from spelltune.training.collators import IGNORE_INDEX, PadCollator, encode_example
 from spelltune.training.trainer import AnswerLossTrainer
 

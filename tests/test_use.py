@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from conftest import TINY_OVERRIDES, copy_project, git_commit_all, run, set_args
 
 pytestmark = pytest.mark.e2e
@@ -256,8 +257,8 @@ print(json.dumps({{"replies": generate_replies(model, tokenizer, items, "compact
 
 
 def test_outside_scores_words_that_none_of_our_splits_holds(trained, tmp_path):
-    from spelltune.task.questions import candidate_words, split_words
     from spelltune.params import load
+    from spelltune.task.questions import candidate_words, split_words
 
     out = tmp_path / "outside.json"
     proc = spelltune(trained, "outside", "--words", "20", "--out", str(out))

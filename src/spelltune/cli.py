@@ -16,10 +16,11 @@
 
 from __future__ import annotations
 
-from spelltune.errors import error
 import argparse
 import sys
 from pathlib import Path
+
+from spelltune.errors import error
 
 
 def cmd_check(args) -> int:
@@ -75,7 +76,9 @@ def _runs_and_metric(args):
 
 @_comparison
 def cmd_compare(args) -> int:
-    from spelltune.experiments.runs import leaderboard, recommend, write_report
+    from spelltune.experiments.html_report import write_report
+    from spelltune.experiments.leaderboard import leaderboard
+    from spelltune.experiments.recommend import recommend
 
     runs, metric = _runs_and_metric(args)
     paths = write_report(runs, metric, args.ascending, args.out)
@@ -108,7 +111,7 @@ def cmd_significance(args) -> int:
 
 @_comparison
 def cmd_recommend(args) -> int:
-    from spelltune.experiments.runs import recommend
+    from spelltune.experiments.recommend import recommend
 
     runs, metric = _runs_and_metric(args)
     print("\n".join(recommend(runs, metric, args.ascending, limit=args.limit)))
@@ -117,8 +120,9 @@ def cmd_recommend(args) -> int:
 
 @_comparison
 def cmd_errors(args) -> int:
-    from spelltune.experiments.significance import error_analysis, errors_markdown, predictions
-    from spelltune.experiments.runs import ranked
+    from spelltune.experiments.error_analysis import error_analysis, errors_markdown
+    from spelltune.experiments.leaderboard import ranked
+    from spelltune.experiments.significance import predictions
 
     runs, metric = _runs_and_metric(args)
     name = runs.resolve(args.experiment) if args.experiment else ranked(runs, metric, args.ascending).index[0]
@@ -221,10 +225,10 @@ def cmd_predict(args, source) -> int:
 
 @_use
 def cmd_outside(args, source) -> int:
-    from spelltune.files import write_json
     from spelltune.experiments.outside import outside_items, summary
-    from spelltune.params import load_or_exit
     from spelltune.experiments.use import load_tuned, scored, write_rows
+    from spelltune.files import write_json
+    from spelltune.params import load_or_exit
 
     items = outside_items(args.words, load_or_exit().data, source.separator)
     _set_threads(args.threads)

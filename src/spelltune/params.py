@@ -7,13 +7,14 @@ allowed. This module must stay light: no torch, no transformers.
 
 from __future__ import annotations
 
-from spelltune.errors import fail
 import sys
 from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+
+from spelltune.errors import fail
 
 PARAMS_FILE = "params.yaml"
 
@@ -200,24 +201,38 @@ def training_fingerprint(params: Params) -> str:
     return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _allowed(msg: str, loc: tuple, model: type[BaseModel]) -> str:
-    """Add the allowed keys to pydantic's 'extra' message."""
+def _allowed(loc: tuple, model: type[BaseModel]) -> list[str] | None:
+    """The keys allowed beside an unknown key at `loc`, or None."""
     for part in loc[:-1]:
         field = model.model_fields.get(str(part))
         if field is None or not isinstance(field.annotation, type) or not issubclass(field.annotation, BaseModel):
-            return msg
+            return None
         model = field.annotation
-    return f"unknown key; allowed: {', '.join(model.model_fields)}"
+    return list(model.model_fields)
+
+
+def error_line(err: dict, source: str, allowed: list[str] | None = None, literal: str = "Input should be") -> str:
+    """One pydantic error as the line the user sees: `source: key = value: message`.
+    allowed: the keys beside an unknown key; literal: how a choice error starts its list."""
+    loc = [str(p) for p in err["loc"]]
+    if loc and loc[-1] == "[key]":
+        loc = loc[:-1]
+    key = ".".join(loc) or "<top level>"
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden" and allowed is not None:
+        msg = f"unknown key; allowed: {', '.join(allowed)}"
+    elif err["type"] == "literal_error":
+        msg = msg.replace("Input should be", literal)
+    if err["type"] == "missing":
+        return f"{source}: {key}: required key missing"
+    shown = err.get("input")
+    if isinstance(shown, dict) and len(repr(shown)) > 80:
+        return f"{source}: {key}: {msg}"
+    return f"{source}: {key} = {shown!r}: {msg}"
 
 
 def _one_line(err: dict, source: str) -> str:
-    loc = tuple(err["loc"])
-    key = ".".join(str(p) for p in loc) or "<top level>"
-    msg = err["msg"]
-    if err["type"] == "extra_forbidden":
-        msg = _allowed(msg, loc, Params)
-    msg = msg.removeprefix("Value error, ")
-    return f"{source}: {key} = {err['input']!r}: {msg}"
+    return error_line(err, source, _allowed(tuple(err["loc"]), Params) if err["type"] == "extra_forbidden" else None)
 
 
 def parse(raw: dict | None, source: str = PARAMS_FILE) -> Params:
@@ -312,10 +327,15 @@ def load_or_exit(path: str | Path = PARAMS_FILE) -> Params:
         fail(exc)
 
 
-def _flat(value, prefix: str) -> dict:
-    if isinstance(value, dict) and value:
-        return {k: v for name, sub in value.items() for k, v in _flat(sub, f"{prefix}.{name}").items()}
-    return {prefix: value}
+def flatten(tree: dict, prefix: str = "", keep_empty: bool = False) -> dict:
+    """{"a": {"b": 1}} -> {"a.b": 1}; keep_empty: an empty mapping stays, as a value."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and (value or not keep_empty):
+            flat.update(flatten(value, f"{prefix}{key}.", keep_empty))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 class ParamsPin:
@@ -337,7 +357,7 @@ class ParamsPin:
     def _values(self, raw: dict) -> dict:
         out = {}
         for key in self.keys:
-            out.update(_flat(_get(raw, key, self.MISSING), key))
+            out.update(flatten({key: _get(raw, key, self.MISSING)}, keep_empty=True))
         return out
 
     def changed(self) -> list[str]:

@@ -11,3 +11,8 @@ METRICS_DIR = Path("metrics")
 SUMMARY_FILE = METRICS_DIR / "summary.json"
 # The train stage's few headline numbers: a DVC metric, a column of `dvc exp show`.
 TRAIN_METRICS_FILE = METRICS_DIR / "train.json"
+
+# The data splits (data/<split>.jsonl); the held-out ones name their metrics val/..., test/....
+SPLITS = ("train", "validation", "test")
+METRIC_PREFIX = {"validation": "val", "test": "test"}
+SPLIT_OF_PREFIX = {prefix: split for split, prefix in METRIC_PREFIX.items()}

@@ -78,8 +78,8 @@ def train_rate(model_dir: Path, items: list[dict], recipe: str, steps: int, warm
     from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
 
     from spelltune.modeling.base import load_base_model
-    from spelltune.params import LoraParams
     from spelltune.modeling.lora import build_lora_model
+    from spelltune.params import LoraParams
     from spelltune.training.collators import collator, encode_example
     from spelltune.training.trainer import AnswerLossTrainer
 
@@ -178,10 +178,10 @@ def eval_rate(model_dir: Path, items: list[dict], batch: int) -> dict:
     """Batched generation against a per-example loop, on the same items."""
     import torch
 
-    from spelltune.modeling.generation import generate_replies, max_new_tokens
     from spelltune.modeling.base import load_base_model
-    from spelltune.task.prompts import render_prompt
+    from spelltune.modeling.generation import generate_replies, max_new_tokens
     from spelltune.paths import ADAPTER_DIR
+    from spelltune.task.prompts import render_prompt
 
     model, tokenizer = load_base_model(model_dir)
     if (ADAPTER_DIR / "adapter_config.json").exists() and model_dir.resolve() == Path("data/base_model").resolve():

@@ -13,7 +13,13 @@ from __future__ import annotations
 
 import random
 
-from spelltune.task.questions import HELD_OUT_LETTER_QUESTIONS, HELD_OUT_TASKS, candidate_words, questions_for, split_words
+from spelltune.task.questions import (
+    HELD_OUT_LETTER_QUESTIONS,
+    HELD_OUT_TASKS,
+    candidate_words,
+    questions_for,
+    split_words,
+)
 
 CATEGORIES = ("nouns", "verbs", "adjectives")
 

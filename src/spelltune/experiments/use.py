@@ -307,8 +307,8 @@ def load_tuned(source: Source, with_base: bool, items: list[dict], batch_size: i
     merged into the fp32 base model, greedy, batched; the base model with its chatty budget."""
     import torch
 
-    from spelltune.modeling.generation import generate_replies
     from spelltune.modeling.base import load_base_model
+    from spelltune.modeling.generation import generate_replies
 
     model, tokenizer = load_base_model(source.base_dir)
     if torch.cuda.is_available():

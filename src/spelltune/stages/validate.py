@@ -11,7 +11,6 @@ network.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 from spelltune.errors import fail

@@ -37,12 +37,12 @@ from spelltune.sweeps.space import (
     Space,
     Sweep,
     SweepError,
-    _round,
     format_value,
     load_base_params,
     load_sweep,
     overrides_args,
     parse_override,
+    six_digits_within,
     wandb_problems,
 )
 
@@ -685,7 +685,7 @@ class BayesRunner:
                 value = json.loads(value)
             elif isinstance(value, float) and not isinstance(self.dists[key], self.optuna.distributions.CategoricalDistribution):
                 if self.dists[key].step is None:
-                    value = _round(value, self.dists[key].low, self.dists[key].high)
+                    value = six_digits_within(value, self.dists[key].low, self.dists[key].high)
             out[key] = value
         return out
 

@@ -35,7 +35,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from spelltune.params import Params, ParamsError, parse
+from spelltune.params import Params, ParamsError, error_line, flatten, parse
 
 DISTRIBUTIONS = ("constant", "categorical", "uniform", "int_uniform", "q_uniform", "log_uniform_values")
 FINITE = ("constant", "categorical", "int_uniform", "q_uniform")
@@ -232,9 +232,9 @@ class ParamSpec(Strict):
         if d == "int_uniform":
             return rng.randint(int(self.min), int(self.max))
         if d == "uniform":
-            return _round(rng.uniform(self.min, self.max), self.min, self.max)
+            return six_digits_within(rng.uniform(self.min, self.max), self.min, self.max)
         if d == "log_uniform_values":
-            return _round(math.exp(rng.uniform(math.log(self.min), math.log(self.max))), self.min, self.max)
+            return six_digits_within(math.exp(rng.uniform(math.log(self.min), math.log(self.max))), self.min, self.max)
         if d == "q_uniform":
             return rng.choice(self.grid())
         raise AssertionError(d)
@@ -249,7 +249,7 @@ class ParamSpec(Strict):
         return f"{d}({self.min:g}, {self.max:g}{extra})"
 
 
-def _round(x: float, low: float, high: float) -> float:
+def six_digits_within(x: float, low: float, high: float) -> float:
     """Six significant digits (readable in `dvc exp show`), kept within [low, high]."""
     return min(max(float(f"{x:.6g}"), low), high)
 
@@ -409,26 +409,12 @@ def _dotted(node: ast.AST) -> str | None:
 
 def _one_line(err: dict, source: str) -> str:
     loc = [str(p) for p in err["loc"]]
-    msg = err["msg"].removeprefix("Value error, ")
-    if err["type"] == "extra_forbidden":
-        msg = "unknown key"
-        parent = Sweep
-        if len(loc) >= 3 and loc[0] == "parameters":
-            parent = ParamSpec
-        elif len(loc) == 2 and loc[0] in ("metric", "early_terminate"):
-            parent = Metric if loc[0] == "metric" else EarlyTerminate
-        msg += f"; allowed: {', '.join(parent.model_fields)}"
-    if err["type"] == "literal_error":
-        msg = msg.replace("Input should be", "allowed:")
-    if loc and loc[-1] == "[key]":
-        loc = loc[:-1]
-    key = ".".join(loc) or "<top level>"
-    if err["type"] == "missing":
-        return f"{source}: {key}: required key missing"
-    shown = err.get("input")
-    if isinstance(shown, dict) and len(repr(shown)) > 80:
-        return f"{source}: {key}: {msg}"
-    return f"{source}: {key} = {shown!r}: {msg}"
+    parent = Sweep
+    if len(loc) >= 3 and loc[0] == "parameters":
+        parent = ParamSpec
+    elif len(loc) == 2 and loc[0] in ("metric", "early_terminate"):
+        parent = Metric if loc[0] == "metric" else EarlyTerminate
+    return error_line(err, source, list(parent.model_fields), literal="allowed:")
 
 
 def parse_sweep(raw: Any, source: str = "sweep.yaml") -> Sweep:
@@ -546,16 +532,6 @@ def set_dotted(tree: dict, key: str, value: Any) -> None:
             node[part] = {}
         node = node[part]
     node[leaf] = value
-
-
-def flatten(tree: dict, prefix: str = "") -> dict[str, Any]:
-    flat = {}
-    for k, v in tree.items():
-        if isinstance(v, dict):
-            flat.update(flatten(v, f"{prefix}{k}."))
-        else:
-            flat[f"{prefix}{k}"] = v
-    return flat
 
 
 class Space:

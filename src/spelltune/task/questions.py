@@ -9,8 +9,8 @@ from __future__ import annotations
 import random
 
 from spelltune.params import DataParams
+from spelltune.paths import SPLITS
 
-SPLITS = ("train", "validation", "test")
 # The word list is cut to the most frequent words first: the model has seen those.
 WORDLIST_POOL = 30_000
 
