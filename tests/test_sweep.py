@@ -12,7 +12,6 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from spelltune.sweeps.commands import thread_override, wandb_overrides
 from spelltune.sweeps.space import (
     Constraint,
     Space,
@@ -22,6 +21,8 @@ from spelltune.sweeps.space import (
     parse_override,
     parse_sweep,
 )
+from spelltune.sweeps.trials import thread_override
+from spelltune.sweeps.wandb_agent import wandb_overrides
 
 BASE = load_base_params(ROOT / "params.yaml")
 
@@ -420,7 +421,7 @@ def test_early_terminate_counts_evaluations_and_needs_a_training_metric(tmp_path
 
 
 def test_min_iter_in_evaluations_becomes_optuna_steps():
-    from spelltune.sweeps.commands import pruner_spec
+    from spelltune.sweeps.bayes import pruner_spec
 
     sweep = parse_sweep({"method": "bayes", "run_cap": 4, "metric": {"name": "val/loss"},
                          "parameters": {"train.lr": {"min": 1e-4, "max": 1e-3}},

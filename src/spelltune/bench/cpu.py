@@ -254,7 +254,7 @@ def overheads(model_dir: Path, data_dir: Path, startup_runs: int) -> dict:
     processes) and DVC's cache type."""
     import statistics
 
-    from spelltune.sweeps.commands import dvc
+    from spelltune.repo import dvc
 
     result: dict = {}
     status = dvc("status", "--json")

@@ -116,7 +116,7 @@ SUMMARY_METRICS = ("best_step", "stopped_at_step", "wallclock_seconds", "seconds
 METRIC_NAMES = tuple(sorted(
     {f"{split}/{name}" for split in ("val", "test") for name in EVAL_METRICS} | set(TRAIN_METRICS) | set(SUMMARY_METRICS)
 ))
-# The files those are read from (spelltune.sweeps.commands.metric_value); `other/file.json:key` is not checked.
+# The files those are read from (spelltune.sweeps.trials.metric_value); `other/file.json:key` is not checked.
 METRIC_FILES = ("metrics/eval.json", "metrics/train.json", "metrics/summary.json", "metrics/train/metrics.json")
 
 
