@@ -45,7 +45,9 @@ def user_env() -> dict[str, str]:
     return {**inherited, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
 
 
-def run(cmd: list[str], cwd: Path, check: bool = True, env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
+def run(
+    cmd: list[str], cwd: Path, check: bool = True, env: dict | None = None, **kwargs
+) -> subprocess.CompletedProcess:
     """Run a command the way a user's shell would, with this venv's tools on PATH
     (`env`: extra environment variables)."""
     env = {**user_env(), **(env or {})}
@@ -99,5 +101,7 @@ def run_queue(repo: Path, jobs: int = 2, timeout: float = 900) -> str:
     try:
         return run_until_done(jobs, poll_seconds=2, timeout=timeout, cwd=repo, env=user_env())
     except TimeoutError as exc:
-        logs = "\n".join(f"--- {p.name}\n{p.read_text()[-2000:]}" for p in (repo / ".dvc/tmp/exps/celery").glob("*.out"))
+        logs = "\n".join(
+            f"--- {p.name}\n{p.read_text()[-2000:]}" for p in (repo / ".dvc/tmp/exps/celery").glob("*.out")
+        )
         raise AssertionError(f"{exc}\n{logs}") from None

@@ -58,14 +58,31 @@ def test_backend_choice(backend, cuda, unsloth, chosen, why):
 @pytest.mark.parametrize(
     ("model", "cuda", "unsloth", "line"),
     [
-        ({"backend": "unsloth"}, False, False,
-         "params.yaml: model.backend = 'unsloth': needs a CUDA GPU (none found) and the unsloth package"),
-        ({"backend": "unsloth"}, True, False,
-         "params.yaml: model.backend = 'unsloth': needs the unsloth package, which does not import here"),
-        ({"load_in_4bit": True}, False, False,
-         "params.yaml: model.load_in_4bit = True: needs a CUDA GPU (none found); use false on CPU"),
-        ({"load_in_4bit": True}, True, False,
-         "params.yaml: model.load_in_4bit = True: needs the unsloth backend; auto: CUDA GPU found but unsloth does not import"),
+        (
+            {"backend": "unsloth"},
+            False,
+            False,
+            "params.yaml: model.backend = 'unsloth': needs a CUDA GPU (none found) and the unsloth package",
+        ),
+        (
+            {"backend": "unsloth"},
+            True,
+            False,
+            "params.yaml: model.backend = 'unsloth': needs the unsloth package, which does not import here",
+        ),
+        (
+            {"load_in_4bit": True},
+            False,
+            False,
+            "params.yaml: model.load_in_4bit = True: needs a CUDA GPU (none found); use false on CPU",
+        ),
+        (
+            {"load_in_4bit": True},
+            True,
+            False,
+            "params.yaml: model.load_in_4bit = True: needs the unsloth backend; auto: CUDA GPU found but unsloth "
+            "does not import",
+        ),
     ],
 )
 def test_impossible_backend_is_one_line(model, cuda, unsloth, line):
@@ -105,7 +122,12 @@ def test_dtype_by_device(dtype, cuda, bf16, resolved):
 @pytest.mark.parametrize(
     ("dtype", "cuda", "bf16", "message"),
     [
-        ("bfloat16", False, False, "model.dtype = 'bfloat16': needs a CUDA GPU (none found); use auto or float32 on CPU"),
+        (
+            "bfloat16",
+            False,
+            False,
+            "model.dtype = 'bfloat16': needs a CUDA GPU (none found); use auto or float32 on CPU",
+        ),
         ("float16", False, False, "model.dtype = 'float16': needs a CUDA GPU (none found); use auto or float32 on CPU"),
         ("bfloat16", True, False, "model.dtype = 'bfloat16': this GPU has no bfloat16 support; use auto or float16"),
     ],
@@ -118,12 +140,24 @@ def test_impossible_dtype_is_one_line(dtype, cuda, bf16, message):
 @pytest.mark.parametrize(
     ("model", "line"),
     [
-        ({"backend": "hf", "load_in_4bit": True}, "params.yaml: model.load_in_4bit = True: needs model.backend unsloth or auto"),
-        ({"backend": "hf", "gradient_checkpointing": "unsloth"},
-         "params.yaml: model.gradient_checkpointing = 'unsloth': 'unsloth' needs model.backend unsloth or auto; allowed with hf: false or true"),
+        (
+            {"backend": "hf", "load_in_4bit": True},
+            "params.yaml: model.load_in_4bit = True: needs model.backend unsloth or auto",
+        ),
+        (
+            {"backend": "hf", "gradient_checkpointing": "unsloth"},
+            "params.yaml: model.gradient_checkpointing = 'unsloth': 'unsloth' needs model.backend unsloth or auto; "
+            "allowed with hf: false or true",
+        ),
         ({"backend": "gpu"}, "params.yaml: model.backend = 'gpu': Input should be 'auto', 'unsloth' or 'hf'"),
-        ({"dtype": "fp8"}, "params.yaml: model.dtype = 'fp8': Input should be 'auto', 'float32', 'bfloat16' or 'float16'"),
-        ({"gradient_checkpointing": "maybe"}, "params.yaml: model.gradient_checkpointing = 'maybe': Input should be False, True or 'unsloth'"),
+        (
+            {"dtype": "fp8"},
+            "params.yaml: model.dtype = 'fp8': Input should be 'auto', 'float32', 'bfloat16' or 'float16'",
+        ),
+        (
+            {"gradient_checkpointing": "maybe"},
+            "params.yaml: model.gradient_checkpointing = 'maybe': Input should be False, True or 'unsloth'",
+        ),
     ],
 )
 def test_machine_independent_combinations_are_schema_errors(model, line):
@@ -173,9 +207,18 @@ def cpu_env(**extra) -> dict:
 @pytest.mark.parametrize(
     ("model", "line"),
     [
-        ({"load_in_4bit": True}, "error: params.yaml: model.load_in_4bit = True: needs a CUDA GPU (none found); use false on CPU"),
-        ({"backend": "unsloth"}, "error: params.yaml: model.backend = 'unsloth': needs a CUDA GPU (none found) and the unsloth package"),
-        ({"dtype": "bfloat16"}, "error: params.yaml: model.dtype = 'bfloat16': needs a CUDA GPU (none found); use auto or float32 on CPU"),
+        (
+            {"load_in_4bit": True},
+            "error: params.yaml: model.load_in_4bit = True: needs a CUDA GPU (none found); use false on CPU",
+        ),
+        (
+            {"backend": "unsloth"},
+            "error: params.yaml: model.backend = 'unsloth': needs a CUDA GPU (none found) and the unsloth package",
+        ),
+        (
+            {"dtype": "bfloat16"},
+            "error: params.yaml: model.dtype = 'bfloat16': needs a CUDA GPU (none found); use auto or float32 on CPU",
+        ),
     ],
 )
 def test_validate_stage_stops_what_this_machine_cannot_run(tmp_path, model, line):
@@ -194,7 +237,9 @@ def test_check_command_passes_the_defaults_without_torch(tmp_path):
     (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
     code = ("import sys; from spelltune.cli import main; rc = main(['check', 'params.yaml']); "
             "assert 'torch' not in sys.modules, 'the default params need no machine check'; sys.exit(rc)")
-    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=cpu_env(), capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=cpu_env(), capture_output=True, text=True, check=False
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "params.yaml: valid"
 
@@ -293,11 +338,21 @@ def test_queued_run_counts_the_workers_of_its_dvc_queue(tmp_path):
               for node in ("dvc-exp-abc123-2@localhost", "dvc-exp-abc123-3@localhost", "dvc-exp-ffffff-1@localhost")]
     try:
         time.sleep(0.5)
-        out = subprocess.run([sys.executable, str(worker), "exp", "queue-worker", "dvc-exp-abc123-1@localhost", "stage"],
-                             env=env, capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            [sys.executable, str(worker), "exp", "queue-worker", "dvc-exp-abc123-1@localhost", "stage"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         assert out.strip() == "3,dvc queue workers"
-        out = subprocess.run([sys.executable, str(worker), "exp", "queue-worker", "dvc-exp-abc123-1@localhost", "stage"],
-                             env={**env, "SPELLTUNE_WORKERS": "2"}, capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            [sys.executable, str(worker), "exp", "queue-worker", "dvc-exp-abc123-1@localhost", "stage"],
+            env={**env, "SPELLTUNE_WORKERS": "2"},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         assert out.strip() == "2,SPELLTUNE_WORKERS"
     finally:
         for p in others:

@@ -116,7 +116,9 @@ def test_killed_run_resumes_to_the_uninterrupted_result(repo, tiny_model, tmp_pa
 
     # Exactly the uninterrupted run's result: weights, metrics, curves.
     for name in ("adapter_model.safetensors", "adapter_config.json"):
-        assert (repo / "checkpoints/adapter" / name).read_bytes() == (uninterrupted / "checkpoints/adapter" / name).read_bytes()
+        assert (repo / "checkpoints/adapter" / name).read_bytes() == (
+            uninterrupted / "checkpoints/adapter" / name
+        ).read_bytes()
     for name in ("eval.json",):
         a, b = (json.loads((r / "metrics" / name).read_text()) for r in (repo, uninterrupted))
         assert reproducible(a) == reproducible(b)
@@ -138,8 +140,13 @@ def test_early_stopping_restores_the_best_checkpoint(repo, tiny_model):
     # The untrained tiny model's letter accuracy stays at 0: no evaluation after the
     # first one improves it, so patience 2 stops the run at the third evaluation.
     overrides = {
-        "model.source": str(tiny_model), **TINY_OVERRIDES, "train.max_steps": 12, "train.eval_every": 2,
-        "train.save_every": 2, "train.early_stop_patience": 2, "train.early_stop_metric": "val/letter_position_accuracy",
+        "model.source": str(tiny_model),
+        **TINY_OVERRIDES,
+        "train.max_steps": 12,
+        "train.eval_every": 2,
+        "train.save_every": 2,
+        "train.early_stop_patience": 2,
+        "train.early_stop_metric": "val/letter_position_accuracy",
     }
     exp_run(repo, overrides)
     summary = json.loads((repo / "metrics/summary.json").read_text())

@@ -109,14 +109,22 @@ def test_compare_ranks_every_finished_experiment(exp_repo, tmp_path):
     params = [c for c in rows[0] if re.fullmatch(r"(data|model|lora|train|eval)\.[a-z_.]+", c)]
     assert sorted(params) == ["lora.r", "train.lr", "train.seed"]
     by_name = {r["experiment"]: r for r in rows}
-    assert float(by_name["lr"]["train.lr"]) == 0.005 and by_name["rank"]["lora.r"] == "4" and by_name["seed"]["train.seed"] == "1"
+    assert (
+        float(by_name["lr"]["train.lr"]) == 0.005
+        and by_name["rank"]["lora.r"] == "4"
+        and by_name["seed"]["train.seed"] == "1"
+    )
     # Markdown and the printed table agree with the CSV's order.
     md = (out / "leaderboard.md").read_text()
-    assert [line.split("|")[2].strip() for line in md.splitlines() if re.match(r"\|\s+\d+ \|", line)] == [r["experiment"] for r in rows]
+    assert [line.split("|")[2].strip() for line in md.splitlines() if re.match(r"\|\s+\d+ \|", line)] == [
+        r["experiment"] for r in rows
+    ]
     assert rows[0]["experiment"] in proc.stdout
     # One self-contained page: every image inlined, nothing fetched.
     page = (out / "compare.html").read_text()
-    assert re.findall(r'src="([^"]+)"', page) and all(src.startswith("data:image/png;base64,") for src in re.findall(r'src="([^"]+)"', page))
+    assert re.findall(r'src="([^"]+)"', page) and all(
+        src.startswith("data:image/png;base64,") for src in re.findall(r'src="([^"]+)"', page)
+    )
     for section in ("Metric against each varying parameter", "Parallel coordinates", "Learning curves",
                     "Significance", "different seeds", "Parameter importance", "Next configs to try"):
         assert section in page
@@ -143,13 +151,22 @@ def test_choosing_on_the_test_split_needs_an_explicit_metric_and_warns_once(exp_
     assert len(warnings) == 1 and "test/spelling_exact_match" in warnings[0] and "val/" in warnings[0]
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["compare", "--metric", "test/accuracy"], "unknown metric 'test/accuracy'; allowed: val/letter_position_accuracy"),
-    (["significance", "no-such-exp"], "unknown experiment 'no-such-exp'; known: "),
-    (["errors", "no-such-exp"], "unknown experiment 'no-such-exp'; known: "),
-    (["significance", "--metric", "val/loss"], "significance needs an accuracy metric, got 'val/loss'; allowed: val/letter_position_accuracy"),
-    (["errors", "--split", "train"], "invalid choice: 'train'"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (
+            ["compare", "--metric", "test/accuracy"],
+            "unknown metric 'test/accuracy'; allowed: val/letter_position_accuracy",
+        ),
+        (["significance", "no-such-exp"], "unknown experiment 'no-such-exp'; known: "),
+        (["errors", "no-such-exp"], "unknown experiment 'no-such-exp'; known: "),
+        (
+            ["significance", "--metric", "val/loss"],
+            "significance needs an accuracy metric, got 'val/loss'; allowed: val/letter_position_accuracy",
+        ),
+        (["errors", "--split", "train"], "invalid choice: 'train'"),
+    ],
+)
 def test_bad_input_is_one_clear_line(exp_repo, args, needle):
     code, _, err = cli(exp_repo, *args)
     assert code != 0
@@ -283,7 +300,11 @@ def test_recommendations_are_valid_new_configs(exp_repo, runs, tmp_path):
     # A neighbour of the best learning rate on a log scale is among them.
     best_lr = runs.table.sort_values(LOSS).iloc[0]["train.lr"]
     lrs = {apply_set_args(json.loads(json.dumps(base)), c)["train"]["lr"] for c in commands}
-    assert best_lr * 2 in lrs or best_lr / 2 in lrs or any(min(runs.table["train.lr"]) < lr < max(runs.table["train.lr"]) for lr in lrs)
+    assert (
+        best_lr * 2 in lrs
+        or best_lr / 2 in lrs
+        or any(min(runs.table["train.lr"]) < lr < max(runs.table["train.lr"]) for lr in lrs)
+    )
 
 
 # ---------------------------------------------------------------------------- errors
@@ -293,19 +314,75 @@ def test_error_analysis_on_constructed_predictions():
     from spelltune.experiments.error_analysis import error_analysis
 
     rows = [
-        {"question": "What is the 1st letter of 'cat'?", "answer": "c", "word": "cat", "task": "letter_position", "position": 1, "reply": "c", "correct": True, "cer": None},
-        {"question": "What is the last letter of 'cat'?", "answer": "t", "word": "cat", "task": "letter_position", "position": 3, "reply": "d", "correct": False, "cer": None},
-        {"question": "What is the last letter of 'bat'?", "answer": "t", "word": "bat", "task": "letter_position", "position": 3, "reply": "d", "correct": False, "cer": None},
-        {"question": "What is the 2nd letter of 'horse'?", "answer": "o", "word": "horse", "task": "letter_position", "position": 2, "reply": "o", "correct": True, "cer": None},
-        {"question": "Spell 'horse' letter by letter.", "answer": "h-o-r-s-e", "word": "horse", "task": "spelling", "position": None, "reply": "h-o-r-s-e", "correct": True, "cer": 0.0},
-        {"question": "Spell 'cat' letter by letter.", "answer": "c-a-t", "word": "cat", "task": "spelling", "position": None, "reply": "c-a-d", "correct": False, "cer": 1 / 3},
+        {
+            "question": "What is the 1st letter of 'cat'?",
+            "answer": "c",
+            "word": "cat",
+            "task": "letter_position",
+            "position": 1,
+            "reply": "c",
+            "correct": True,
+            "cer": None,
+        },
+        {
+            "question": "What is the last letter of 'cat'?",
+            "answer": "t",
+            "word": "cat",
+            "task": "letter_position",
+            "position": 3,
+            "reply": "d",
+            "correct": False,
+            "cer": None,
+        },
+        {
+            "question": "What is the last letter of 'bat'?",
+            "answer": "t",
+            "word": "bat",
+            "task": "letter_position",
+            "position": 3,
+            "reply": "d",
+            "correct": False,
+            "cer": None,
+        },
+        {
+            "question": "What is the 2nd letter of 'horse'?",
+            "answer": "o",
+            "word": "horse",
+            "task": "letter_position",
+            "position": 2,
+            "reply": "o",
+            "correct": True,
+            "cer": None,
+        },
+        {
+            "question": "Spell 'horse' letter by letter.",
+            "answer": "h-o-r-s-e",
+            "word": "horse",
+            "task": "spelling",
+            "position": None,
+            "reply": "h-o-r-s-e",
+            "correct": True,
+            "cer": 0.0,
+        },
+        {
+            "question": "Spell 'cat' letter by letter.",
+            "answer": "c-a-t",
+            "word": "cat",
+            "task": "spelling",
+            "position": None,
+            "reply": "c-a-d",
+            "correct": False,
+            "cer": 1 / 3,
+        },
     ]
     result = error_analysis(pd.DataFrame([{**r, "split": "test"} for r in rows]), "test")
     top = result["confusions"].iloc[0]
     assert (top["expected"], top["predicted"], top["count"]) == ("t", "d", 3)  # two letter answers, one spelling
     assert result["by_position"].loc["last", "accuracy"] == 0 and result["by_position"].loc["1", "accuracy"] == 1
     assert list(result["by_position"].index) == ["1", "2", "last"]
-    assert result["by_length"].loc[5, "spelling_exact_match"] == 1 and result["by_length"].loc[3, "letter_accuracy"] == pytest.approx(1 / 3)
+    assert result["by_length"].loc[5, "spelling_exact_match"] == 1 and result["by_length"].loc[
+        3, "letter_accuracy"
+    ] == pytest.approx(1 / 3)
     assert result["by_letter"].index[0] == "t"
     worst = result["worst_words"]
     assert worst.iloc[-1]["word"] == "horse" and worst.iloc[0]["word"] == "bat"

@@ -54,7 +54,8 @@ def test_answers_are_correct(splits):
 
 def test_every_word_gets_its_last_letter_asked(splits):
     for name in SPLITS:
-        last = {it["word"] for it in splits[name] if it["task"] == "letter_position" and "last letter" in it["question"]}
+        last = {it["word"] for it in splits[name]
+                if it["task"] == "letter_position" and "last letter" in it["question"]}
         assert last == {it["word"] for it in splits[name]}
 
 

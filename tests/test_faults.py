@@ -313,7 +313,9 @@ def test_wandb_without_a_server_logs_offline_and_never_holds_training(tmp_path):
     )
     env = {**os.environ, **NO_SERVER, "WANDB_DIR": str(tmp_path)}
     env.pop("WANDB_INIT_TIMEOUT", None)
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300, check=False
+    )
     assert proc.returncode == 0, proc.stderr
     assert "starting after the logs: True" in proc.stderr  # log() returned while W&B was still starting
     warnings = [ln for ln in proc.stderr.splitlines() if ": WARNING: " in ln]

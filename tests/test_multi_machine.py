@@ -49,7 +49,9 @@ def postgres():
     function that creates a fresh database and returns its URL."""
     bindir = postgres_bindir()
     if bindir is None:
-        pytest.skip("no PostgreSQL server on this machine (no initdb; `apt-get install -y postgresql`, as .ci/run does)")
+        pytest.skip(
+            "no PostgreSQL server on this machine (no initdb; `apt-get install -y postgresql`, as .ci/run does)"
+        )
     pytest.importorskip("psycopg", reason="the PostgreSQL driver psycopg is not installed (make install)")
     root = Path(tempfile.mkdtemp(prefix="spelltune-pg-"))
     user = None
@@ -86,7 +88,9 @@ def postgres():
     try:
         yield new_database
     finally:
-        subprocess.run(as_user(bindir / "pg_ctl", "-D", data, "-m", "immediate", "stop"), capture_output=True, check=False)
+        subprocess.run(
+            as_user(bindir / "pg_ctl", "-D", data, "-m", "immediate", "stop"), capture_output=True, check=False
+        )
         shutil.rmtree(root, ignore_errors=True)
 
 

@@ -44,7 +44,9 @@ def test_the_page_loads_nothing_from_a_network(exp_repo, tmp_path):
     assert "window.vegaEmbed" in page  # the libraries are inline
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium on this machine (Debian package `chromium`; .ci/run installs it)")
+@pytest.mark.skipif(
+    CHROMIUM is None, reason="no Chromium on this machine (Debian package `chromium`; .ci/run installs it)"
+)
 def test_every_curve_renders_offline_in_chromium(exp_repo, tmp_path):
     out = tmp_path / "out"
     run(["dvc", "plots", "diff", "lr", "rank", "-o", str(out)], exp_repo)

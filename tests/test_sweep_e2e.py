@@ -125,7 +125,13 @@ def test_grid_through_the_queue_with_two_workers(repo_copy, tmp_path):
 
     # sweep.yaml edited: grid-003 and grid-004 now name other configurations, so they are
     # queued again under new names rather than skipped.
-    write(sweep, {**yaml.safe_load(sweep.read_text()), "parameters": {"lora.r": {"values": [2, 8]}, "train.lr": {"values": [1e-3, 2e-3]}}})
+    write(
+        sweep,
+        {
+            **yaml.safe_load(sweep.read_text()),
+            "parameters": {"lora.r": {"values": [2, 8]}, "train.lr": {"values": [1e-3, 2e-3]}},
+        },
+    )
     edited = run(spelltune("sweep", "run", "grid.yaml", "--no-start"), repo_copy, timeout=300)
     assert "2 of 4 already finished" in edited.stderr and "queued: 2" in edited.stdout
     assert "queued grid-003-2: lora.r=8 train.lr=0.001" in edited.stderr, edited.stderr

@@ -57,7 +57,9 @@ def read_wandb_run(run_dir: Path) -> dict:
             row = {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.history.item}
             out["history"].append(row)
         elif kind == "summary":
-            out["summary"].update({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.summary.update})
+            out["summary"].update(
+                {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.summary.update}
+            )
     return out
 
 
@@ -127,7 +129,10 @@ def test_broken_wandb_package_run_completes(repo, tiny_model, tmp_path):
     assert len(warnings) == 1 and "this wandb is broken" in warnings[0]
     steps = [int(r[1]) for r in tsv_rows(repo / CURVES / "train/loss.tsv")[1:]]
     assert steps == [2, 4, 6]
-    assert json.loads((repo / "metrics/eval_details.json").read_text())["test"]["n_items"] == 3 * TINY_OVERRIDES["data.test_words"]
+    assert (
+        json.loads((repo / "metrics/eval_details.json").read_text())["test"]["n_items"]
+        == 3 * TINY_OVERRIDES["data.test_words"]
+    )
     assert not (repo / "wandb").exists()
 
 
@@ -198,7 +203,9 @@ def test_wandb_start_skips_launch_inputs_nothing_staged(tmp_path):
         "print(run.id, 'wandb.sdk.launch' in sys.modules)\n"
     )
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path)}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
     run_id, launch_imported = out[-2], out[-1]
     assert launch_imported == "False"
     assert len(list(tmp_path.glob(f"wandb/offline-run-*-{run_id}/run-{run_id}.wandb"))) == 1
@@ -212,7 +219,11 @@ def test_process_age_is_not_ahead_of_the_clock():
     import time
 
     started = time.monotonic()
-    printed = subprocess.run([sys.executable, "-c", "from spelltune.training.tracking import seconds_since_process_start as a; print(a())"],
-                             capture_output=True, text=True, check=True).stdout
+    printed = subprocess.run(
+        [sys.executable, "-c", "from spelltune.training.tracking import seconds_since_process_start as a; print(a())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     wall = time.monotonic() - started
     assert 0 <= float(printed) <= wall

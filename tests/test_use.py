@@ -121,7 +121,9 @@ def test_an_experiments_adapter_without_touching_the_workspace(trained, tmp_path
     before = tree_state(trained)
     rows = eval_rows(trained, "first")
     out = spelltune(trained, "ask", "--exp", "first", "--batch-size", EVAL_BATCH, *[r["question"] for r in rows])
-    assert [line.split("\n", 1)[1] for line in out.stdout.strip().split("\n\n")] == [r["reply"] or "(empty reply)" for r in rows]
+    assert [line.split("\n", 1)[1] for line in out.stdout.strip().split("\n\n")] == [
+        r["reply"] or "(empty reply)" for r in rows
+    ]
     assert "experiment first" in out.stderr
     # The adapter it read is that experiment's, from the DVC cache (first: r=16, workspace: r=4).
     spelltune(trained, "export", "--exp", "first", "--peft", str(tmp_path / "first"))
@@ -253,7 +255,9 @@ print(json.dumps({{"replies": generate_replies(model, tokenizer, items, "compact
 
     fields = GGUFReader(gguf_file).fields
     assert fields["general.architecture"].contents() == "llama" and fields["tokenizer.ggml.pre"].contents() == "smollm"
-    assert fields["tokenizer.chat_template"].contents().startswith("{%- for message in messages %}")  # the trained prompt
+    assert (
+        fields["tokenizer.chat_template"].contents().startswith("{%- for message in messages %}")
+    )  # the trained prompt
 
 
 def test_outside_scores_words_that_none_of_our_splits_holds(trained, tmp_path):

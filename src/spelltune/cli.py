@@ -261,7 +261,9 @@ def cmd_export(args, source) -> int:
         print(f"adapter and model card written to {args.peft}", file=sys.stderr)
     if args.merged:
         use.export_merged(source, Path(args.merged))
-        print(f"merged model written to {args.merged} (loads with AutoModelForCausalLM.from_pretrained)", file=sys.stderr)
+        print(
+            f"merged model written to {args.merged} (loads with AutoModelForCausalLM.from_pretrained)", file=sys.stderr
+        )
     if args.gguf:
         use.export_gguf(source, Path(args.gguf), Path(args.merged) if args.merged else None)
         print(f"GGUF written to {args.gguf}", file=sys.stderr)
@@ -270,12 +272,18 @@ def cmd_export(args, source) -> int:
 
 def _use_args(parser, batch: bool = False) -> None:
     which = parser.add_mutually_exclusive_group()
-    which.add_argument("--exp", help="an experiment's adapter (name from `dvc exp show`, or a git revision), read from the DVC cache")
+    which.add_argument(
+        "--exp", help="an experiment's adapter (name from `dvc exp show`, or a git revision), read from the DVC cache"
+    )
     which.add_argument("--adapter", help="an adapter directory (default: the workspace's checkpoints/adapter)")
-    parser.add_argument("--repo", default=".", help="the repository with data/base_model (default: the current directory)")
+    parser.add_argument(
+        "--repo", default=".", help="the repository with data/base_model (default: the current directory)"
+    )
     if batch:
         parser.add_argument("--batch-size", type=int, help="questions per batch (default: eval.batch_size)")
-        parser.add_argument("--threads", type=int, help="torch threads (default: torch's, one per core; 1 is faster on busy cores)")
+        parser.add_argument(
+            "--threads", type=int, help="torch threads (default: torch's, one per core; 1 is faster on busy cores)"
+        )
 
 
 def _comparison_args(parser) -> None:
@@ -287,11 +295,15 @@ def _comparison_args(parser) -> None:
                         help="lower is better (default: only for losses, error rates and times)")
     parser.add_argument("--repo", default=".", help="the repository (default: the current directory)")
     parser.add_argument("-A", "--all-commits", action="store_true", help="experiments of every commit, not only HEAD's")
-    parser.add_argument("--rev", help="experiments of this commit instead of HEAD's (one whose experiments ran before later commits)")
+    parser.add_argument(
+        "--rev", help="experiments of this commit instead of HEAD's (one whose experiments ran before later commits)"
+    )
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="spelltune", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="spelltune", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     check = sub.add_parser("check", help="validate params.yaml")
     check.add_argument("params", nargs="?", default="params.yaml")
@@ -306,7 +318,9 @@ def main(argv=None) -> int:
     compare.set_defaults(func=cmd_compare)
     significance = sub.add_parser("significance", help="paired test of two experiments on the same items")
     significance.add_argument("a", nargs="?", help="experiment (default: the best)")
-    significance.add_argument("b", nargs="?", help="experiment or `base` (default: runner-up and base model; with A alone: base)")
+    significance.add_argument(
+        "b", nargs="?", help="experiment or `base` (default: runner-up and base model; with A alone: base)"
+    )
     _comparison_args(significance)
     significance.set_defaults(func=cmd_significance)
     recommend = sub.add_parser("recommend", help="next configs to try, as `dvc exp run --queue -S ...` lines")
@@ -320,7 +334,9 @@ def main(argv=None) -> int:
     errors.add_argument("--top", type=int, default=10, help="rows of confusions and worst words (default: %(default)s)")
     errors.add_argument("--out", help="write the Markdown here instead of printing it")
     errors.set_defaults(func=cmd_errors)
-    outside = sub.add_parser("outside", help="score a trained adapter on common English words from outside this repository")
+    outside = sub.add_parser(
+        "outside", help="score a trained adapter on common English words from outside this repository"
+    )
     outside.add_argument("--words", type=int, default=600, help="outside words to ask about (default: %(default)s)")
     outside.add_argument("--out", default="outside.json", help="result file (default: %(default)s)")
     _use_args(outside, batch=True)
@@ -331,7 +347,9 @@ def main(argv=None) -> int:
     _use_args(ask, batch=True)
     ask.set_defaults(func=cmd_ask)
     predict = sub.add_parser("predict", help="batch answers for a words file or a questions.jsonl file")
-    predict.add_argument("input", help="one word per line (both kinds of question each), or JSON lines with \"question\" or \"word\"")
+    predict.add_argument(
+        "input", help='one word per line (both kinds of question each), or JSON lines with "question" or "word"'
+    )
     predict.add_argument("-o", "--out", default="-", help="output JSON lines (default: stdout)")
     _use_args(predict, batch=True)
     predict.set_defaults(func=cmd_predict)
@@ -340,7 +358,9 @@ def main(argv=None) -> int:
     _use_args(card)
     card.set_defaults(func=cmd_card)
     export = sub.add_parser("export", help="the adapter with its card, merged safetensors, or GGUF")
-    export.add_argument("--merged", metavar="DIR", help="LoRA merged into the base weights: plain transformers loads it")
+    export.add_argument(
+        "--merged", metavar="DIR", help="LoRA merged into the base weights: plain transformers loads it"
+    )
     export.add_argument("--peft", metavar="DIR", help="the adapter's files with the full model card")
     export.add_argument("--gguf", metavar="FILE", help="the merged model as a GGUF file (llama.cpp), f32")
     _use_args(export)

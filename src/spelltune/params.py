@@ -78,7 +78,9 @@ class ModelParams(Section):
     @classmethod
     def _4bit_needs_unsloth(cls, value: bool, info: ValidationInfo) -> bool:
         if value and info.data.get("backend") == "hf":
-            raise ValueError("needs model.backend unsloth or auto (on a CUDA GPU); the hf backend trains full-precision weights")
+            raise ValueError(
+                "needs model.backend unsloth or auto (on a CUDA GPU); the hf backend trains full-precision weights"
+            )
         return value
 
     @field_validator("gradient_checkpointing")

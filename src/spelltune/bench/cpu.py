@@ -106,12 +106,27 @@ def train_rate(model_dir: Path, items: list[dict], recipe: str, steps: int, warm
 
     trainer_class = Trainer if how["loss"] == "full" else AnswerLossTrainer
     args = TrainingArguments(
-        output_dir=str(out_dir or tempfile.mkdtemp()), per_device_train_batch_size=batch, max_steps=warmup + steps,
-        learning_rate=1e-3, warmup_steps=0, logging_steps=1, save_strategy="no", report_to="none", use_cpu=True,
-        include_num_input_tokens_seen="all" if packed else "non_padding", dataloader_pin_memory=False, seed=0, data_seed=0,
+        output_dir=str(out_dir or tempfile.mkdtemp()),
+        per_device_train_batch_size=batch,
+        max_steps=warmup + steps,
+        learning_rate=1e-3,
+        warmup_steps=0,
+        logging_steps=1,
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        include_num_input_tokens_seen="all" if packed else "non_padding",
+        dataloader_pin_memory=False,
+        seed=0,
+        data_seed=0,
     )
-    trainer = trainer_class(model=model, args=args, train_dataset=data, data_collator=collator(packed, tokenizer.pad_token_id),
-                            callbacks=[Clock(), *callbacks])
+    trainer = trainer_class(
+        model=model,
+        args=args,
+        train_dataset=data,
+        data_collator=collator(packed, tokenizer.pad_token_id),
+        callbacks=[Clock(), *callbacks],
+    )
     all_threads = torch.get_num_threads()
     torch.set_num_threads(threads or all_threads)
     try:
@@ -194,7 +209,9 @@ def eval_rate(model_dir: Path, items: list[dict], batch: int) -> dict:
         replies = []
         with torch.inference_mode():
             for it in items:
-                enc = tokenizer(render_prompt(it["question"], "compact", tokenizer), return_tensors="pt", add_special_tokens=False)
+                enc = tokenizer(
+                    render_prompt(it["question"], "compact", tokenizer), return_tensors="pt", add_special_tokens=False
+                )
                 out = model.generate(**enc, max_new_tokens=max_new_tokens(it), do_sample=False,
                                      eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
                 replies.append(tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True).strip())
@@ -229,8 +246,15 @@ def train_startup(model_dir: Path, data_dir: Path, runs: int) -> list[float]:
 
     params = Params(**yaml.safe_load(Path("params.yaml").read_text())) if Path("params.yaml").exists() else Params()
     config = params.model_dump()
-    config["train"].update(max_steps=1, warmup_steps=0, log_every=1, save_every=1, val_loss_items=0, val_generate_items=0,
-                           early_stop_patience=0)
+    config["train"].update(
+        max_steps=1,
+        warmup_steps=0,
+        log_every=1,
+        save_every=1,
+        val_loss_items=0,
+        val_generate_items=0,
+        early_stop_patience=0,
+    )
     seconds = []
     for _ in range(runs):
         with tempfile.TemporaryDirectory() as tmp:
@@ -241,7 +265,9 @@ def train_startup(model_dir: Path, data_dir: Path, runs: int) -> list[float]:
             (Path(tmp) / "params.yaml").write_text(yaml.safe_dump(config))
             env = {**os.environ, "WANDB_MODE": os.environ.get("WANDB_MODE", "offline"), "WANDB_DIR": tmp,
                    "CUDA_VISIBLE_DEVICES": ""}
-            done = subprocess.run([sys.executable, "-m", "spelltune.stages.train"], cwd=tmp, env=env, capture_output=True, text=True)
+            done = subprocess.run(
+                [sys.executable, "-m", "spelltune.stages.train"], cwd=tmp, env=env, capture_output=True, text=True
+            )
             if done.returncode:
                 raise RuntimeError(f"train stage failed in {tmp}:\n{done.stderr[-2000:]}")
             seconds.append(json.loads((Path(tmp) / "metrics" / "summary.json").read_text())["seconds_to_first_step"])
@@ -259,7 +285,9 @@ def overheads(model_dir: Path, data_dir: Path, startup_runs: int) -> dict:
     result: dict = {}
     status = dvc("status", "--json")
     # Up to date but for `validate`, which always runs (part of a no-op's cost too).
-    stale = status.returncode != 0 or any(why != ["always changed"] for why in json.loads(status.stdout or "{}").values())
+    stale = status.returncode != 0 or any(
+        why != ["always changed"] for why in json.loads(status.stdout or "{}").values()
+    )
     if not stale:
         start = time.perf_counter()
         dvc("exp", "run", check=True)
@@ -290,8 +318,12 @@ def main(argv=None) -> int:
     # Three batches of the evaluate stage's eval.batch_size (64); it scores 300 items per split.
     # (64 items left the spelling batch a third full: 4.5x there against 5.4x at 192.)
     parser.add_argument("--eval-items", type=int, default=192)
-    parser.add_argument("--tracking-pairs", type=int, default=4, help="tracked/untracked run pairs (default: %(default)s)")
-    parser.add_argument("--startup-runs", type=int, default=3, help="fresh train-stage processes timed (default: %(default)s)")
+    parser.add_argument(
+        "--tracking-pairs", type=int, default=4, help="tracked/untracked run pairs (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--startup-runs", type=int, default=3, help="fresh train-stage processes timed (default: %(default)s)"
+    )
     parser.add_argument("--out", default="bench/results.json")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
@@ -314,12 +346,17 @@ def main(argv=None) -> int:
     # host has slow spells of a minute or so, and one slow run of (b) would skew every lever.
     ours_runs = []
     for name, recipe, items, dropout, threads in (
-        ("ours", "ours", train_items, None, None), ("plain", "plain", train_items, None, None),
-        ("chat_prompt", "chat_prompt", train_items, None, None), ("full_logits", "full_logits", train_items, None, None),
         ("ours", "ours", train_items, None, None),
-        ("padded", "padded", train_items, None, None), ("masked", "masked", train_items, None, None),
-        ("dropout", "ours", train_items, 0.05, None), ("spaced", "ours", spaced, None, None),
-        ("half_threads", "ours", train_items, None, half_threads), ("ours", "ours", train_items, None, None),
+        ("plain", "plain", train_items, None, None),
+        ("chat_prompt", "chat_prompt", train_items, None, None),
+        ("full_logits", "full_logits", train_items, None, None),
+        ("ours", "ours", train_items, None, None),
+        ("padded", "padded", train_items, None, None),
+        ("masked", "masked", train_items, None, None),
+        ("dropout", "ours", train_items, 0.05, None),
+        ("spaced", "ours", spaced, None, None),
+        ("half_threads", "ours", train_items, None, half_threads),
+        ("ours", "ours", train_items, None, None),
     ):
         rate = train_rate(model_dir, items, recipe, args.steps, args.warmup, args.batch, lora_dropout=dropout,
                           threads=threads)
@@ -334,7 +371,9 @@ def main(argv=None) -> int:
                              "examples_per_second_runs": [r["examples_per_second"] for r in ours_runs]}
     plain, ours = results["train_plain"], results["train_ours"]
     results["train_speedup"] = ours["examples_per_second"] / plain["examples_per_second"]
-    results["compact_prompt_speedup"] = ours["examples_per_second"] / results["train_chat_prompt"]["examples_per_second"]
+    results["compact_prompt_speedup"] = (
+        ours["examples_per_second"] / results["train_chat_prompt"]["examples_per_second"]
+    )
     results["answer_logits_speedup"] = ours["examples_per_second"] / results["train_full_logits"]["examples_per_second"]
     results["packing_speedup"] = ours["examples_per_second"] / results["train_padded"]["examples_per_second"]
     results["spaced_speedup"] = results["train_spaced"]["examples_per_second"] / ours["examples_per_second"]
@@ -343,8 +382,12 @@ def main(argv=None) -> int:
     results["all_threads_speedup"] = ours["examples_per_second"] / results["train_half_threads"]["examples_per_second"]
     n_trainable = ours["parameters"]["trainable"]
     n_frozen = ours["parameters"]["total"] - n_trainable
-    results["mfu"] = (4 * n_frozen + 6 * n_trainable) * ours["nonpad_tokens_per_second"] / (results["gemm_gflops"] * 1e9)
-    results["tracking"] = tracking_overhead(model_dir, train_items, args.warmup + args.steps, args.batch, args.tracking_pairs)
+    results["mfu"] = (
+        (4 * n_frozen + 6 * n_trainable) * ours["nonpad_tokens_per_second"] / (results["gemm_gflops"] * 1e9)
+    )
+    results["tracking"] = tracking_overhead(
+        model_dir, train_items, args.warmup + args.steps, args.batch, args.tracking_pairs
+    )
     log.info("tracking: %s", results["tracking"])
     results["eval"] = eval_rate(model_dir, val_items, batch=64)
     results["eval_speedup"] = results["eval"]["eval_speedup"]
@@ -357,8 +400,12 @@ def main(argv=None) -> int:
     headline = ("train_speedup", "compact_prompt_speedup", "answer_logits_speedup", "packing_speedup",
                 "packed_attention_speedup", "no_dropout_speedup", "all_threads_speedup", "spaced_speedup", "mfu",
                 "eval_speedup", "gemm_gflops")
-    print(json.dumps({k: results[k] for k in headline} | {"tracking_overhead": results["tracking"]["tracking_overhead"]},
-                     indent=2))
+    print(
+        json.dumps(
+            {k: results[k] for k in headline} | {"tracking_overhead": results["tracking"]["tracking_overhead"]},
+            indent=2,
+        )
+    )
     return 0
 
 

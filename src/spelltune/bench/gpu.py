@@ -148,7 +148,9 @@ def main(argv=None) -> int:
                "results": results}
     if {"unsloth", "hf"} <= measured.keys():
         summary["unsloth_speedup"] = measured["unsloth"]["tokens_per_second"] / measured["hf"]["tokens_per_second"]
-        summary["unsloth_memory_ratio"] = measured["unsloth"]["peak_gpu_memory_mb"] / measured["hf"]["peak_gpu_memory_mb"]
+        summary["unsloth_memory_ratio"] = (
+            measured["unsloth"]["peak_gpu_memory_mb"] / measured["hf"]["peak_gpu_memory_mb"]
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(summary, indent=2) + "\n")
     print(f"wrote {args.out}")

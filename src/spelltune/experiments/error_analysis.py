@@ -53,7 +53,9 @@ def error_analysis(preds: pd.DataFrame, split: str = "validation", examples: int
     pairs = [(r.answer, r.predicted, r.question, _clip(r.reply)) for r in letters[~letters["correct"]].itertuples()]
     near_misses = spells[~spells["correct"] & (spells["cer"] <= 0.5)]  # far-off replies align to noise
     for r in near_misses.itertuples():
-        pairs += [(e, g, r.question, _clip(r.reply)) for e, g in _substitutions(r.word, "".join(parse_spelling(r.reply)))]
+        pairs += [
+            (e, g, r.question, _clip(r.reply)) for e, g in _substitutions(r.word, "".join(parse_spelling(r.reply)))
+        ]
     confusions = pd.DataFrame(pairs, columns=["expected", "predicted", "question", "reply"])
     if not confusions.empty:
         confusions = (confusions.groupby(["expected", "predicted"])
@@ -61,13 +63,27 @@ def error_analysis(preds: pd.DataFrame, split: str = "validation", examples: int
                       .sort_values("count", ascending=False).head(examples).reset_index())
 
     wrong = p[~p["correct"]].assign(reply=lambda w: w["reply"].map(_clip))
-    worst = (p.groupby("word").agg(items=("correct", "size"), accuracy=("correct", "mean"), char_error_rate=("cer", "mean"))
-             .sort_values(["accuracy", "items", "char_error_rate"], ascending=[True, False, False]).head(examples))
+    worst = (
+        p.groupby("word")
+        .agg(items=("correct", "size"), accuracy=("correct", "mean"), char_error_rate=("cer", "mean"))
+        .sort_values(["accuracy", "items", "char_error_rate"], ascending=[True, False, False])
+        .head(examples)
+    )
     first_wrong = wrong.drop_duplicates("word").set_index("word")
-    worst["example"] = [f"{first_wrong.loc[w, 'question']} → {first_wrong.loc[w, 'reply']!r} (expected {first_wrong.loc[w, 'answer']})"
-                        if w in first_wrong.index else "" for w in worst.index]
-    summary = pd.DataFrame({"items": [len(p)], "letter_accuracy": [letters["correct"].mean()],
-                            "spelling_exact_match": [spells["correct"].mean()], "char_error_rate": [spells["cer"].mean()]})
+    worst["example"] = [
+        f"{first_wrong.loc[w, 'question']} → {first_wrong.loc[w, 'reply']!r} (expected {first_wrong.loc[w, 'answer']})"
+        if w in first_wrong.index
+        else ""
+        for w in worst.index
+    ]
+    summary = pd.DataFrame(
+        {
+            "items": [len(p)],
+            "letter_accuracy": [letters["correct"].mean()],
+            "spelling_exact_match": [spells["correct"].mean()],
+            "char_error_rate": [spells["cer"].mean()],
+        }
+    )
     return {"summary": summary, "by_length": by_length, "by_position": by_position, "by_letter": by_letter,
             "confusions": confusions, "worst_words": worst.reset_index()}
 
@@ -97,6 +113,10 @@ def errors_markdown(name: str, result: dict[str, pd.DataFrame], split: str) -> s
     parts = [f"# Errors of {name} ({split} split)"]
     for key, title in titles.items():
         frame = result[key]
-        text = "(none)" if frame.empty else frame.to_markdown(index=key not in ("summary", "confusions", "worst_words"), floatfmt=".3g")
+        text = (
+            "(none)"
+            if frame.empty
+            else frame.to_markdown(index=key not in ("summary", "confusions", "worst_words"), floatfmt=".3g")
+        )
         parts += ["", f"## {title}", "", text]
     return "\n".join(parts) + "\n"

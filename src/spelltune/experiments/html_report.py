@@ -33,10 +33,14 @@ def _img(png: bytes, alt: str) -> str:
 
 
 CSS = """body{font-family:system-ui,sans-serif;max-width:1300px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;font-size:14px;margin:0.5em 0 1.5em}th,td{border:1px solid #ccc;padding:4px 10px;text-align:right}
-th{background:#f0f0f0;max-width:9em;vertical-align:bottom;overflow-wrap:anywhere}td:nth-child(2),th:nth-child(2){text-align:left}
-.scroll{overflow-x:auto}li{margin:0.4em 0}table.best-first tbody tr:first-child td{background:#eaf6ea;font-weight:600}
-img{max-width:100%;display:block;margin:0.5em 0 1.5em}pre{background:#f6f6f6;padding:0.8em;overflow-x:auto;font-size:13px}
+table{border-collapse:collapse;font-size:14px;margin:0.5em 0 1.5em}
+th,td{border:1px solid #ccc;padding:4px 10px;text-align:right}
+th{background:#f0f0f0;max-width:9em;vertical-align:bottom;overflow-wrap:anywhere}
+td:nth-child(2),th:nth-child(2){text-align:left}
+.scroll{overflow-x:auto}li{margin:0.4em 0}
+table.best-first tbody tr:first-child td{background:#eaf6ea;font-weight:600}
+img{max-width:100%;display:block;margin:0.5em 0 1.5em}
+pre{background:#f6f6f6;padding:0.8em;overflow-x:auto;font-size:13px}
 .note{color:#555}h2{border-bottom:1px solid #ddd;padding-bottom:0.2em;margin-top:1.6em}"""
 
 
@@ -66,11 +70,21 @@ def _pending(runs: Runs) -> str:
 
 def _markdown(runs: Runs, metric: str, ascending: bool | None, board, seeds, importance, comparisons, lines) -> str:
     better = "lower" if ascending or (ascending is None and lower_is_better(metric)) else "higher"
-    md = [f"# Leaderboard: {short(metric)} ({better} is better)", "", board.to_markdown(index=False, floatfmt=".4g"), ""]
+    md = [
+        f"# Leaderboard: {short(metric)} ({better} is better)",
+        "",
+        board.to_markdown(index=False, floatfmt=".4g"),
+        "",
+    ]
     if runs.pending:
         md += [_pending(runs), ""]
     if seeds is not None:
-        md += ["## Same config, different seeds (mean ± 95% CI)", "", seeds.to_markdown(index=False, floatfmt=".4g"), ""]
+        md += [
+            "## Same config, different seeds (mean ± 95% CI)",
+            "",
+            seeds.to_markdown(index=False, floatfmt=".4g"),
+            "",
+        ]
     md += ["## Significance", "", *[f"- {r.sentence()}" for r in comparisons], ""]
     md += ["## Parameter importance", ""]
     md += [importance.to_markdown(floatfmt=".3f") if isinstance(importance, pd.DataFrame) else importance, ""]
@@ -96,8 +110,11 @@ def _page(runs: Runs, metric: str, ascending: bool | None, curves_top: int, boar
         parts += [f"<h2>Learning curves (top {len(top)})</h2>",
                   _img(fig_png(plot_learning_curves(runs, top)), "learning curves")]
     parts.append("<h2>Significance (paired, same evaluation items)</h2>")
-    parts.append("<ul>" + "".join(f"<li>{_bold_verdict(r.sentence())}</li>" for r in comparisons) + "</ul>"
-                 if comparisons else "<p class=note>Needs at least one finished experiment with per-item predictions.</p>")
+    parts.append(
+        "<ul>" + "".join(f"<li>{_bold_verdict(r.sentence())}</li>" for r in comparisons) + "</ul>"
+        if comparisons
+        else "<p class=note>Needs at least one finished experiment with per-item predictions.</p>"
+    )
     if seeds is not None:
         parts += ["<h2>Same config, different seeds (mean ± 95% CI)</h2>", _table_html(seeds)]
     parts.append("<h2>Parameter importance</h2>")

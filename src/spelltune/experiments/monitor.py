@@ -13,14 +13,24 @@ def plot_training(curves: dict[str, pd.DataFrame], title: str = ""):
     """The monitor's panels for one run: loss, val accuracy, learning rate, progress, throughput."""
     import matplotlib.pyplot as plt
 
-    panels = [("loss", ["train/loss", "val/loss"]), ("val accuracy", ["val/letter_position_accuracy", "val/spelling_exact_match"]),
-              ("learning rate", ["train/learning_rate"]), ("grad norm", ["train/grad_norm"]),
-              ("progress %", ["progress/completion_pct"]), ("tokens / s", ["throughput/tokens_per_second"])]
+    panels = [
+        ("loss", ["train/loss", "val/loss"]),
+        ("val accuracy", ["val/letter_position_accuracy", "val/spelling_exact_match"]),
+        ("learning rate", ["train/learning_rate"]),
+        ("grad norm", ["train/grad_norm"]),
+        ("progress %", ["progress/completion_pct"]),
+        ("tokens / s", ["throughput/tokens_per_second"]),
+    ]
     fig, axes = plt.subplots(2, 3, figsize=(14, 6.5))
     for ax, (label, names) in zip(axes.flat, panels):
         for name in names:
             if name in curves and len(curves[name]):
-                ax.plot(curves[name]["step"], curves[name]["value"], marker="o" if len(curves[name]) < 12 else None, label=name)
+                ax.plot(
+                    curves[name]["step"],
+                    curves[name]["value"],
+                    marker="o" if len(curves[name]) < 12 else None,
+                    label=name,
+                )
         ax.set(title=label, xlabel="optimizer step")
         ax.grid(alpha=0.3)
         if len(names) > 1:
@@ -50,7 +60,10 @@ def latest_curves(repo: str | Path = ".", experiment: str = "") -> tuple[str, di
         return name, runs.curves(name)
     if not dirs:
         raise CompareError(f"no training curves under {Path(repo) / CURVES_DIR}: start a run with `dvc exp run`")
-    newest = lambda d: max((f.stat().st_mtime for f in d.rglob("*.tsv")), default=0)
+
+    def newest(d):
+        return max((f.stat().st_mtime for f in d.rglob("*.tsv")), default=0)
+
     label = experiment or max(dirs, key=lambda k: newest(dirs[k]))
     return label, read_curves_dir(dirs[label])
 
@@ -64,9 +77,14 @@ def status_line(curves: dict[str, pd.DataFrame]) -> str:
     parts = []
     if (step := last("time/gradient_steps")) is not None:
         parts.append(f"step {step:.0f}")
-    for name, fmt in (("progress/completion_pct", "{:.0f}% done"), ("train/loss", "train/loss {:.4g}"), ("val/loss", "val/loss {:.4g}"),
-                      ("val/letter_position_accuracy", "val letter accuracy {:.3f}"), ("throughput/steps_per_hour", "{:.0f} steps/h"),
-                      ("time/wallclock_hours", "{:.2f} h so far")):
+    for name, fmt in (
+        ("progress/completion_pct", "{:.0f}% done"),
+        ("train/loss", "train/loss {:.4g}"),
+        ("val/loss", "val/loss {:.4g}"),
+        ("val/letter_position_accuracy", "val letter accuracy {:.3f}"),
+        ("throughput/steps_per_hour", "{:.0f} steps/h"),
+        ("time/wallclock_hours", "{:.2f} h so far"),
+    ):
         if (value := last(name)) is not None:
             parts.append(fmt.format(value))
     return ", ".join(parts) or "no curves yet"

@@ -79,7 +79,9 @@ def plot_parallel(runs: Runs, metric: str, ascending: bool | None = None):
     parallel_coordinates(scaled, "experiment", ax=ax, colormap="viridis", linewidth=2, alpha=0.85)
     box = {"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none", "alpha": 0.85}
     for i, col in enumerate(columns):
-        ax.annotate(ends[col][0], (i, 0), xytext=(0, -16), textcoords="offset points", fontsize=9, ha="center", bbox=box)
+        ax.annotate(
+            ends[col][0], (i, 0), xytext=(0, -16), textcoords="offset points", fontsize=9, ha="center", bbox=box
+        )
         ax.annotate(ends[col][1], (i, 1), xytext=(0, 8), textcoords="offset points", fontsize=9, ha="center", bbox=box)
     ax.set(ylim=(-0.18, 1.18), yticks=[])
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=8, title="rank. experiment")

@@ -38,7 +38,11 @@ def _neighbours(key: str, value, tried: list) -> list[tuple[float, str]]:
             low, high = sorted((near, value))
             out.append((_two_digits(mid, integer), f"between {low:g} and {high:g}{' (log scale)' if log else ''}"))
         else:
-            step = (value / 2 if side == "below" else value * 2) if log else (value - spread if side == "below" else value + spread)
+            step = (
+                (value / 2 if side == "below" else value * 2)
+                if log
+                else (value - spread if side == "below" else value + spread)
+            )
             out.append((_two_digits(step, integer), f"{'below' if side == 'below' else 'above'} the tried range"))
     return [(v, why) for v, why in out if v != value and v not in tried]
 
@@ -112,6 +116,8 @@ def recommend(runs: Runs, metric: str = DEFAULT_METRIC, ascending: bool | None =
         used = set(table["train.seed"].dropna().astype(int))
         seeds = [s for s in range(1, 100) if s not in used][:2]
         args = " ".join(f"-S {_set_arg(k, best[k])}" for k in tuned)
-        lines.append("# the best again with other seeds, to see whether its lead holds (then `spelltune significance`):")
+        lines.append(
+            "# the best again with other seeds, to see whether its lead holds (then `spelltune significance`):"
+        )
         lines += [f"dvc exp run --queue {args} -S train.seed={s}".replace("  ", " ") for s in seeds]
     return lines

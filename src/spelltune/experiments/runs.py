@@ -96,8 +96,10 @@ class Runs:
         if hits:
             raise CompareError(f"ambiguous metric {name!r}; name one of: {', '.join(hits)}")
         ours = [m.split(":", 1)[1] for m in self.metrics if m.startswith(EVAL_FILE + ":")]
-        raise CompareError(f"unknown metric {name!r}; allowed: {', '.join(ours)} (of {EVAL_FILE}), or FILE:KEY "
-                           f"for any of the {len(self.metrics)} metrics `dvc exp show` lists, e.g. metrics/train.json:val/loss")
+        raise CompareError(
+            f"unknown metric {name!r}; allowed: {', '.join(ours)} (of {EVAL_FILE}), or FILE:KEY "
+            f"for any of the {len(self.metrics)} metrics `dvc exp show` lists, e.g. metrics/train.json:val/loss"
+        )
 
     def read(self, name: str, path: str) -> str | None:
         """A git-tracked output of one experiment (the workspace's from disk)."""
@@ -105,7 +107,9 @@ class Runs:
         if rev == "workspace":
             file = self.repo / path
             return file.read_text() if file.exists() else None
-        proc = subprocess.run(["git", "show", f"{rev}:{path}"], cwd=self.repo, capture_output=True, text=True, check=False)
+        proc = subprocess.run(
+            ["git", "show", f"{rev}:{path}"], cwd=self.repo, capture_output=True, text=True, check=False
+        )
         return proc.stdout if proc.returncode == 0 else None
 
     def curves(self, name: str) -> dict[str, pd.DataFrame]:
@@ -148,17 +152,39 @@ def load_runs(repo: str | Path = ".", all_commits: bool = False, rev: str | None
                 pending[name] = state or ("failed" if error else "no metrics")
             return
         params = flatten(((data.get("params") or {}).get("params.yaml") or {}).get("data") or {})
-        rows.append({"name": name, "rev": rev, "kind": kind, "created": data.get("timestamp"),
-                     **{f"p:{k}": _param_value(v) for k, v in params.items()}, **{f"m:{k}": v for k, v in metrics.items()}})
+        rows.append(
+            {
+                "name": name,
+                "rev": rev,
+                "kind": kind,
+                "created": data.get("timestamp"),
+                **{f"p:{k}": _param_value(v) for k, v in params.items()},
+                **{f"m:{k}": v for k, v in metrics.items()},
+            }
+        )
 
     for row in _dvc_exp_show(repo, all_commits, rev):
         rev = row["rev"]
         kind = "workspace" if rev == "workspace" else "baseline"
-        add(row.get("name") or ("workspace" if kind == "workspace" else rev[:7]), rev, kind, row.get("data"), None, row.get("error"))
+        add(
+            row.get("name") or ("workspace" if kind == "workspace" else rev[:7]),
+            rev,
+            kind,
+            row.get("data"),
+            None,
+            row.get("error"),
+        )
         for exp in row.get("experiments") or []:
             last = exp["revs"][0]
             state = (exp.get("executor") or {}).get("state")
-            add(exp.get("name") or last.get("name") or last["rev"][:7], last["rev"], "experiment", last.get("data"), state, last.get("error"))
+            add(
+                exp.get("name") or last.get("name") or last["rev"][:7],
+                last["rev"],
+                "experiment",
+                last.get("data"),
+                state,
+                last.get("error"),
+            )
 
     table = pd.DataFrame(rows)
     if table.empty:
@@ -188,4 +214,8 @@ def _curve(source) -> pd.DataFrame:
 def short(metric: str) -> str:
     """`metrics/eval.json:test/x` -> `test/x`; other files keep their stem: `summary:best.val/loss`."""
     file, key = metric.split(":", 1)
-    return key if file == EVAL_FILE else f"{Path(file).stem if Path(file).stem != 'metrics' else Path(file).parent.name}:{key}"
+    return (
+        key
+        if file == EVAL_FILE
+        else f"{Path(file).stem if Path(file).stem != 'metrics' else Path(file).parent.name}:{key}"
+    )

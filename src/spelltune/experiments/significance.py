@@ -74,10 +74,13 @@ class PairedResult:
 
     def sentence(self) -> str:
         verdict = f"the difference is real at p<{ALPHA:g}" if self.real else "the difference could be noise"
-        return (f"{self.a} vs {self.b} on {self.metric}: {self.acc_a:.3f} vs {self.acc_b:.3f} "
-                f"(difference {self.diff:+.3f}, 95% CI [{self.ci[0]:+.3f}, {self.ci[1]:+.3f}], {self.n} paired items; "
-                f"{self.only_a} right only for {self.a}, {self.only_b} only for {self.b}; McNemar exact p={self.p_value:.3g}): "
-                f"{verdict}.")
+        return (
+            f"{self.a} vs {self.b} on {self.metric}: {self.acc_a:.3f} vs {self.acc_b:.3f} "
+            f"(difference {self.diff:+.3f}, 95% CI [{self.ci[0]:+.3f}, {self.ci[1]:+.3f}], {self.n} paired items; "
+            f"{self.only_a} right only for {self.a}, {self.only_b} only for {self.b}; McNemar exact "
+            f"p={self.p_value:.3g}): "
+            f"{verdict}."
+        )
 
 
 def mcnemar_exact(correct_a, correct_b) -> tuple[int, int, float]:
@@ -108,7 +111,10 @@ def paired_test(preds_a: pd.DataFrame, preds_b: pd.DataFrame, metric: str, a: st
     """McNemar + paired bootstrap on the items both were scored on (same split, task, question)."""
     split, task = split_and_task(metric)
     keys = ["split", "question"]
-    pick = lambda p: p[(p["split"] == split) & (p["task"] == task)][[*keys, "correct"]]
+
+    def pick(p):
+        return p[(p["split"] == split) & (p["task"] == task)][[*keys, "correct"]]
+
     pairs = pick(preds_a).merge(pick(preds_b), on=keys, suffixes=("_a", "_b"))
     if pairs.empty:
         raise CompareError(f"{a} and {b} share no {split} {task} items: were they evaluated on the same data?")
@@ -162,7 +168,9 @@ def seed_groups(runs: Runs, metric: str) -> pd.DataFrame | None:
         values = group[metric].astype(float)
         n, mean, sd = len(values), values.mean(), values.std(ddof=1)
         low, high = (mean, mean) if sd == 0 else stats.t.interval(0.95, n - 1, loc=mean, scale=sd / np.sqrt(n))
-        config = ", ".join(f"{p}={group[p].iloc[0]}" for p in runs.varying() if p != "train.seed") or "(baseline config)"
+        config = (
+            ", ".join(f"{p}={group[p].iloc[0]}" for p in runs.varying() if p != "train.seed") or "(baseline config)"
+        )
         rows.append({"config": config, "seeds": ", ".join(str(s) for s in group["train.seed"]), "n": n,
                      f"mean {short(metric)}": mean, "± (95% CI)": (high - low) / 2, "sd": sd,
                      "experiments": ", ".join(group.index)})
@@ -189,9 +197,15 @@ def importance(runs: Runs, metric: str, ascending: bool | None = None) -> pd.Dat
     params = [p for p in runs.varying() if p != "train.seed" and table[p].map(str).nunique() > 1]
     y = table[metric].astype(float)
     if len(table) < MIN_EXPERIMENTS or not params or y.nunique() < 2:
-        why = (f"{len(table)} finished experiments" if len(table) < MIN_EXPERIMENTS else
-               "no param varies apart from the seed" if not params else f"{short(metric)} is the same in every experiment")
-        return f"Parameter importance needs at least {MIN_EXPERIMENTS} finished experiments with varying params and a metric that differs; here: {why}."
+        why = (
+            f"{len(table)} finished experiments"
+            if len(table) < MIN_EXPERIMENTS
+            else "no param varies apart from the seed"
+            if not params
+            else f"{short(metric)} is the same in every experiment"
+        )
+        return (f"Parameter importance needs at least {MIN_EXPERIMENTS} finished experiments with varying params "
+                f"and a metric that differs; here: {why}.")
     total = ((y - y.mean()) ** 2).sum()
     rows = {}
     for p in params:
@@ -217,7 +231,9 @@ def _ped_anova(table: pd.DataFrame, params: list[str], metric: str, ascending: b
     for p in params:
         col = table[p]
         if pd.api.types.is_numeric_dtype(col) and not pd.api.types.is_bool_dtype(col) and col.notna().all():
-            dists[p] = FloatDistribution(float(col.min()), float(col.max()), log=bool((col > 0).all() and col.max() / col.min() >= 10))
+            dists[p] = FloatDistribution(
+                float(col.min()), float(col.max()), log=bool((col > 0).all() and col.max() / col.min() >= 10)
+            )
         else:
             dists[p] = CategoricalDistribution(sorted(col.map(str).unique()))
     study = optuna.create_study(direction="minimize")

@@ -81,14 +81,19 @@ def resolve_rev(repo: Path, name: str) -> str:
             if len(ref.split("/")) == 5 and ref.split("/")[2] != "exec"]
     hits = sorted({sha for sha, exp_name in refs if exp_name == name})
     if len(hits) > 1:
-        raise UseError(f"--exp {name}: {len(hits)} experiments have this name; give its commit instead ({', '.join(h[:7] for h in hits)})")
+        raise UseError(
+            f"--exp {name}: {len(hits)} experiments have this name; give its commit instead "
+            f"({', '.join(h[:7] for h in hits)})"
+        )
     if hits:
         return hits[0]
     sha = _git(repo, "rev-parse", "--verify", "--quiet", f"{name}^{{commit}}")
     if sha:
         return sha
     known = sorted({exp_name for _, exp_name in refs})
-    raise UseError(f"--exp {name}: no such experiment or git revision in {repo}; experiments: {', '.join(known) or '(none)'}")
+    raise UseError(
+        f"--exp {name}: no such experiment or git revision in {repo}; experiments: {', '.join(known) or '(none)'}"
+    )
 
 
 def _params_at(text: str | None) -> dict:
@@ -104,7 +109,9 @@ def _source_of(read: Callable[[str], str | None]) -> tuple[str, dict]:
     record of the prepare_model run, else params.yaml; and params.yaml itself."""
     params = _params_at(read("params.yaml"))
     lock = _params_at(read("dvc.lock"))
-    source = _lock_param(lock, "prepare_model", "model.source") or (params.get("model") or {}).get("source") or card.EMBEDDED
+    source = (
+        _lock_param(lock, "prepare_model", "model.source") or (params.get("model") or {}).get("source") or card.EMBEDDED
+    )
     return source, params
 
 
@@ -161,7 +168,10 @@ def resolve(repo: str | Path = ".", exp: str | None = None, adapter: str | None 
         base_source, params = _source_of(read)
         label, revision = f"experiment {exp}", f"{exp} ({rev[:7]})" if exp != rev else rev[:7]
         base_dir = repo / BASE_MODEL_DIR
-        if not card.same_base(card.base_model_name(base_source), card.base_model_name(local_source)) or not base_dir.exists():
+        if (
+            not card.same_base(card.base_model_name(base_source), card.base_model_name(local_source))
+            or not base_dir.exists()
+        ):
             base_dir = Path(tmp.name) / "base_model"  # that experiment's own base model, from the cache
             try:
                 fs.get(str(BASE_MODEL_DIR), str(base_dir), recursive=True)
@@ -186,7 +196,9 @@ def resolve(repo: str | Path = ".", exp: str | None = None, adapter: str | None 
     facts = _adapter_facts(adapter_dir)
     model_params, data_params = params.get("model") or {}, params.get("data") or {}
     prompt_format = (facts or {}).get("prompt_format") or model_params.get("prompt_format") or "compact"
-    separator = ((facts or {}).get("data") or {}).get("spelling_separator") or data_params.get("spelling_separator") or "-"
+    separator = (
+        ((facts or {}).get("data") or {}).get("spelling_separator") or data_params.get("spelling_separator") or "-"
+    )
     extra = {k: params[k] for k in ("data", "eval") if isinstance(params.get(k), dict)} if read is not None else {}
     batch_size = (params.get("eval") or {}).get("batch_size") or 64
     return Source(label, adapter_dir, base_dir, prompt_format, separator, facts, read, revision, extra, batch_size, tmp)
@@ -278,9 +290,13 @@ def read_inputs(path: str | Path, separator: str = "-") -> list[dict]:
         elif "word" in obj:
             items += [{**it, "line": no} for it in items_for_word(_check_word(obj["word"], where), separator)]
         else:
-            raise UseError(f'{where}: needs a "question" or a "word" key, got {", ".join(map(repr, obj)) or "an empty object"}')
+            raise UseError(
+                f'{where}: needs a "question" or a "word" key, got {", ".join(map(repr, obj)) or "an empty object"}'
+            )
     if not items:
-        raise UseError(f'{path}: empty, nothing to predict (one word per line, or JSON lines with "question" or "word")')
+        raise UseError(
+            f'{path}: empty, nothing to predict (one word per line, or JSON lines with "question" or "word")'
+        )
     return items
 
 
@@ -379,8 +395,12 @@ def merged_model(model, source: Source):
     except (RuntimeError, ValueError, KeyError) as exc:
         # e.g. a size mismatch: an adapter of another model under the same name
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-        first = next((line for line in lines if "size mismatch" in line), lines[0] if lines else type(exc).__name__)[:300]
-        raise UseError(f"adapter {source.adapter_dir} does not fit the base model in {source.base_dir}: {first}") from None
+        first = next((line for line in lines if "size mismatch" in line), lines[0] if lines else type(exc).__name__)[
+            :300
+        ]
+        raise UseError(
+            f"adapter {source.adapter_dir} does not fit the base model in {source.base_dir}: {first}"
+        ) from None
 
 
 # ------------------------------------------------------------------------- export
@@ -479,10 +499,16 @@ def write_gguf(model_dir: Path, out: Path, name: str) -> None:
 
     config = json.loads((model_dir / "config.json").read_text())
     if config.get("model_type") != "llama":
-        raise UseError(f"--gguf: only Llama-architecture models are written (SmolLM2 is one); this one is {config.get('model_type')!r}")
+        raise UseError(
+            "--gguf: only Llama-architecture models are written (SmolLM2 is one); this one is "
+            f"{config.get('model_type')!r}"
+        )
     rope = config.get("rope_parameters") or {}
     if rope.get("rope_type", "default") != "default" or config.get("rope_scaling"):
-        raise UseError("--gguf: models with scaled RoPE are not written; use llama.cpp's convert_hf_to_gguf.py on the --merged directory")
+        raise UseError(
+            "--gguf: models with scaled RoPE are not written; use llama.cpp's convert_hf_to_gguf.py on the --merged "
+            "directory"
+        )
     tok = json.loads((model_dir / "tokenizer.json").read_text())
     if tok["model"]["type"] != "BPE" or (tok.get("decoder") or {}).get("type") != "ByteLevel":
         raise UseError("--gguf: only byte-level BPE tokenizers (GPT-2 style, SmolLM2's) are written")

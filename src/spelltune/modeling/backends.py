@@ -53,12 +53,24 @@ def choose_backend(params, cuda_available: bool, unsloth_importable: bool) -> tu
     m = params.model
     ddp = params.train.processes > 1
     if m.backend == "unsloth" and ddp:
-        raise _bad("model.backend", m.backend, f"trains on one GPU; train.processes = {params.train.processes} (DDP) needs hf or auto")
+        raise _bad(
+            "model.backend",
+            m.backend,
+            f"trains on one GPU; train.processes = {params.train.processes} (DDP) needs hf or auto",
+        )
     if m.backend == "unsloth":
         if not cuda_available:
-            raise _bad("model.backend", m.backend, f"needs a CUDA GPU (none found) and the unsloth package ({UNSLOTH_HINT}); allowed on CPU: auto or hf")
+            raise _bad(
+                "model.backend",
+                m.backend,
+                f"needs a CUDA GPU (none found) and the unsloth package ({UNSLOTH_HINT}); allowed on CPU: auto or hf",
+            )
         if not unsloth_importable:
-            raise _bad("model.backend", m.backend, f"needs the unsloth package, which does not import here ({UNSLOTH_HINT}); or use auto or hf")
+            raise _bad(
+                "model.backend",
+                m.backend,
+                f"needs the unsloth package, which does not import here ({UNSLOTH_HINT}); or use auto or hf",
+            )
         name, reason = "unsloth", "model.backend = unsloth"
     elif m.backend == "hf":
         name, reason = "hf", "model.backend = hf"

@@ -69,7 +69,10 @@ def details_from_predictions(rows: list[dict]) -> dict:
         letters = [bool(r["correct"]) for r in mine if r["task"] == "letter_position"]
         spells = [r for r in mine if r["task"] == "spelling"]
         metrics = {}
-        for name, values in (("letter_position_accuracy", letters), ("spelling_exact_match", [bool(r["correct"]) for r in spells])):
+        for name, values in (
+            ("letter_position_accuracy", letters),
+            ("spelling_exact_match", [bool(r["correct"]) for r in spells]),
+        ):
             if values:
                 low, high = wilson(sum(values), len(values))
                 metrics[name] = {"value": sum(values) / len(values), "n": len(values), "ci_low": low, "ci_high": high}
@@ -78,7 +81,12 @@ def details_from_predictions(rows: list[dict]) -> dict:
             mean = sum(cers) / len(cers)
             sd = math.sqrt(sum((c - mean) ** 2 for c in cers) / (len(cers) - 1)) if len(cers) > 1 else 0.0
             half = 1.959964 * sd / math.sqrt(len(cers))
-            metrics["char_error_rate"] = {"value": mean, "n": len(cers), "ci_low": max(0.0, mean - half), "ci_high": min(1.0, mean + half)}
+            metrics["char_error_rate"] = {
+                "value": mean,
+                "n": len(cers),
+                "ci_low": max(0.0, mean - half),
+                "ci_high": min(1.0, mean + half),
+            }
         if metrics:
             out[prefix] = metrics
     return out
@@ -90,7 +98,9 @@ def evaluation(read, name: str = "eval") -> tuple[dict | None, str]:
     text = read(f"metrics/{name}_details.json")
     if text:
         details = json.loads(text)
-        return {p: details[p] for p in SPLIT_OF_PREFIX if isinstance(details.get(p), dict)}, f"metrics/{name}_details.json"
+        return {
+            p: details[p] for p in SPLIT_OF_PREFIX if isinstance(details.get(p), dict)
+        }, f"metrics/{name}_details.json"
     text = read(f"metrics/predictions/{name}.jsonl")
     if text:
         rows = [json.loads(line) for line in text.splitlines() if line.strip()]
@@ -132,17 +142,21 @@ def training_facts(params, summary: dict | None, data_dir: Path = Path("data")) 
     if summary:
         final = summary.get("final") or {}
         facts["training"] = {
-            key: value for key, value in {
+            key: value
+            for key, value in {
                 "steps": summary.get("stopped_at_step"),
                 "best_step": summary.get("best_step"),
                 "stop_reason": summary.get("early_stop_reason"),
                 "tokens_seen": summary.get("tokens_seen"),
                 "trainable_parameters": (summary.get("parameters") or {}).get("trainable"),
                 "total_parameters": (summary.get("parameters") or {}).get("total"),
-                "backend": "{name} on {device}, {dtype}".format(**summary["backend"]) if summary.get("backend") else None,
+                "backend": "{name} on {device}, {dtype}".format(**summary["backend"])
+                if summary.get("backend")
+                else None,
                 "final_train_loss": final.get("train/loss"),
                 "final_val_loss": final.get("val/loss"),
-            }.items() if value is not None
+            }.items()
+            if value is not None
         }
     return facts
 
@@ -207,13 +221,23 @@ def _eval_results(details: dict):
             m = (details.get(prefix) or {}).get(metric)
             if not m or m.get("value") is None:
                 continue
-            results.append(EvalResult(
-                task_type="text-generation", task_name="Letter position and spelling questions",
-                dataset_type="spelltune-wordfreq", dataset_name="spelltune held-out words", dataset_split=split,
-                metric_type="accuracy" if metric != "char_error_rate" else "cer", metric_value=round(m["value"], 4),
-                metric_name=f"{label}, 95% CI {_interval(m)}, n={m.get('n')}",
-                metric_args={"ci_low": _four_digits(m.get("ci_low")), "ci_high": _four_digits(m.get("ci_high")), "n": m.get("n")},
-            ))
+            results.append(
+                EvalResult(
+                    task_type="text-generation",
+                    task_name="Letter position and spelling questions",
+                    dataset_type="spelltune-wordfreq",
+                    dataset_name="spelltune held-out words",
+                    dataset_split=split,
+                    metric_type="accuracy" if metric != "char_error_rate" else "cer",
+                    metric_value=round(m["value"], 4),
+                    metric_name=f"{label}, 95% CI {_interval(m)}, n={m.get('n')}",
+                    metric_args={
+                        "ci_low": _four_digits(m.get("ci_low")),
+                        "ci_high": _four_digits(m.get("ci_high")),
+                        "n": m.get("n"),
+                    },
+                )
+            )
     return results
 
 
@@ -243,35 +267,67 @@ def render(facts: dict, *, merged: bool = False, details: dict | None = None, de
     prompt = (f"`{COMPACT_TEMPLATE_NOTE}` (ChatML turns, no system prompt)" if facts.get("prompt_format") == "compact"
               else "the tokenizer's own chat template (`apply_chat_template`, with its default system prompt)")
     lines = [
-        "---", meta.to_yaml(), "---", "",
-        f"# {name}", "",
-        (f"A LoRA adapter{' merged into its base model' if merged else ''} for "
-        f"{f'[{base}](https://huggingface.co/{base})' if base == EMBEDDED_HF_ID else f'`{base}`'} that answers two kinds of "
-        f"questions about English words: \"What is the 3rd letter of 'banana'?\" → `n` and "
-        f"\"Spell 'banana' letter by letter.\" → `{sep.join('banana')}`. Trained with "
-        "spelltune (a DVC pipeline over transformers + PEFT)."), "",
-        "## Use", "",
+        "---",
+        meta.to_yaml(),
+        "---",
+        "",
+        f"# {name}",
+        "",
+        (
+            f"A LoRA adapter{' merged into its base model' if merged else ''} for "
+            f"{f'[{base}](https://huggingface.co/{base})' if base == EMBEDDED_HF_ID else f'`{base}`'} that answers "
+            "two kinds of "
+            f"questions about English words: \"What is the 3rd letter of 'banana'?\" → `n` and "
+            f"\"Spell 'banana' letter by letter.\" → `{sep.join('banana')}`. Trained with "
+            "spelltune (a DVC pipeline over transformers + PEFT)."
+        ),
+        "",
+        "## Use",
+        "",
     ]
     if merged:
-        lines += ["```python", "from transformers import AutoModelForCausalLM, AutoTokenizer",
-                  "model = AutoModelForCausalLM.from_pretrained(\"this/directory\")",
-                  "tokenizer = AutoTokenizer.from_pretrained(\"this/directory\")",
-                  "ids = tokenizer.apply_chat_template([{\"role\": \"user\", \"content\": \"What is the 3rd letter of 'banana'?\"}],",
-                  "                                    add_generation_prompt=True, return_tensors=\"pt\", return_dict=True)",
-                  "print(tokenizer.decode(model.generate(**ids, max_new_tokens=24, do_sample=False)[0, ids['input_ids'].shape[1]:],",
-                  "                       skip_special_tokens=True))", "```", "",
-                  "The saved chat template renders exactly the prompt the model was trained on."]
+        lines += [
+            "```python",
+            "from transformers import AutoModelForCausalLM, AutoTokenizer",
+            'model = AutoModelForCausalLM.from_pretrained("this/directory")',
+            'tokenizer = AutoTokenizer.from_pretrained("this/directory")',
+            'ids = '
+            'tokenizer.apply_chat_template([{"role": "user", "content": "What is the 3rd letter of \'banana\'?"}],',
+            '                                    add_generation_prompt=True, return_tensors="pt", return_dict=True)',
+            "print(tokenizer.decode(model.generate(**ids, max_new_tokens=24, do_sample=False)[0, "
+            "ids['input_ids'].shape[1]:],",
+            "                       skip_special_tokens=True))",
+            "```",
+            "",
+            "The saved chat template renders exactly the prompt the model was trained on.",
+        ]
     else:
-        lines += ["```bash", "spelltune ask \"What is the 3rd letter of 'banana'?\"          # in the project's repository",
-                  "spelltune ask --adapter this/directory --base \"Spell 'banana' letter by letter.\"",
-                  "spelltune predict words.txt -o answers.jsonl", "```", "",
-                  "Without spelltune (PEFT fetches the base model named in `adapter_config.json`):", "",
-                  "```python", "from peft import AutoPeftModelForCausalLM",
-                  "model = AutoPeftModelForCausalLM.from_pretrained(\"this/directory\")", "```"]
-    lines += ["", "## Prompt format", "",
-              (f"Prompt: {prompt}. Greedy decoding; the answer ends at `<|im_end|>`. Replies are parsed as in "
-              "evaluation: a lone letter (or the letter in \"... is 'x'\"); spelling split on `-`, `,` and spaces."), "",
-              "## Evaluation", ""]
+        lines += [
+            "```bash",
+            "spelltune ask \"What is the 3rd letter of 'banana'?\"          # in the project's repository",
+            "spelltune ask --adapter this/directory --base \"Spell 'banana' letter by letter.\"",
+            "spelltune predict words.txt -o answers.jsonl",
+            "```",
+            "",
+            "Without spelltune (PEFT fetches the base model named in `adapter_config.json`):",
+            "",
+            "```python",
+            "from peft import AutoPeftModelForCausalLM",
+            'model = AutoPeftModelForCausalLM.from_pretrained("this/directory")',
+            "```",
+        ]
+    lines += [
+        "",
+        "## Prompt format",
+        "",
+        (
+            f"Prompt: {prompt}. Greedy decoding; the answer ends at `<|im_end|>`. Replies are parsed as in "
+            "evaluation: a lone letter (or the letter in \"... is 'x'\"); spelling split on `-`, `,` and spaces."
+        ),
+        "",
+        "## Evaluation",
+        "",
+    ]
     if details:
         lines += [(f"Greedy answers on held-out words (no word of these splits was trained on); "
                   f"from `{details_source}`{' at ' + revision if revision else ''}."), "",
@@ -283,9 +339,16 @@ def render(facts: dict, *, merged: bool = False, details: dict | None = None, de
     lines += ["## Training", "",
               "| | |", "|---|---|",
               f"| base model | `{base}` (model.source `{facts.get('model_source')}`) |"]
-    for key, label in (("steps", "optimizer steps"), ("stop_reason", "stopped by"), ("best_step", "best step (val)"),
-                       ("tokens_seen", "tokens seen"), ("trainable_parameters", "trainable parameters"),
-                       ("backend", "backend"), ("final_train_loss", "final train loss"), ("final_val_loss", "final val loss")):
+    for key, label in (
+        ("steps", "optimizer steps"),
+        ("stop_reason", "stopped by"),
+        ("best_step", "best step (val)"),
+        ("tokens_seen", "tokens seen"),
+        ("trainable_parameters", "trainable parameters"),
+        ("backend", "backend"),
+        ("final_train_loss", "final train loss"),
+        ("final_val_loss", "final val loss"),
+    ):
         if key in training:
             value = training[key]
             lines.append(f"| {label} | {value:.4g} |" if isinstance(value, float) else f"| {label} | {value} |")

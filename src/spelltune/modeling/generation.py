@@ -36,11 +36,15 @@ def generate_replies(
     # The prompt pass hands the output layer the last position of each row, a strided
     # [rows, 1, hidden] view that torch multiplies as one matrix-vector product per row;
     # made contiguous it is one matrix product (+7 % items/s on the CPU, docs/results.md).
-    contiguous = model.get_output_embeddings().register_forward_pre_hook(lambda _, args: (args[0].contiguous(), *args[1:]))
+    contiguous = model.get_output_embeddings().register_forward_pre_hook(
+        lambda _, args: (args[0].contiguous(), *args[1:])
+    )
     try:
         with torch.inference_mode(), tqdm(total=len(items), desc="generate", unit="q") as bar:
             for idx in batches:
-                enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False).to(model.device)
+                enc = tokenizer(
+                    [prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False
+                ).to(model.device)
                 out = model.generate(
                     **enc,
                     max_new_tokens=max(max_new_tokens(items[i], chatty) for i in idx),
@@ -51,7 +55,9 @@ def generate_replies(
                 new_tokens = out[:, enc["input_ids"].shape[1] :]
                 for row, i in enumerate(idx):
                     # Each reply within its own item's budget, as if generated alone.
-                    text = tokenizer.decode(new_tokens[row, : max_new_tokens(items[i], chatty)], skip_special_tokens=True)
+                    text = tokenizer.decode(
+                        new_tokens[row, : max_new_tokens(items[i], chatty)], skip_special_tokens=True
+                    )
                     replies[i] = text.strip()
                 bar.update(len(idx))
     finally:

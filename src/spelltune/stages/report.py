@@ -1,7 +1,10 @@
 """Stage `report`: plots/ and a Markdown report of the run, from the files earlier stages wrote.
 
-Reads metrics/{base,eval}_details.json (values, n, 95 % intervals), the breakdowns, the DVCLive curves under metrics/train/
-and the per-item predictions; writes plots/*.png and plots/report.md.
+    python -m spelltune.stages.report
+
+Reads metrics/{base,eval}_details.json (values, n, 95 % intervals), the breakdowns, the
+DVCLive curves under metrics/train/ and the per-item predictions; writes plots/*.png and
+plots/report.md.
 """
 
 from __future__ import annotations
@@ -188,7 +191,11 @@ def main() -> None:
     plot_side_by_side(details, PLOTS_DIR / "base_vs_finetuned.png")
     plot_breakdown(breakdowns, "by_length", TASK_METRICS, "word length", PLOTS_DIR / "accuracy_by_length.png")
     plot_breakdown(
-        breakdowns, "by_position", ("letter_position_accuracy",), "letter position", PLOTS_DIR / "accuracy_by_position.png"
+        breakdowns,
+        "by_position",
+        ("letter_position_accuracy",),
+        "letter position",
+        PLOTS_DIR / "accuracy_by_position.png",
     )
     (PLOTS_DIR / "report.md").write_text(markdown(params, details, train_summary, run))
     log.info("report written to %s", PLOTS_DIR / "report.md")

@@ -217,7 +217,9 @@ class BayesRunner:
             if t.number == mine:
                 continue
             retry = self.retry_of(t) is not None
-            if t.state in (TS.COMPLETE, TS.PRUNED) or (t.state == TS.FAIL and retry and t.user_attrs.get("spelltune_run")):
+            if t.state in (TS.COMPLETE, TS.PRUNED) or (
+                t.state == TS.FAIL and retry and t.user_attrs.get("spelltune_run")
+            ):
                 finished += 1
                 taken += 1
             elif t.state == TS.WAITING or (t.state == TS.RUNNING and (retry or t.number < mine)):
@@ -361,7 +363,9 @@ class BayesRunner:
         for key, value in params.items():
             if key in self.encoded:
                 value = json.loads(value)
-            elif isinstance(value, float) and not isinstance(self.dists[key], self.optuna.distributions.CategoricalDistribution):
+            elif isinstance(value, float) and not isinstance(
+                self.dists[key], self.optuna.distributions.CategoricalDistribution
+            ):
                 if self.dists[key].step is None:
                     value = six_digits_within(value, self.dists[key].low, self.dists[key].high)
             out[key] = value
@@ -443,9 +447,15 @@ class BayesRunner:
             f"{(proc.stderr or proc.stdout).strip().splitlines()[-1:]}; push it later with the same command")
 
     def run(self) -> int:
-        say(f"study {self.sweep.name!r} in {shown_storage(self.storage_url)}; early termination: {pruner_text(self.spec)}")
+        say(
+            f"study {self.sweep.name!r} in {shown_storage(self.storage_url)}; early termination: "
+            f"{pruner_text(self.spec)}"
+        )
         if self.threads:
-            say(f"{self.args.jobs} workers on {cores()} cores: each trial gets -S train.threads={self.threads['train.threads']}")
+            say(
+                f"{self.args.jobs} workers on {cores()} cores: each trial gets -S "
+                f"train.threads={self.threads['train.threads']}"
+            )
         self.reap()
         workers = [threading.Thread(target=self.worker, args=(i,), daemon=True) for i in range(self.args.jobs)]
         for w in workers:
@@ -486,5 +496,8 @@ class BayesRunner:
             best = self.study.best_trial
             print(f"best: {best.user_attrs.get('dvc_exp')} {self.sweep.metric.name}={best.value:.4g}"
                   f" (dvc exp apply {best.user_attrs.get('dvc_exp')})")
-        print(f"trials: {sum(self.counted(t) for t in rows)}  complete: {len(complete)}  pruned: {n_pruned}  failed: {n_failed}")
+        print(
+            f"trials: {sum(self.counted(t) for t in rows)}  complete: {len(complete)}  pruned: {n_pruned}  failed: "
+            f"{n_failed}"
+        )
         return 0 if complete or n_pruned else 1

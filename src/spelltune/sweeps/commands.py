@@ -105,7 +105,9 @@ def add_parser(sub) -> None:
                      "remote), so that every machine's trials meet in one place")
     run.set_defaults(func=cmd_run)
 
-    agent = ssub.add_parser("wandb-agent", help="the program `wandb agent` runs: --key=value -> dvc exp run -S key=value")
+    agent = ssub.add_parser(
+        "wandb-agent", help="the program `wandb agent` runs: --key=value -> dvc exp run -S key=value"
+    )
     common(agent)
     agent.add_argument("--threads", type=int, default=0, help="-S train.threads for the trial (0: leave it)")
     agent.add_argument("--dry-run", action="store_true", help="print the dvc command instead of running it")

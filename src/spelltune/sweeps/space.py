@@ -113,9 +113,13 @@ TRAIN_METRICS = (
 )
 SUMMARY_METRICS = ("best_step", "stopped_at_step", "wallclock_seconds", "seconds_to_first_step", "tokens_seen",
                    "train_minutes")
-METRIC_NAMES = tuple(sorted(
-    {f"{split}/{name}" for split in ("val", "test") for name in EVAL_METRICS} | set(TRAIN_METRICS) | set(SUMMARY_METRICS)
-))
+METRIC_NAMES = tuple(
+    sorted(
+        {f"{split}/{name}" for split in ("val", "test") for name in EVAL_METRICS}
+        | set(TRAIN_METRICS)
+        | set(SUMMARY_METRICS)
+    )
+)
 # The files those are read from (spelltune.sweeps.trials.metric_value); `other/file.json:key` is not checked.
 METRIC_FILES = ("metrics/eval.json", "metrics/train.json", "metrics/summary.json", "metrics/train/metrics.json")
 
@@ -167,7 +171,11 @@ class ParamSpec(Strict):
     def _known(cls, value: str | None) -> str | None:
         if value is None or value in DISTRIBUTIONS:
             return value
-        hint = "; W&B's log_uniform takes min/max as exponents: use log_uniform_values" if value.startswith("log_uniform") or value.startswith("q_log") else ""
+        hint = (
+            "; W&B's log_uniform takes min/max as exponents: use log_uniform_values"
+            if value.startswith("log_uniform") or value.startswith("q_log")
+            else ""
+        )
         raise ValueError(f"unsupported distribution {value!r}; allowed: {', '.join(DISTRIBUTIONS)}{hint}")
 
     @model_validator(mode="after")
@@ -575,7 +583,9 @@ class Space:
                     adapter.validate_python(value)
                 except ValidationError as exc:
                     msg = exc.errors(include_url=False)[0]["msg"].removeprefix("Value error, ")
-                    problems.append(f"parameters.{key}: value {format_value(value)} is not allowed by the params schema: {msg}")
+                    problems.append(
+                        f"parameters.{key}: value {format_value(value)} is not allowed by the params schema: {msg}"
+                    )
                     break
         return problems
 
@@ -595,7 +605,10 @@ class Space:
         if logged not in TRAINING_METRICS:
             problems.append(f"metric.name = {self.sweep.metric.name!r}: early_terminate needs a metric the train stage "
                             f"logs at each evaluation ({', '.join(TRAINING_METRICS)}); this one exists only at the end")
-        elif logged in ("val/letter_position_accuracy", "val/spelling_exact_match") and not flat["train.val_generate_items"]:
+        elif (
+            logged in ("val/letter_position_accuracy", "val/spelling_exact_match")
+            and not flat["train.val_generate_items"]
+        ):
             problems.append(f"metric.name = {metric!r}: logged during training only when train.val_generate_items > 0")
         if "train.max_steps" not in self.sweep.parameters and "train.eval_every" not in self.sweep.parameters:
             evaluations = flat["train.max_steps"] // flat["train.eval_every"]
@@ -604,7 +617,8 @@ class Space:
                 if value is not None and value > evaluations:
                     problems.append(
                         f"early_terminate.{key} = {value}: counts validation evaluations (as W&B counts the metric's "
-                        f"logs); a run has {evaluations} (train.max_steps {flat['train.max_steps']} // train.eval_every "
+                        f"logs); a run has {evaluations} (train.max_steps {flat['train.max_steps']} // "
+                        "train.eval_every "
                         f"{flat['train.eval_every']}), so nothing would ever stop"
                     )
         return problems

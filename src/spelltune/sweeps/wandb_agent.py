@@ -1,4 +1,5 @@
-"""`spelltune sweep wandb-agent`: the program `wandb agent` runs; W&B's --key=value arguments become `dvc exp run -S key=value`."""
+"""`spelltune sweep wandb-agent`: the program `wandb agent` runs; W&B's --key=value arguments become `dvc exp run -S "
+"key=value`."""
 
 from __future__ import annotations
 

@@ -206,9 +206,13 @@ def _claim_torchrun_process(threads: int) -> Worker:
     n, rank = int(os.environ["LOCAL_WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", "0"))
     gpus = visible_gpus()
     chosen = threads or max(1, cores() // n)
-    worker = Worker(slot=rank, gpu=gpus[rank] if rank < len(gpus) else None, threads=chosen, workers=n, workers_from="torchrun")
+    worker = Worker(
+        slot=rank, gpu=gpus[rank] if rank < len(gpus) else None, threads=chosen, workers=n, workers_from="torchrun"
+    )
     _claimed = (worker, None)
-    log.info("DDP process %d of %d: %s; %d torch threads", rank, n, f"GPU {worker.gpu}" if worker.gpu else "CPU", chosen)
+    log.info(
+        "DDP process %d of %d: %s; %d torch threads", rank, n, f"GPU {worker.gpu}" if worker.gpu else "CPU", chosen
+    )
     return worker
 
 

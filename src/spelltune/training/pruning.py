@@ -116,7 +116,9 @@ class TrialReporter:
         self.trial.report(value, int(step))
         if self.trial.should_prune():
             self.pruned_at = int(step)
-            log.info("trial %d: pruned at step %d (%s = %.4g is behind at this rung)", self.number, step, self.metric, value)
+            log.info(
+                "trial %d: pruned at step %d (%s = %.4g is behind at this rung)", self.number, step, self.metric, value
+            )
             return True
         return False
 

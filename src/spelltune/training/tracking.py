@@ -256,7 +256,9 @@ class MetricsCallback(TrainerCallback):
     state saved in its checkpoint, so that wall-clock time and the best carry on.
     """
 
-    def __init__(self, live, max_steps: int, best_metric: str, wandb_run: WandbRun | None = None, restored: dict | None = None):
+    def __init__(
+        self, live, max_steps: int, best_metric: str, wandb_run: WandbRun | None = None, restored: dict | None = None
+    ):
         from spelltune.params import EARLY_STOP_METRICS
 
         self.live = live
