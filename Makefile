@@ -36,7 +36,9 @@ $(PLOTS_TEMPLATE): $(INSTALLED)
 run: install
 	dvc exp run
 
+# Lint (ruff, configured in pyproject.toml), then the tests.
 test: install
+	ruff check .
 	python -m pytest
 
 # Train and evaluate speed side by side on the embedded model -> bench/results.json

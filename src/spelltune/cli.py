@@ -300,18 +300,7 @@ def _comparison_args(parser) -> None:
     )
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="spelltune", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    check = sub.add_parser("check", help="validate params.yaml")
-    check.add_argument("params", nargs="?", default="params.yaml")
-    check.set_defaults(func=cmd_check)
-    tiny = sub.add_parser("tiny-model", help="write a tiny random model (tests, smoke runs)")
-    tiny.add_argument("out")
-    tiny.add_argument("--seed", type=int, default=0)
-    tiny.set_defaults(func=cmd_tiny_model)
+def _add_comparison_commands(sub) -> None:
     compare = sub.add_parser("compare", help="leaderboard, plots, importance and next configs over all experiments")
     _comparison_args(compare)
     compare.add_argument("--out", default="compare", help="output directory (default: %(default)s)")
@@ -334,6 +323,9 @@ def main(argv=None) -> int:
     errors.add_argument("--top", type=int, default=10, help="rows of confusions and worst words (default: %(default)s)")
     errors.add_argument("--out", help="write the Markdown here instead of printing it")
     errors.set_defaults(func=cmd_errors)
+
+
+def _add_use_commands(sub) -> None:
     outside = sub.add_parser(
         "outside", help="score a trained adapter on common English words from outside this repository"
     )
@@ -365,6 +357,22 @@ def main(argv=None) -> int:
     export.add_argument("--gguf", metavar="FILE", help="the merged model as a GGUF file (llama.cpp), f32")
     _use_args(export)
     export.set_defaults(func=cmd_export)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="spelltune", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    check = sub.add_parser("check", help="validate params.yaml")
+    check.add_argument("params", nargs="?", default="params.yaml")
+    check.set_defaults(func=cmd_check)
+    tiny = sub.add_parser("tiny-model", help="write a tiny random model (tests, smoke runs)")
+    tiny.add_argument("out")
+    tiny.add_argument("--seed", type=int, default=0)
+    tiny.set_defaults(func=cmd_tiny_model)
+    _add_comparison_commands(sub)
+    _add_use_commands(sub)
     from spelltune.sweeps.commands import add_parser as add_sweep_parser
 
     add_sweep_parser(sub)

@@ -128,6 +128,47 @@ def _adapter_facts(adapter_dir: Path) -> dict | None:
     return card.facts_of_card(readme.read_text()) if readme.exists() else None
 
 
+def _from_experiment(repo: Path, exp: str, local_source: str):
+    """An experiment's adapter (and, when it used another model, its base model) from the DVC
+    cache into a temporary directory: (rev, adapter_dir, base_dir, base_source, read, params, tmp)."""
+    from dvc.api import DVCFileSystem
+
+    rev = resolve_rev(repo, exp)
+    fs = DVCFileSystem(str(repo), rev=rev)
+
+    def read(path: str) -> str | None:
+        try:
+            return fs.read_text(path)
+        except (FileNotFoundError, IsADirectoryError):
+            return None
+
+    tmp = tempfile.TemporaryDirectory(prefix="spelltune-exp-")
+    adapter_dir = Path(tmp.name) / "adapter"
+    try:
+        fs.get(str(ADAPTER_DIR), str(adapter_dir), recursive=True)
+    except Exception as exc:  # noqa: BLE001 - DVC raises many kinds; the user needs one line
+        tmp.cleanup()
+        raise UseError(f"--exp {exp}: its {ADAPTER_DIR} is not in the local DVC cache ({type(exc).__name__}); "
+                       "`dvc exp pull` it, or `dvc exp run` it again") from None
+    if not (adapter_dir / "adapter_config.json").is_file():
+        tmp.cleanup()
+        raise UseError(f"--exp {exp}: commit {rev[:7]} has no trained adapter in {ADAPTER_DIR}")
+    base_source, params = _source_of(read)
+    base_dir = repo / BASE_MODEL_DIR
+    if (
+        not card.same_base(card.base_model_name(base_source), card.base_model_name(local_source))
+        or not base_dir.exists()
+    ):
+        base_dir = Path(tmp.name) / "base_model"  # that experiment's own base model, from the cache
+        try:
+            fs.get(str(BASE_MODEL_DIR), str(base_dir), recursive=True)
+        except Exception:  # noqa: BLE001
+            tmp.cleanup()
+            raise UseError(f"--exp {exp}: its base model ({base_source}) is not in the local DVC cache; "
+                           "`dvc exp pull` it, or run `dvc exp run` there") from None
+    return rev, adapter_dir, base_dir, base_source, read, params, tmp
+
+
 def resolve(repo: str | Path = ".", exp: str | None = None, adapter: str | None = None) -> Source:
     """The adapter to use: --adapter DIR, --exp NAME, else the workspace's."""
     repo = Path(repo).resolve()
@@ -143,42 +184,8 @@ def resolve(repo: str | Path = ".", exp: str | None = None, adapter: str | None 
         label, base_dir, read = str(adapter_dir), repo / BASE_MODEL_DIR, None
         base_source = local_source
     elif exp is not None:
-        from dvc.api import DVCFileSystem
-
-        rev = resolve_rev(repo, exp)
-        fs = DVCFileSystem(str(repo), rev=rev)
-
-        def read(path: str) -> str | None:
-            try:
-                return fs.read_text(path)
-            except (FileNotFoundError, IsADirectoryError):
-                return None
-
-        tmp = tempfile.TemporaryDirectory(prefix="spelltune-exp-")
-        adapter_dir = Path(tmp.name) / "adapter"
-        try:
-            fs.get(str(ADAPTER_DIR), str(adapter_dir), recursive=True)
-        except Exception as exc:  # noqa: BLE001 - DVC raises many kinds; the user needs one line
-            tmp.cleanup()
-            raise UseError(f"--exp {exp}: its {ADAPTER_DIR} is not in the local DVC cache ({type(exc).__name__}); "
-                           "`dvc exp pull` it, or `dvc exp run` it again") from None
-        if not (adapter_dir / "adapter_config.json").is_file():
-            tmp.cleanup()
-            raise UseError(f"--exp {exp}: commit {rev[:7]} has no trained adapter in {ADAPTER_DIR}")
-        base_source, params = _source_of(read)
+        rev, adapter_dir, base_dir, base_source, read, params, tmp = _from_experiment(repo, exp, local_source)
         label, revision = f"experiment {exp}", f"{exp} ({rev[:7]})" if exp != rev else rev[:7]
-        base_dir = repo / BASE_MODEL_DIR
-        if (
-            not card.same_base(card.base_model_name(base_source), card.base_model_name(local_source))
-            or not base_dir.exists()
-        ):
-            base_dir = Path(tmp.name) / "base_model"  # that experiment's own base model, from the cache
-            try:
-                fs.get(str(BASE_MODEL_DIR), str(base_dir), recursive=True)
-            except Exception:  # noqa: BLE001
-                tmp.cleanup()
-                raise UseError(f"--exp {exp}: its base model ({base_source}) is not in the local DVC cache; "
-                               "`dvc exp pull` it, or run `dvc exp run` there") from None
     else:
         adapter_dir, label, base_dir, base_source = repo / ADAPTER_DIR, "workspace", repo / BASE_MODEL_DIR, local_source
         if not (adapter_dir / "adapter_config.json").is_file():
@@ -494,10 +501,22 @@ def _permute(w, n_head: int):
 def write_gguf(model_dir: Path, out: Path, name: str) -> None:
     """A Llama-architecture HF model with a byte-level BPE tokenizer (SmolLM2's) -> f32 GGUF."""
     import gguf
-    import numpy as np
-    from safetensors import safe_open
 
     config = json.loads((model_dir / "config.json").read_text())
+    tok = json.loads((model_dir / "tokenizer.json").read_text())
+    _check_gguf_convertible(config, tok)
+    writer = gguf.GGUFWriter(str(out), "llama")
+    _gguf_hparams(writer, config, name)
+    _gguf_vocab(writer, tok, model_dir, config["vocab_size"])
+    _gguf_tensors(writer, model_dir, config)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def _check_gguf_convertible(config: dict, tok: dict) -> None:
     if config.get("model_type") != "llama":
         raise UseError(
             "--gguf: only Llama-architecture models are written (SmolLM2 is one); this one is "
@@ -509,26 +528,31 @@ def write_gguf(model_dir: Path, out: Path, name: str) -> None:
             "--gguf: models with scaled RoPE are not written; use llama.cpp's convert_hf_to_gguf.py on the --merged "
             "directory"
         )
-    tok = json.loads((model_dir / "tokenizer.json").read_text())
     if tok["model"]["type"] != "BPE" or (tok.get("decoder") or {}).get("type") != "ByteLevel":
         raise UseError("--gguf: only byte-level BPE tokenizers (GPT-2 style, SmolLM2's) are written")
-    n_head = config["num_attention_heads"]
-    n_kv = config.get("num_key_value_heads") or n_head
-    n_layers, hidden, n_vocab = config["num_hidden_layers"], config["hidden_size"], config["vocab_size"]
 
-    writer = gguf.GGUFWriter(str(out), "llama")
+
+def _gguf_hparams(writer, config: dict, name: str) -> None:
+    import gguf
+
+    rope = config.get("rope_parameters") or {}
+    n_head, hidden = config["num_attention_heads"], config["hidden_size"]
     writer.add_name(name)
     writer.add_context_length(config["max_position_embeddings"])
     writer.add_embedding_length(hidden)
-    writer.add_block_count(n_layers)
+    writer.add_block_count(config["num_hidden_layers"])
     writer.add_feed_forward_length(config["intermediate_size"])
     writer.add_head_count(n_head)
-    writer.add_head_count_kv(n_kv)
+    writer.add_head_count_kv(config.get("num_key_value_heads") or n_head)
     writer.add_layer_norm_rms_eps(config["rms_norm_eps"])
     writer.add_rope_freq_base(float(rope.get("rope_theta") or config.get("rope_theta") or 10000.0))
     writer.add_rope_dimension_count(config.get("head_dim") or hidden // n_head)
-    writer.add_vocab_size(n_vocab)
+    writer.add_vocab_size(config["vocab_size"])
     writer.add_file_type(gguf.LlamaFileType.ALL_F32)
+
+
+def _gguf_vocab(writer, tok: dict, model_dir: Path, n_vocab: int) -> None:
+    import gguf
 
     added = {a["id"]: a for a in tok.get("added_tokens", [])}
     tokens = [f"[PAD{i}]" for i in range(n_vocab)]
@@ -552,10 +576,18 @@ def write_gguf(model_dir: Path, out: Path, name: str) -> None:
         writer.add_add_bos_token(False)  # as the HF tokenizer: our prompts start without BOS
     writer.add_add_space_prefix(False)
 
-    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, n_layers)
+
+def _gguf_tensors(writer, model_dir: Path, config: dict) -> None:
+    import gguf
+    import numpy as np
+    from safetensors import safe_open
+
+    n_head = config["num_attention_heads"]
+    n_kv = config.get("num_key_value_heads") or n_head
+    names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, config["num_hidden_layers"])
     for file in sorted(model_dir.glob("*.safetensors")):
         with safe_open(file, framework="np") as f:
-            for key in f.keys():  # noqa: SIM118 - a safetensors file, not a dict
+            for key in f.keys():  # a safetensors file, not a dict
                 if key == "lm_head.weight" and config.get("tie_word_embeddings"):
                     continue  # GGUF reuses token_embd for a tied output layer
                 new = names.get_name(key, try_suffixes=(".weight", ".bias"))
@@ -567,8 +599,3 @@ def write_gguf(model_dir: Path, out: Path, name: str) -> None:
                 elif key.endswith("k_proj.weight"):
                     data = _permute(data, n_kv)
                 writer.add_tensor(new, data)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()

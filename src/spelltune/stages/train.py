@@ -67,9 +67,7 @@ def train(params, worker=None, choice=None, pin=None) -> dict:
     from spelltune.modeling.base import set_threads
     from spelltune.params import training_fingerprint
     from spelltune.training import recipe
-    from spelltune.training.collators import EncodedItems, collator
     from spelltune.training.devices import claim_worker
-    from spelltune.training.trainer import AnswerLossTrainer
 
     worker = worker or claim_worker(params.train.threads)
     choice = choice or backends.check_or_exit(params)
@@ -84,26 +82,7 @@ def train(params, worker=None, choice=None, pin=None) -> dict:
     trainable, total = model.get_nb_trainable_parameters()
     log.info("LoRA: %d trainable of %d parameters; %d threads", trainable, total, threads)
     packing = use_packing(tp, choice, model)
-    args = recipe.training_arguments(tp, resume.store, choice, packing, evaluates=bool(tp.val_loss_items))
-    callbacks, metrics, prune = recipe.callbacks(tp, trackers, resume)
-    prompt_format = params.model.prompt_format
-    trainer = AnswerLossTrainer(
-        model=model,
-        args=args,
-        train_dataset=EncodedItems(data["train"], tokenizer, prompt_format),
-        eval_dataset=EncodedItems(data["validation"][: tp.val_loss_items], tokenizer, prompt_format)
-        if tp.val_loss_items else None,
-        data_collator=collator(packing, tokenizer.pad_token_id),
-        callbacks=callbacks,
-        answer_metrics=recipe.answer_scorer(tokenizer, data["validation"][: tp.val_generate_items], prompt_format,
-                                            args.per_device_eval_batch_size),
-        grad_norm_limit=tp.grad_norm_limit,
-        fingerprint=fingerprint,
-        keep_last=tp.keep_last,
-        live_dir=recipe.LIVE_DIR,
-        # What a resumed run needs beyond HF's state; process 0 writes checkpoints.
-        run_state=(lambda: {"metrics": metrics.state(), "wandb_run_id": trackers[1].id}) if main else dict,
-    )
+    trainer, metrics, prune = build_trainer(params, model, tokenizer, data, resume, trackers, choice, packing)
 
     # Train.
     loaded()
@@ -118,6 +97,39 @@ def train(params, worker=None, choice=None, pin=None) -> dict:
 
     # Export and summarise.
     return export_and_summarise(params, trainer, resume, choice, worker, metrics, prune, (total, trainable))
+
+
+def build_trainer(params, model, tokenizer, data: dict, resume, trackers, choice, packing: bool):
+    """(AnswerLossTrainer, its metrics callback, its prune callback) for this run."""
+    from spelltune.params import training_fingerprint
+    from spelltune.training import recipe
+    from spelltune.training.collators import EncodedItems, collator
+    from spelltune.training.trainer import AnswerLossTrainer
+
+    tp, prompt_format = params.train, params.model.prompt_format
+    args = recipe.training_arguments(tp, resume.store, choice, packing, evaluates=bool(tp.val_loss_items))
+    callbacks, metrics, prune = recipe.callbacks(tp, trackers, resume)
+    validation = data["validation"]
+    val_loss_set = None
+    if tp.val_loss_items:
+        val_loss_set = EncodedItems(validation[: tp.val_loss_items], tokenizer, prompt_format)
+    trainer = AnswerLossTrainer(
+        model=model,
+        args=args,
+        train_dataset=EncodedItems(data["train"], tokenizer, prompt_format),
+        eval_dataset=val_loss_set,
+        data_collator=collator(packing, tokenizer.pad_token_id),
+        callbacks=callbacks,
+        answer_metrics=recipe.answer_scorer(tokenizer, validation[: tp.val_generate_items], prompt_format,
+                                            args.per_device_eval_batch_size),
+        grad_norm_limit=tp.grad_norm_limit,
+        fingerprint=training_fingerprint(params),
+        keep_last=tp.keep_last,
+        live_dir=recipe.LIVE_DIR,
+        # What a resumed run needs beyond HF's state; process 0 writes checkpoints.
+        run_state=(lambda: {"metrics": metrics.state(), "wandb_run_id": trackers[1].id}) if trackers else dict,
+    )
+    return trainer, metrics, prune
 
 
 def use_packing(tp, choice, model) -> bool:
