@@ -70,7 +70,7 @@ class ModelParams(Section):
     # auto: bfloat16 on a CUDA GPU that supports it, else float16 there; float32 on the CPU.
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     load_in_4bit: bool = False  # QLoRA base weights (Unsloth, CUDA only)
-    # true: activation checkpointing (less memory, ~30 % slower); unsloth: Unsloth's own
+    # true: activation checkpointing (less memory, slower); unsloth: Unsloth's own
     # offloaded variant, plain checkpointing where auto ends up on transformers + PEFT.
     gradient_checkpointing: Literal[False, True, "unsloth"] = False
 
@@ -106,7 +106,7 @@ class TrainParams(Section):
     warmup_steps: Annotated[int, Field(ge=0)] = 20
     lr_scheduler: Literal["linear", "cosine", "constant_with_warmup"] = "cosine"
     weight_decay: Annotated[float, Field(ge=0)] = 0.0
-    # Batches of similar length pad less (~20 % faster here) but then hold one task each,
+    # Batches of similar length pad less (faster, docs/results.md) but then hold one task each,
     # which makes the gradient swing between tasks.
     group_by_length: bool = False
     # One row per batch, no padding (position ids restart per example); same examples per step.

@@ -308,15 +308,14 @@ def overheads(model_dir: Path, data_dir: Path, startup_runs: int) -> dict:
     return result
 
 
-def main(argv=None) -> int:
+def _arguments(argv):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="data/base_model", help="model directory (default: %(default)s)")
     parser.add_argument("--data", default="data", help="directory with train.jsonl and validation.jsonl")
     parser.add_argument("--steps", type=int, default=10, help="timed optimizer steps (default: %(default)s)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (default: %(default)s)")
     parser.add_argument("--batch", type=int, default=16)
-    # Three batches of the evaluate stage's eval.batch_size (64); it scores 300 items per split.
-    # (64 items left the spelling batch a third full: 4.5x there against 5.4x at 192.)
+    # Three batches of the evaluate stage's eval.batch_size: a full spelling batch (docs/results.md).
     parser.add_argument("--eval-items", type=int, default=192)
     parser.add_argument(
         "--tracking-pairs", type=int, default=4, help="tracked/untracked run pairs (default: %(default)s)"
@@ -325,25 +324,19 @@ def main(argv=None) -> int:
         "--startup-runs", type=int, default=3, help="fresh train-stage processes timed (default: %(default)s)"
     )
     parser.add_argument("--out", default="bench/results.json")
-    args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    return parser.parse_args(argv)
 
+
+def train_levers(model_dir: Path, train_items: list[dict], args) -> dict:
+    """train_<lever> for each lever of the module docstring, train_ours the median of three runs."""
     import torch
 
-    from spelltune.files import read_jsonl
-
-    model_dir = Path(args.model)
-    train_items = read_jsonl(Path(args.data) / "train.jsonl")[: (args.warmup + args.steps) * args.batch]
-    val_items = read_jsonl(Path(args.data) / "validation.jsonl")[: args.eval_items]
-    results: dict = {"model": str(model_dir), "threads": torch.get_num_threads(), "steps": args.steps,
-                     "warmup": args.warmup, "batch_size": args.batch}
-    results["gemm_gflops"] = gemm_gflops()
-    log.info("gemm: %.1f GFLOP/s", results["gemm_gflops"])
+    results = {}
     # The levers (module docstring): each a recipe of RECIPES or ours with one setting changed.
     spaced = [{**it, "answer": " ".join(it["word"])} if it["task"] == "spelling" else it for it in train_items]
     half_threads = max(1, torch.get_num_threads() // 2)
     # Ours runs three times, spread over the list, and every ratio uses the median run: this
-    # host has slow spells of a minute or so, and one slow run of (b) would skew every lever.
+    # host has slow spells, and one slow run of ours would skew every lever.
     ours_runs = []
     for name, recipe, items, dropout, threads in (
         ("ours", "ours", train_items, None, None),
@@ -369,22 +362,52 @@ def main(argv=None) -> int:
     ours_runs.sort(key=lambda r: r["examples_per_second"])
     results["train_ours"] = {**ours_runs[len(ours_runs) // 2],
                              "examples_per_second_runs": [r["examples_per_second"] for r in ours_runs]}
-    plain, ours = results["train_plain"], results["train_ours"]
-    results["train_speedup"] = ours["examples_per_second"] / plain["examples_per_second"]
-    results["compact_prompt_speedup"] = (
-        ours["examples_per_second"] / results["train_chat_prompt"]["examples_per_second"]
-    )
-    results["answer_logits_speedup"] = ours["examples_per_second"] / results["train_full_logits"]["examples_per_second"]
-    results["packing_speedup"] = ours["examples_per_second"] / results["train_padded"]["examples_per_second"]
-    results["spaced_speedup"] = results["train_spaced"]["examples_per_second"] / ours["examples_per_second"]
-    results["packed_attention_speedup"] = ours["examples_per_second"] / results["train_masked"]["examples_per_second"]
-    results["no_dropout_speedup"] = ours["examples_per_second"] / results["train_dropout"]["examples_per_second"]
-    results["all_threads_speedup"] = ours["examples_per_second"] / results["train_half_threads"]["examples_per_second"]
-    n_trainable = ours["parameters"]["trainable"]
-    n_frozen = ours["parameters"]["total"] - n_trainable
-    results["mfu"] = (
-        (4 * n_frozen + 6 * n_trainable) * ours["nonpad_tokens_per_second"] / (results["gemm_gflops"] * 1e9)
-    )
+    return results
+
+
+def speedups(results: dict) -> dict:
+    """Each lever as ours / without it (spaced: with it / ours), and the model FLOPs utilisation."""
+    ours = results["train_ours"]["examples_per_second"]
+    rate = {name: results[f"train_{name}"]["examples_per_second"] for name in (
+        "plain", "chat_prompt", "full_logits", "padded", "spaced", "masked", "dropout", "half_threads")}
+    n_trainable = results["train_ours"]["parameters"]["trainable"]
+    n_frozen = results["train_ours"]["parameters"]["total"] - n_trainable
+    return {
+        "train_speedup": ours / rate["plain"],
+        "compact_prompt_speedup": ours / rate["chat_prompt"],
+        "answer_logits_speedup": ours / rate["full_logits"],
+        "packing_speedup": ours / rate["padded"],
+        "spaced_speedup": rate["spaced"] / ours,
+        "packed_attention_speedup": ours / rate["masked"],
+        "no_dropout_speedup": ours / rate["dropout"],
+        "all_threads_speedup": ours / rate["half_threads"],
+        "mfu": (4 * n_frozen + 6 * n_trainable) * results["train_ours"]["nonpad_tokens_per_second"]
+        / (results["gemm_gflops"] * 1e9),
+    }
+
+
+HEADLINE = ("train_speedup", "compact_prompt_speedup", "answer_logits_speedup", "packing_speedup",
+            "packed_attention_speedup", "no_dropout_speedup", "all_threads_speedup", "spaced_speedup", "mfu",
+            "eval_speedup", "gemm_gflops")
+
+
+def main(argv=None) -> int:
+    args = _arguments(argv)
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+
+    import torch
+
+    from spelltune.files import read_jsonl
+
+    model_dir = Path(args.model)
+    train_items = read_jsonl(Path(args.data) / "train.jsonl")[: (args.warmup + args.steps) * args.batch]
+    val_items = read_jsonl(Path(args.data) / "validation.jsonl")[: args.eval_items]
+    results: dict = {"model": str(model_dir), "threads": torch.get_num_threads(), "steps": args.steps,
+                     "warmup": args.warmup, "batch_size": args.batch}
+    results["gemm_gflops"] = gemm_gflops()
+    log.info("gemm: %.1f GFLOP/s", results["gemm_gflops"])
+    results.update(train_levers(model_dir, train_items, args))
+    results.update(speedups(results))
     results["tracking"] = tracking_overhead(
         model_dir, train_items, args.warmup + args.steps, args.batch, args.tracking_pairs
     )
@@ -397,15 +420,8 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2) + "\n")
-    headline = ("train_speedup", "compact_prompt_speedup", "answer_logits_speedup", "packing_speedup",
-                "packed_attention_speedup", "no_dropout_speedup", "all_threads_speedup", "spaced_speedup", "mfu",
-                "eval_speedup", "gemm_gflops")
-    print(
-        json.dumps(
-            {k: results[k] for k in headline} | {"tracking_overhead": results["tracking"]["tracking_overhead"]},
-            indent=2,
-        )
-    )
+    summary = {k: results[k] for k in HEADLINE} | {"tracking_overhead": results["tracking"]["tracking_overhead"]}
+    print(json.dumps(summary, indent=2))
     return 0
 
 

@@ -351,7 +351,7 @@ _PLAIN_LORA = {"peft_type": "LORA", "use_dora": False, "use_rslora": False, "fan
 def _merge_plain_lora(model, adapter_dir: Path) -> bool:
     """W += (B @ A) * alpha / r for every adapted linear layer: PEFT's merge, the same
     operations in the same order (so the same weights, bit for bit), without importing PEFT
-    and wrapping the model (~3 s of `ask`'s start on 2 busy cores). False: not a plain LoRA
+    and wrapping the model (a large part of `ask`'s start, docs/model.md). False: not a plain LoRA
     adapter of this model, nothing changed."""
     import torch
     from safetensors.torch import load_file
@@ -379,8 +379,8 @@ def _merge_plain_lora(model, adapter_dir: Path) -> bool:
     if not pairs:
         return False
     scaling = config["lora_alpha"] / config["r"]
-    # One thread: ~200 tiny products gain nothing from more, and on busy cores every op's
-    # OpenMP barrier waits for a descheduled thread (measured 0.24 s with one, 15 s with two).
+    # One thread: many tiny products gain nothing from more, and on busy cores every op's
+    # OpenMP barrier waits for a descheduled thread (docs/model.md).
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

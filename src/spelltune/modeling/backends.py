@@ -25,7 +25,7 @@ log = logging.getLogger("spelltune.modeling.backends")
 
 SOURCE = "params.yaml"
 UNSLOTH_HINT = "pip install unsloth"
-# Longest prompt + answer here is ~60 tokens; Unsloth sizes its RoPE cache from this.
+# Well above the longest prompt + answer of the task; Unsloth sizes its RoPE cache from this.
 MAX_SEQ_LENGTH = 512
 
 

@@ -1,8 +1,8 @@
 """Loading and saving the base model, LoRA wrapping, and the prompt format.
 
 The base model is materialised once by the prepare stage as safetensors under
-data/base_model/ (loading the embedded GGUF de-quantizes it, ~20 s; the safetensors copy
-loads in < 1 s). Later stages only ever load that directory.
+data/base_model/: loading the embedded GGUF de-quantizes it, which is slow, and the
+safetensors copy loads fast (docs/results.md). Later stages only ever load that directory.
 """
 
 from __future__ import annotations

@@ -35,7 +35,7 @@ def generate_replies(
     model.eval()
     # The prompt pass hands the output layer the last position of each row, a strided
     # [rows, 1, hidden] view that torch multiplies as one matrix-vector product per row;
-    # made contiguous it is one matrix product (+7 % items/s on the CPU, docs/results.md).
+    # made contiguous it is one matrix product (faster on the CPU, docs/results.md).
     contiguous = model.get_output_embeddings().register_forward_pre_hook(
         lambda _, args: (args[0].contiguous(), *args[1:])
     )

@@ -28,7 +28,7 @@ def _looks_like_path(source: str) -> bool:
 
 def source_problem(source: str) -> str | None:
     """Why model.source cannot be loaded on this machine, or None. No network: an HF id
-    must already be in the local HF cache (prepare_model would otherwise retry for ~1 min)."""
+    must already be in the local HF cache (prepare_model would otherwise retry for a long while)."""
     if source == EMBEDDED:
         import importlib.util
 

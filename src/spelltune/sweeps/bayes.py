@@ -399,19 +399,7 @@ class BayesRunner:
         again = f" (retry of trial {retry_of})" if retry_of is not None else ""
         say(f"trial {trial.number} ({name}) started{again}: {show_config(config)}")
         log_file = self.log_dir / f"{name}.log"
-        with open(log_file, "w") as out:
-            proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-            with self.lock:
-                self.children.add(proc)
-            while True:
-                try:
-                    proc.wait(timeout=self.args.heartbeat_interval)
-                    break
-                except subprocess.TimeoutExpired:
-                    if not self.database:  # the RDB heartbeat is Optuna's own thread
-                        trial.set_user_attr("heartbeat", time.time())
-            with self.lock:
-                self.children.discard(proc)
+        proc = self.launch(trial, cmd, env, log_file)
         if self.stop.is_set() and proc.returncode != 0:
             trial.set_user_attr("result", "interrupted")
             self.retry(self.study, self.frozen(trial))
@@ -434,6 +422,23 @@ class BayesRunner:
             self.retry(self.study, self.frozen(trial))
             say(f"trial {trial.number} will be retried once")
         raise TrialFailed(why)
+
+    def launch(self, trial, cmd: list[str], env: dict, log_file: Path) -> subprocess.Popen:
+        """Run the trial's `dvc exp run` to its end, beating the trial's heartbeat meanwhile."""
+        with open(log_file, "w") as out:
+            proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            with self.lock:
+                self.children.add(proc)
+            while True:
+                try:
+                    proc.wait(timeout=self.args.heartbeat_interval)
+                    break
+                except subprocess.TimeoutExpired:
+                    if not self.database:  # the RDB heartbeat is Optuna's own thread
+                        trial.set_user_attr("heartbeat", time.time())
+            with self.lock:
+                self.children.discard(proc)
+        return proc
 
     def push(self, name: str) -> None:
         """The experiment's commit to the git remote and its outputs to the default DVC remote."""

@@ -1,10 +1,10 @@
 """Stage start-up without Python's cyclic garbage collector.
 
-Importing torch, transformers and PEFT creates ~800k long-lived objects, and while they
-load the collector walks all of them again at every full collection: on 2 cores that is
-~1 s of a 4-5 s start, plus 0.3 s for the gc.collect() HF Trainer runs before training.
-Start-up leaves ~12k objects of cyclic garbage, and collecting them frees no resident
-memory on the CPU (measured), so they are frozen with the rest.
+Importing torch, transformers and PEFT creates hundreds of thousands of long-lived objects,
+and while they load the collector walks all of them again at every full collection, plus
+once more in the gc.collect() HF Trainer runs before training: a large share of the stage's
+start (docs/results.md, start-up). The little cyclic garbage start-up leaves frees no
+resident memory on the CPU when collected, so it is frozen with the rest.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ def loaded() -> None:
 
     if torch.cuda.is_available():
         # Frozen garbage is never freed, and garbage from loading onto a GPU (Unsloth
-        # quantizes as it loads) may hold device memory: collect it first (~0.4 s).
+        # quantizes as it loads) may hold device memory: collect it first.
         gc.collect()
     gc.freeze()
     gc.enable()

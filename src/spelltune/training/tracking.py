@@ -95,7 +95,7 @@ def wandb_group() -> str | None:
 
 
 def skip_unstaged_launch_inputs(wandb) -> None:
-    """wandb.init imports W&B's whole Launch package (~1 s of CPU per run) only to apply job
+    """wandb.init imports W&B's whole Launch package (docs/results.md) only to apply job
     inputs that code can stage solely through that package: unless it is imported already,
     there is nothing to apply."""
     import sys
@@ -114,8 +114,7 @@ def skip_unstaged_launch_inputs(wandb) -> None:
 
 
 # W&B waits up to init_timeout (its default: 90 s) for a server it cannot reach; then this
-# run logs offline instead. With its imports and the offline start, about 5 s in all, beside
-# training (never in its way). WANDB_INIT_TIMEOUT, when set, wins.
+# run logs offline instead, beside training (never in its way). WANDB_INIT_TIMEOUT, when set, wins.
 INIT_TIMEOUT_SECONDS = 3.0
 
 
@@ -146,7 +145,7 @@ class WandbRun:
         self._pending: list[tuple[dict, int]] | None = []  # (metrics, step) logged during the start; None after
         # W&B's own log records go to its debug.log, not through our handlers to stderr.
         logging.getLogger("wandb").propagate = False
-        # Its start (imports and its wandb-core process, 0.5-2 s) runs beside the model's
+        # Its start (imports and its wandb-core process) runs beside the model's
         # loading and the first steps; finish() waits for it, and so does the interpreter's
         # exit (not a daemon: a run that fails early must not exit halfway through wandb.init).
         self._starting = threading.Thread(target=self._start, args=(name, config, tags, group, run_id is not None),
