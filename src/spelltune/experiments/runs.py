@@ -22,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from spelltune.params import flatten
+from spelltune.repo import git_show
 
 # Validation chooses, test confirms: every ranking, recommendation and significance test
 # defaults to a val/ metric; test/ columns are shown as the final check only.
@@ -107,10 +108,7 @@ class Runs:
         if rev == "workspace":
             file = self.repo / path
             return file.read_text() if file.exists() else None
-        proc = subprocess.run(
-            ["git", "show", f"{rev}:{path}"], cwd=self.repo, capture_output=True, text=True, check=False
-        )
-        return proc.stdout if proc.returncode == 0 else None
+        return git_show(rev, path, cwd=self.repo)
 
     def curves(self, name: str) -> dict[str, pd.DataFrame]:
         """The DVCLive curves of one experiment: {"train/loss": DataFrame(step, value), ...}."""
@@ -127,6 +125,9 @@ class Runs:
 
 
 def _dvc_exp_show(repo: Path, all_commits: bool, rev: str | None = None) -> list[dict]:
+    """`dvc exp show --json`. Not dvc.api.exp_show: that returns the table flattened, where a
+    metric loses its file (`metrics/eval.json:val/...`, the names this module and the CLI use)
+    unless two files share it, and it has no --all-commits."""
     cmd = [sys.executable, "-m", "dvc", "exp", "show", "--json", *(["--all-commits"] if all_commits else []),
            *(["--rev", rev] if rev else [])]
     proc = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, check=False)
