@@ -246,15 +246,8 @@ def train_startup(model_dir: Path, data_dir: Path, runs: int) -> list[float]:
 
     params = Params(**yaml.safe_load(Path("params.yaml").read_text())) if Path("params.yaml").exists() else Params()
     config = params.model_dump()
-    config["train"].update(
-        max_steps=1,
-        warmup_steps=0,
-        log_every=1,
-        save_every=1,
-        val_loss_items=0,
-        val_generate_items=0,
-        early_stop_patience=0,
-    )
+    config["train"].update(max_steps=1, warmup_steps=0, log_every=1, save_every=1, val_loss_items=0,
+                           val_generate_items=0, early_stop_patience=0)
     seconds = []
     for _ in range(runs):
         with tempfile.TemporaryDirectory() as tmp:
