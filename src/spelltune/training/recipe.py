@@ -1,6 +1,6 @@
 """The components the train stage's recipe is made of: the resume point, the trackers, the
-TrainingArguments, the trainer with its callbacks, the exported outputs and the summary.
-Heavy imports (torch, transformers) happen here, after the stage has checked its params."""
+TrainingArguments, the callbacks, the exported checkpoints and the headline numbers.
+Heavy imports (transformers) happen inside the functions: the DDP launcher stays light."""
 
 from __future__ import annotations
 
@@ -11,8 +11,6 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-
-from transformers import EarlyStoppingCallback, TrainingArguments
 
 from spelltune.paths import METRICS_DIR
 from spelltune.training import checkpoints
@@ -90,8 +88,10 @@ def start_trackers(params, fingerprint: str, choice, resume: ResumePoint):
     return live, wandb_run
 
 
-def training_arguments(tp, store: Path, choice, packing: bool, evaluates: bool) -> TrainingArguments:
+def training_arguments(tp, store: Path, choice, packing: bool, evaluates: bool):
     """train.* as HF TrainingArguments; `evaluates`: a validation loss set exists."""
+    from transformers import TrainingArguments
+
     from spelltune.modeling.backends import trainer_kwargs
     from spelltune.params import EARLY_STOP_METRICS
 
@@ -143,6 +143,8 @@ def answer_scorer(tokenizer, items: list[dict], prompt_format: str, batch_size: 
 
 def callbacks(tp, trackers, resume: ResumePoint) -> tuple[list, object, object]:
     """(callbacks, metrics callback or None, prune callback or None)."""
+    from transformers import EarlyStoppingCallback
+
     from spelltune.training.pruning import reporter_from_env
     from spelltune.training.tracking import MetricsCallback, PruneCallback
 
@@ -163,6 +165,8 @@ def callbacks(tp, trackers, resume: ResumePoint) -> tuple[list, object, object]:
 
 
 def stop_reason(trainer, tp, prune) -> str:
+    from transformers import EarlyStoppingCallback
+
     # (On resume HF replaces the callback by one rebuilt from the checkpoint: look it up.)
     stopper = next((cb for cb in trainer.callback_handler.callbacks if isinstance(cb, EarlyStoppingCallback)), None)
     if stopper is not None and stopper.early_stopping_patience_counter >= tp.early_stop_patience:
