@@ -7,6 +7,10 @@ BASE_MODEL_DIR = Path("data/base_model")
 CHECKPOINT_DIR = Path("checkpoints")
 ADAPTER_DIR = CHECKPOINT_DIR / "adapter"
 METRICS_DIR = Path("metrics")
+# The train stage's DVCLive directory and its curves, one TSV per metric.
+LIVE_DIR = METRICS_DIR / "train"
+CURVES_DIR = LIVE_DIR / "plots" / "metrics"
+PLOTS_DIR = Path("plots")
 # Run facts (timings, fingerprint, backend, best/final blocks): an output, not a DVC metric.
 SUMMARY_FILE = METRICS_DIR / "summary.json"
 # The train stage's few headline numbers: a DVC metric, a column of `dvc exp show`.

@@ -22,13 +22,14 @@ from pathlib import Path
 import pandas as pd
 
 from spelltune.params import flatten
+from spelltune.paths import CURVES_DIR as CURVES_PATH
 from spelltune.repo import git_show
 
 # Validation chooses, test confirms: every ranking, recommendation and significance test
 # defaults to a val/ metric; test/ columns are shown as the final check only.
 DEFAULT_METRIC = "metrics/eval.json:val/spelling_exact_match"
 EVAL_FILE = "metrics/eval.json"
-CURVES_DIR = "metrics/train/plots/metrics"
+CURVES_DIR = CURVES_PATH.as_posix()
 # Params whose useful values span orders of magnitude: neighbours are proposed on a log scale.
 LOG_SCALE = {"train.lr", "lora.r", "lora.alpha", "train.batch_size", "train.grad_accum_steps", "train.max_steps"}
 

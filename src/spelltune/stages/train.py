@@ -16,7 +16,7 @@ import shutil
 
 from spelltune.errors import fail
 from spelltune.params import load_pinned_or_exit
-from spelltune.paths import ADAPTER_DIR, BASE_MODEL_DIR, CHECKPOINT_DIR, SUMMARY_FILE, TRAIN_METRICS_FILE
+from spelltune.paths import ADAPTER_DIR, BASE_MODEL_DIR, CHECKPOINT_DIR, LIVE_DIR, SUMMARY_FILE, TRAIN_METRICS_FILE
 from spelltune.training.startup import loaded, pause_collector
 
 log = logging.getLogger("spelltune.stages.train")
@@ -125,7 +125,7 @@ def build_trainer(params, model, tokenizer, data: dict, resume, trackers, choice
         grad_norm_limit=tp.grad_norm_limit,
         fingerprint=training_fingerprint(params),
         keep_last=tp.keep_last,
-        live_dir=recipe.LIVE_DIR,
+        live_dir=LIVE_DIR,
         # What a resumed run needs beyond HF's state; process 0 writes checkpoints.
         run_state=(lambda: {"metrics": metrics.state(), "wandb_run_id": trackers[1].id}) if trackers else dict,
     )

@@ -12,13 +12,11 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from spelltune.paths import METRICS_DIR
+from spelltune.paths import LIVE_DIR
 from spelltune.training import checkpoints
 from spelltune.training.devices import original_repo_root
 
 log = logging.getLogger("spelltune.training.recipe")
-
-LIVE_DIR = METRICS_DIR / "train"
 
 
 def main_process() -> bool:
