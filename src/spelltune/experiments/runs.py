@@ -154,39 +154,20 @@ def load_runs(repo: str | Path = ".", all_commits: bool = False, rev: str | None
                 pending[name] = state or ("failed" if error else "no metrics")
             return
         params = flatten(((data.get("params") or {}).get("params.yaml") or {}).get("data") or {})
-        rows.append(
-            {
-                "name": name,
-                "rev": rev,
-                "kind": kind,
-                "created": data.get("timestamp"),
-                **{f"p:{k}": _param_value(v) for k, v in params.items()},
-                **{f"m:{k}": v for k, v in metrics.items()},
-            }
-        )
+        rows.append({"name": name, "rev": rev, "kind": kind, "created": data.get("timestamp"),
+                     **{f"p:{k}": _param_value(v) for k, v in params.items()},
+                     **{f"m:{k}": v for k, v in metrics.items()}})
 
     for row in _dvc_exp_show(repo, all_commits, rev):
         rev = row["rev"]
         kind = "workspace" if rev == "workspace" else "baseline"
-        add(
-            row.get("name") or ("workspace" if kind == "workspace" else rev[:7]),
-            rev,
-            kind,
-            row.get("data"),
-            None,
-            row.get("error"),
-        )
+        name = row.get("name") or ("workspace" if kind == "workspace" else rev[:7])
+        add(name, rev, kind, row.get("data"), None, row.get("error"))
         for exp in row.get("experiments") or []:
             last = exp["revs"][0]
             state = (exp.get("executor") or {}).get("state")
-            add(
-                exp.get("name") or last.get("name") or last["rev"][:7],
-                last["rev"],
-                "experiment",
-                last.get("data"),
-                state,
-                last.get("error"),
-            )
+            name = exp.get("name") or last.get("name") or last["rev"][:7]
+            add(name, last["rev"], "experiment", last.get("data"), state, last.get("error"))
 
     table = pd.DataFrame(rows)
     if table.empty:

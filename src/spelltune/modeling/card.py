@@ -321,9 +321,8 @@ def _data_lines(facts: dict) -> list[str]:
     return lines
 
 
-def render(facts: dict, *, merged: bool = False, details: dict | None = None, details_source: str = "",
-           base_details: dict | None = None, extra_params: dict | None = None, revision: str | None = None) -> str:
-    """The README.md text. merged: a full model (library transformers) instead of a PEFT adapter."""
+def _head_lines(facts: dict, merged: bool, details: dict | None) -> list[str]:
+    """The card's metadata (YAML), its title and what the model does."""
     from huggingface_hub import ModelCardData
 
     base = facts.get("base_model", "?")
@@ -341,9 +340,8 @@ def render(facts: dict, *, merged: bool = False, details: dict | None = None, de
         spelltune=facts,
     )
     sep = facts.get("data", {}).get("spelling_separator", "-")
-    prompt = (f"`{COMPACT_TEMPLATE_NOTE}` (ChatML turns, no system prompt)" if facts.get("prompt_format") == "compact"
-              else "the tokenizer's own chat template (`apply_chat_template`, with its default system prompt)")
-    lines = [
+    shown_base = f"[{base}](https://huggingface.co/{base})" if base == EMBEDDED_HF_ID else f"`{base}`"
+    return [
         "---",
         meta.to_yaml(),
         "---",
@@ -351,10 +349,8 @@ def render(facts: dict, *, merged: bool = False, details: dict | None = None, de
         f"# {name}",
         "",
         (
-            f"A LoRA adapter{' merged into its base model' if merged else ''} for "
-            f"{f'[{base}](https://huggingface.co/{base})' if base == EMBEDDED_HF_ID else f'`{base}`'} that answers "
-            "two kinds of "
-            f"questions about English words: \"What is the 3rd letter of 'banana'?\" → `n` and "
+            f"A LoRA adapter{' merged into its base model' if merged else ''} for {shown_base} that answers "
+            f"two kinds of questions about English words: \"What is the 3rd letter of 'banana'?\" → `n` and "
             f"\"Spell 'banana' letter by letter.\" → `{sep.join('banana')}`. Trained with "
             "spelltune (a DVC pipeline over transformers + PEFT)."
         ),
@@ -362,6 +358,15 @@ def render(facts: dict, *, merged: bool = False, details: dict | None = None, de
         "## Use",
         "",
     ]
+
+
+def render(facts: dict, *, merged: bool = False, details: dict | None = None, details_source: str = "",
+           base_details: dict | None = None, extra_params: dict | None = None, revision: str | None = None) -> str:
+    """The README.md text. merged: a full model (library transformers) instead of a PEFT adapter."""
+    base = facts.get("base_model", "?")
+    prompt = (f"`{COMPACT_TEMPLATE_NOTE}` (ChatML turns, no system prompt)" if facts.get("prompt_format") == "compact"
+              else "the tokenizer's own chat template (`apply_chat_template`, with its default system prompt)")
+    lines = _head_lines(facts, merged, details)
     lines += _use_lines(merged)
     lines += [
         "",
