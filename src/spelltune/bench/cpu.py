@@ -75,8 +75,9 @@ def train_rate(model_dir: Path, items: list[dict], recipe: str, steps: int, warm
     `warmup` untimed ones, for one of RECIPES. lora_dropout: instead of the params default;
     threads: torch's intra-op threads for this run (default: as set, one per core)."""
     import torch
-    from transformers import Trainer, TrainerCallback, TrainingArguments, set_seed
+    from transformers import Trainer, TrainingArguments, set_seed
 
+    from spelltune.bench.clock import step_clock
     from spelltune.modeling.base import load_base_model
     from spelltune.modeling.lora import build_lora_model
     from spelltune.params import LoraParams
@@ -94,39 +95,16 @@ def train_rate(model_dir: Path, items: list[dict], recipe: str, steps: int, warm
         use_packed_attention(model)
     data = [encode_example(it, tokenizer, how["prompt"]) for it in items]
     packed = how["batches"] != "padded"
-    marks: dict[int, tuple[float, int]] = {}
-
-    class Clock(TrainerCallback):
-        def on_train_begin(self, args, state, control, **kwargs):
-            marks[0] = (time.perf_counter(), 0)
-
-        def on_step_end(self, args, state, control, **kwargs):
-            if state.global_step in (warmup, warmup + steps):
-                marks[state.global_step] = (time.perf_counter(), state.num_input_tokens_seen)
-
+    clock = step_clock((warmup, warmup + steps))
     trainer_class = Trainer if how["loss"] == "full" else AnswerLossTrainer
     args = TrainingArguments(
-        output_dir=str(out_dir or tempfile.mkdtemp()),
-        per_device_train_batch_size=batch,
-        max_steps=warmup + steps,
-        learning_rate=1e-3,
-        warmup_steps=0,
-        logging_steps=1,
-        save_strategy="no",
-        report_to="none",
-        use_cpu=True,
-        include_num_input_tokens_seen="all" if packed else "non_padding",
-        dataloader_pin_memory=False,
-        seed=0,
+        output_dir=str(out_dir or tempfile.mkdtemp()), per_device_train_batch_size=batch, max_steps=warmup + steps,
+        learning_rate=1e-3, warmup_steps=0, logging_steps=1, save_strategy="no", report_to="none", use_cpu=True,
+        include_num_input_tokens_seen="all" if packed else "non_padding", dataloader_pin_memory=False, seed=0,
         data_seed=0,
     )
-    trainer = trainer_class(
-        model=model,
-        args=args,
-        train_dataset=data,
-        data_collator=collator(packed, tokenizer.pad_token_id),
-        callbacks=[Clock(), *callbacks],
-    )
+    trainer = trainer_class(model=model, args=args, train_dataset=data,
+                            data_collator=collator(packed, tokenizer.pad_token_id), callbacks=[clock, *callbacks])
     all_threads = torch.get_num_threads()
     torch.set_num_threads(threads or all_threads)
     try:
@@ -135,11 +113,11 @@ def train_rate(model_dir: Path, items: list[dict], recipe: str, steps: int, warm
         total_seconds = time.perf_counter() - start
     finally:
         torch.set_num_threads(all_threads)
-    (t0, tok0), (t1, tok1) = marks[warmup], marks[warmup + steps]
+    seconds, tokens = clock.between(warmup, warmup + steps)
     return {
-        "examples_per_second": steps * batch / (t1 - t0),
-        "nonpad_tokens_per_second": (tok1 - tok0) / (t1 - t0),
-        "timed_seconds": t1 - t0,
+        "examples_per_second": steps * batch / seconds,
+        "nonpad_tokens_per_second": tokens / seconds,
+        "timed_seconds": seconds,
         "total_seconds": total_seconds,
         "parameters": {"total": total, "trainable": trainable},
     }

@@ -43,8 +43,9 @@ def measure(name: str, args) -> dict:
         return {"backend": name, "error": str(exc)}
 
     import torch
-    from transformers import TrainerCallback, TrainingArguments, set_seed
+    from transformers import TrainingArguments, set_seed
 
+    from spelltune.bench.clock import step_clock
     from spelltune.files import read_jsonl
     from spelltune.paths import BASE_MODEL_DIR
     from spelltune.training.collators import PadCollator, encode_example
@@ -59,38 +60,18 @@ def measure(name: str, args) -> dict:
     items = read_jsonl(Path(args.data) / "train.jsonl")[: (args.warmup + args.steps) * batch]
     data = [encode_example(it, tokenizer, params.model.prompt_format) for it in items]
 
-    class Timer(TrainerCallback):
-        def __init__(self):
-            self.marks = {}
-
-        def on_step_end(self, a, state, control, **kw):
-            if state.global_step in (args.warmup, args.warmup + args.steps):
-                torch.cuda.synchronize()
-                self.marks[state.global_step] = (time.perf_counter(), state.num_input_tokens_seen)
-
-    timer = Timer()
+    clock = step_clock((args.warmup, args.warmup + args.steps), synchronize=torch.cuda.synchronize)
     training_args = TrainingArguments(
-        output_dir=str(Path(args.scratch) / name),
-        per_device_train_batch_size=batch,
-        max_steps=args.warmup + args.steps,
-        learning_rate=params.train.lr,
-        warmup_steps=0,
-        lr_scheduler_type="constant",
-        seed=params.train.seed,
-        data_seed=params.train.seed,
-        logging_steps=10**6,
-        save_strategy="no",
-        report_to="none",
-        include_num_input_tokens_seen="non_padding",
-        dataloader_pin_memory=False,
-        **backend.trainer_kwargs(choice),
+        output_dir=str(Path(args.scratch) / name), per_device_train_batch_size=batch,
+        max_steps=args.warmup + args.steps, learning_rate=params.train.lr, warmup_steps=0,
+        lr_scheduler_type="constant", seed=params.train.seed, data_seed=params.train.seed, logging_steps=10**6,
+        save_strategy="no", report_to="none", include_num_input_tokens_seen="non_padding",
+        dataloader_pin_memory=False, **backend.trainer_kwargs(choice),
     )
-    trainer = AnswerLossTrainer(
-        model=model, args=training_args, train_dataset=data,
-        data_collator=PadCollator(tokenizer.pad_token_id), callbacks=[timer],
-    )
+    trainer = AnswerLossTrainer(model=model, args=training_args, train_dataset=data,
+                                data_collator=PadCollator(tokenizer.pad_token_id), callbacks=[clock])
     trainer.train()
-    (t0, tok0), (t1, tok1) = timer.marks[args.warmup], timer.marks[args.warmup + args.steps]
+    seconds, tokens = clock.between(args.warmup, args.warmup + args.steps)
     return {
         "backend": name,
         "reason": choice.reason,
@@ -100,8 +81,8 @@ def measure(name: str, args) -> dict:
         "gpu": torch.cuda.get_device_name(0),
         "batch_size": batch,
         "timed_steps": args.steps,
-        "tokens_per_second": (tok1 - tok0) / (t1 - t0),
-        "seconds_per_step": (t1 - t0) / args.steps,
+        "tokens_per_second": tokens / seconds,
+        "seconds_per_step": seconds / args.steps,
         "peak_gpu_memory_mb": torch.cuda.max_memory_allocated() / 2**20,
         "load_seconds": load_seconds,
         "trainable_parameters": model.get_nb_trainable_parameters()[0],
