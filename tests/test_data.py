@@ -87,6 +87,21 @@ def test_spelling_separator_one_token_per_letter():
     assert score_item(item, item["answer"])["correct"] and score_item(item, "-".join(item["word"]))["correct"]
 
 
+def test_spelled_letter_answers_count_up_to_the_letter_asked(splits):
+    from spelltune.task.questions import answer_text, letter_question
+    from spelltune.task.scoring import score_item
+
+    assert answer_text(letter_question("banana", 3), "spelled") == "b1 a2 n3 = n"
+    assert answer_text(letter_question("banana", 6), "spelled") == "b1 a2 n3 a4 n5 a6 = a"
+    item = next(it for it in splits["test"] if it["task"] == "letter_position")
+    assert answer_text(item, "direct") == item["answer"]
+    assert score_item(item, answer_text(item, "spelled"))["correct"]
+    spelling = next(it for it in splits["test"] if it["task"] == "spelling")
+    assert answer_text(spelling, "spelled") == spelling["answer"]
+    # The format is how the model is taught to reply, not what is asked: same data files.
+    assert build_splits(SMALL.model_copy(update={"letter_answer": "spelled"})) == splits
+
+
 def test_too_few_words_is_a_clear_error():
     with pytest.raises(ValueError, match="validation_words \\+ test_words = 900: only 3 words"):
         build_splits(DataParams(train_words=500, validation_words=100, test_words=300), words=["cat", "dog", "emu"])

@@ -43,6 +43,10 @@ def test_only_answer_tokens_carry_loss(model_and_tokenizer):
     assert ex["labels"][:n_prompt] == [IGNORE_INDEX] * n_prompt
     assert ex["input_ids"][n_prompt:] == answer
 
+    letter = letter_question("cat", 2)
+    spelled = encode_example(letter, tok, "compact", letter_answer="spelled")
+    assert tok.decode([t for t in spelled["labels"] if t != IGNORE_INDEX]) == "c1 a2 = a<|im_end|>"
+
 
 def test_collator_pads_right_without_loss():
     batch = PadCollator(pad_id=2)([{"input_ids": [5, 6, 7], "labels": [-100, 6, 7]}, {"input_ids": [5], "labels": [5]}])

@@ -47,6 +47,9 @@ class DataParams(Section):
     letter_questions_per_word: Annotated[int, Field(ge=1)] = 2
     # Between the letters of a spelling answer: "b-a-n-a-n-a" is 11 tokens, "b a n a n a" 6.
     spelling_separator: Literal["-", " "] = "-"
+    # How the model is taught to answer a letter question: "direct" (`n`), or "spelled"
+    # (`b1 a2 n3 = n`: the letters with their positions up to the one asked, then the letter).
+    letter_answer: Literal["direct", "spelled"] = "direct"
 
     @field_validator("max_word_length")
     @classmethod

@@ -62,6 +62,7 @@ class Source:
     extra_params: dict = field(default_factory=dict)  # data/eval params of that commit, for the card
     batch_size: int = 64  # eval.batch_size of that commit
     _tmp: tempfile.TemporaryDirectory | None = None
+    letter_answer: str = "direct"  # data.letter_answer it was trained with
 
     def close(self) -> None:
         if self._tmp is not None:
@@ -203,12 +204,13 @@ def resolve(repo: str | Path = ".", exp: str | None = None, adapter: str | None 
     facts = _adapter_facts(adapter_dir)
     model_params, data_params = params.get("model") or {}, params.get("data") or {}
     prompt_format = (facts or {}).get("prompt_format") or model_params.get("prompt_format") or "compact"
-    separator = (
-        ((facts or {}).get("data") or {}).get("spelling_separator") or data_params.get("spelling_separator") or "-"
-    )
+    facts_data = (facts or {}).get("data") or {}
+    separator = facts_data.get("spelling_separator") or data_params.get("spelling_separator") or "-"
+    letter_answer = facts_data.get("letter_answer") or data_params.get("letter_answer") or "direct"
     extra = {k: params[k] for k in ("data", "eval") if isinstance(params.get(k), dict)} if read is not None else {}
     batch_size = (params.get("eval") or {}).get("batch_size") or 64
-    return Source(label, adapter_dir, base_dir, prompt_format, separator, facts, read, revision, extra, batch_size, tmp)
+    return Source(label, adapter_dir, base_dir, prompt_format, separator, facts, read, revision, extra, batch_size, tmp,
+                  letter_answer)
 
 
 def _check_base(adapter_dir: Path, base_dir: Path, base_source: str, repo: Path) -> None:
@@ -340,7 +342,8 @@ def load_tuned(source: Source, with_base: bool, items: list[dict], batch_size: i
     if with_base:
         base_replies = generate_replies(model, tokenizer, items, source.prompt_format, batch_size, chatty=True)
     model = merged_model(model, source)
-    return generate_replies(model, tokenizer, items, source.prompt_format, batch_size), base_replies
+    return generate_replies(model, tokenizer, items, source.prompt_format, batch_size,
+                            letter_answer=source.letter_answer), base_replies
 
 
 # What _merge_plain_lora handles; any other adapter goes through PEFT.

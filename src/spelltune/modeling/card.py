@@ -135,7 +135,7 @@ def training_facts(params, summary: dict | None, data_dir: Path = Path("data")) 
         "base_model": base_model_name(params.model.source),
         "prompt_format": params.model.prompt_format,
         "params": {section: dumped[section] for section in ("model", "lora", "train")},
-        "data": data_facts(data_dir),
+        "data": {**data_facts(data_dir), "letter_answer": params.data.letter_answer},
     }
     if summary:
         final = summary.get("final") or {}
@@ -340,6 +340,7 @@ def _head_lines(facts: dict, merged: bool, details: dict | None) -> list[str]:
         spelltune=facts,
     )
     sep = facts.get("data", {}).get("spelling_separator", "-")
+    letter_reply = "b1 a2 n3 = n" if facts.get("data", {}).get("letter_answer") == "spelled" else "n"
     shown_base = f"[{base}](https://huggingface.co/{base})" if base == EMBEDDED_HF_ID else f"`{base}`"
     return [
         "---",
@@ -350,7 +351,8 @@ def _head_lines(facts: dict, merged: bool, details: dict | None) -> list[str]:
         "",
         (
             f"A LoRA adapter{' merged into its base model' if merged else ''} for {shown_base} that answers "
-            f"two kinds of questions about English words: \"What is the 3rd letter of 'banana'?\" → `n` and "
+            "two kinds of questions about English words: "
+            f"\"What is the 3rd letter of 'banana'?\" → `{letter_reply}` and "
             f"\"Spell 'banana' letter by letter.\" → `{sep.join('banana')}`. Trained with "
             "spelltune (a DVC pipeline over transformers + PEFT)."
         ),

@@ -59,7 +59,8 @@ def evaluate(params, base: bool) -> None:
         items = read_jsonl(f"data/{split}.jsonl")
         start = time.perf_counter()
         replies = generate_replies(
-            model, tokenizer, items, params.model.prompt_format, params.eval.batch_size, chatty=base
+            model, tokenizer, items, params.model.prompt_format, params.eval.batch_size, chatty=base,
+            letter_answer=params.data.letter_answer,
         )
         seconds = time.perf_counter() - start
         rows = [{**it, "split": split, "reply": r, **score_item(it, r)} for it, r in zip(items, replies)]

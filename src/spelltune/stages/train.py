@@ -106,22 +106,22 @@ def build_trainer(params, model, tokenizer, data: dict, resume, trackers, choice
     from spelltune.training.collators import EncodedItems, collator
     from spelltune.training.trainer import AnswerLossTrainer
 
-    tp, prompt_format = params.train, params.model.prompt_format
+    tp, prompt_format, letter_answer = params.train, params.model.prompt_format, params.data.letter_answer
     args = recipe.training_arguments(tp, resume.store, choice, packing, evaluates=bool(tp.val_loss_items))
     callbacks, metrics, prune = recipe.callbacks(tp, trackers, resume)
     validation = data["validation"]
     val_loss_set = None
     if tp.val_loss_items:
-        val_loss_set = EncodedItems(validation[: tp.val_loss_items], tokenizer, prompt_format)
+        val_loss_set = EncodedItems(validation[: tp.val_loss_items], tokenizer, prompt_format, letter_answer)
     trainer = AnswerLossTrainer(
         model=model,
         args=args,
-        train_dataset=EncodedItems(data["train"], tokenizer, prompt_format),
+        train_dataset=EncodedItems(data["train"], tokenizer, prompt_format, letter_answer),
         eval_dataset=val_loss_set,
         data_collator=collator(packing, tokenizer.pad_token_id),
         callbacks=callbacks,
         answer_metrics=recipe.answer_scorer(tokenizer, validation[: tp.val_generate_items], prompt_format,
-                                            args.per_device_eval_batch_size),
+                                            args.per_device_eval_batch_size, letter_answer),
         grad_norm_limit=tp.grad_norm_limit,
         fingerprint=training_fingerprint(params),
         keep_last=tp.keep_last,

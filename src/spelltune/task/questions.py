@@ -64,6 +64,19 @@ def letter_question(word: str, position: int) -> dict:
     }
 
 
+def spelled_letter_answer(word: str, position: int) -> str:
+    """'b1 a2 n3 = n': counting along the spelled word turns "the 3rd letter" into copying
+    the number 3, which a small model does far more reliably than indexing a whole token."""
+    return " ".join(f"{c}{i}" for i, c in enumerate(word[:position], 1)) + f" = {word[position - 1]}"
+
+
+def answer_text(item: dict, letter_answer: str = "direct") -> str:
+    """What the model is trained to reply. `item["answer"]` stays the letter that scores."""
+    if item["task"] == "letter_position" and letter_answer == "spelled":
+        return spelled_letter_answer(item["word"], item["position"])
+    return item["answer"]
+
+
 def spelling_question(word: str, separator: str = "-") -> dict:
     return {
         "question": f"Spell '{word}' letter by letter.",

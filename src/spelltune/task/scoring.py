@@ -3,7 +3,8 @@
 Definitions (also in docs/model.md):
 - letter_position_accuracy: share of letter questions whose parsed letter equals the answer.
   The reply is parsed leniently so that a chatty base model is not scored zero for its
-  phrasing: a lone letter (quotes and punctuation ignored), else the letter in "... is 'x'".
+  phrasing: a lone letter (quotes and punctuation ignored), else the letter after a final
+  "=" (a spelled answer, "b1 a2 n3 = n"), else the letter in "... is 'x'".
 - spelling_exact_match: share of spelling questions whose reply, split on '-', ',' and
   whitespace, is exactly the word's letters, one letter per piece ("banana" alone fails).
 - char_error_rate: Levenshtein distance between the reply's letters and the word,
@@ -19,12 +20,13 @@ import numpy as np
 from rapidfuzz.distance.Levenshtein import distance as levenshtein
 
 _LONE_LETTER = re.compile(r"^\W*([A-Za-z])\W*$")
+_SPELLED_THEN = re.compile(r"=\s*['\"]?([A-Za-z])['\"]?\W*$")  # "b1 a2 n3 = n" (data.letter_answer: spelled)
 _LETTER_IS = re.compile(r"\bis\s+(?:the\s+letter\s+)?['\"]?([A-Za-z])['\"]?(?![A-Za-z])")
 _PIECES = re.compile(r"[\s,\-]+")
 
 
 def parse_letter(reply: str) -> str | None:
-    m = _LONE_LETTER.match(reply) or _LETTER_IS.search(reply)
+    m = _LONE_LETTER.match(reply) or _SPELLED_THEN.search(reply) or _LETTER_IS.search(reply)
     return m.group(1).lower() if m else None
 
 

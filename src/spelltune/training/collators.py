@@ -4,14 +4,16 @@ tokenized lazily, and batched padded or packed."""
 from __future__ import annotations
 
 from spelltune.task.prompts import end_of_answer, render_prompt
+from spelltune.task.questions import answer_text
 
 IGNORE_INDEX = -100  # label value that carries no loss
 
 
-def encode_example(item: dict, tokenizer, prompt_format: str) -> dict:
+def encode_example(item: dict, tokenizer, prompt_format: str, letter_answer: str = "direct") -> dict:
     """Token ids of prompt + answer; labels mask the prompt so only the answer is learned."""
     prompt = tokenizer(render_prompt(item["question"], prompt_format, tokenizer), add_special_tokens=False)["input_ids"]
-    answer = tokenizer(item["answer"] + end_of_answer(tokenizer), add_special_tokens=False)["input_ids"]
+    reply = answer_text(item, letter_answer) + end_of_answer(tokenizer)
+    answer = tokenizer(reply, add_special_tokens=False)["input_ids"]
     return {"input_ids": prompt + answer, "labels": [IGNORE_INDEX] * len(prompt) + answer}
 
 
@@ -19,14 +21,15 @@ class EncodedItems:
     """A split's items, tokenized as the data loader asks for them: the first step does not
     wait for the whole split, and a short run reads only part of it."""
 
-    def __init__(self, items: list[dict], tokenizer, prompt_format: str):
+    def __init__(self, items: list[dict], tokenizer, prompt_format: str, letter_answer: str = "direct"):
         self.items, self.tokenizer, self.prompt_format = items, tokenizer, prompt_format
+        self.letter_answer = letter_answer
 
     def __len__(self) -> int:
         return len(self.items)
 
     def __getitem__(self, index: int) -> dict:
-        return encode_example(self.items[index], self.tokenizer, self.prompt_format)
+        return encode_example(self.items[index], self.tokenizer, self.prompt_format, self.letter_answer)
 
 
 class PadCollator:

@@ -124,7 +124,7 @@ def training_arguments(tp, store: Path, choice, packing: bool, evaluates: bool):
     )
 
 
-def answer_scorer(tokenizer, items: list[dict], prompt_format: str, batch_size: int):
+def answer_scorer(tokenizer, items: list[dict], prompt_format: str, batch_size: int, letter_answer: str = "direct"):
     """model -> val accuracies from greedy answers to `items` (None when there are none)."""
     if not items:
         return None
@@ -132,7 +132,7 @@ def answer_scorer(tokenizer, items: list[dict], prompt_format: str, batch_size: 
     from spelltune.task.scoring import score_item, summarize
 
     def answer_metrics(model) -> dict[str, float]:
-        replies = generate_replies(model, tokenizer, items, prompt_format, batch_size)
+        replies = generate_replies(model, tokenizer, items, prompt_format, batch_size, letter_answer=letter_answer)
         scores = summarize([{**it, **score_item(it, r)} for it, r in zip(items, replies)])
         return {k: scores[k] for k in ("letter_position_accuracy", "spelling_exact_match") if scores[k] is not None}
 
