@@ -123,7 +123,7 @@ def test_broken_wandb_package_run_completes(repo, tiny_model, tmp_path):
     (broken / "wandb").mkdir(parents=True)
     (broken / "wandb" / "__init__.py").write_text("raise ImportError('this wandb is broken')\n")
     overrides = {"model.source": str(tiny_model), **TINY_OVERRIDES}
-    env = {"PYTHONPATH": str(broken)}
+    env = {"PYTHONPATH": f"{broken}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     proc = run(["dvc", "exp", "run", *set_args(overrides)], repo, env=env, timeout=900)
     warnings = [line for line in (proc.stdout + proc.stderr).splitlines() if "W&B start failed" in line]
     assert len(warnings) == 1 and "this wandb is broken" in warnings[0]
