@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 
 from spelltune.errors import fail
 from spelltune.params import load_pinned_or_exit
-from spelltune.paths import ADAPTER_DIR, BASE_MODEL_DIR, CHECKPOINT_DIR, LIVE_DIR, SUMMARY_FILE, TRAIN_METRICS_FILE
+from spelltune.paths import BASE_MODEL_DIR
 from spelltune.training.startup import loaded, pause_collector
 
 log = logging.getLogger("spelltune.stages.train")
@@ -81,8 +80,9 @@ def train(params, worker=None, choice=None, pin=None) -> dict:
     model, tokenizer = backends.load(params, choice, BASE_MODEL_DIR)
     trainable, total = model.get_nb_trainable_parameters()
     log.info("LoRA: %d trainable of %d parameters; %d threads", trainable, total, threads)
-    packing = use_packing(tp, choice, model)
-    trainer, metrics, prune = build_trainer(params, model, tokenizer, data, resume, trackers, choice, packing)
+    packing = recipe.use_packing(tp, choice, model)
+    trainer, metrics, prune = recipe.build_trainer(params, model, tokenizer, data, resume, trackers, choice,
+                                                   packing)
 
     # Train.
     loaded()
@@ -96,85 +96,7 @@ def train(params, worker=None, choice=None, pin=None) -> dict:
         pin.check_or_exit()
 
     # Export and summarise.
-    return export_and_summarise(params, trainer, resume, choice, worker, metrics, prune, (total, trainable))
-
-
-def build_trainer(params, model, tokenizer, data: dict, resume, trackers, choice, packing: bool):
-    """(AnswerLossTrainer, its metrics callback, its prune callback) for this run."""
-    from spelltune.params import training_fingerprint
-    from spelltune.training import recipe
-    from spelltune.training.collators import EncodedItems, collator
-    from spelltune.training.trainer import AnswerLossTrainer
-
-    tp, prompt_format, letter_answer = params.train, params.model.prompt_format, params.data.letter_answer
-    args = recipe.training_arguments(tp, resume.store, choice, packing, evaluates=bool(tp.val_loss_items))
-    callbacks, metrics, prune = recipe.callbacks(tp, trackers, resume)
-    validation = data["validation"]
-    val_loss_set = None
-    if tp.val_loss_items:
-        val_loss_set = EncodedItems(validation[: tp.val_loss_items], tokenizer, prompt_format, letter_answer)
-    trainer = AnswerLossTrainer(
-        model=model,
-        args=args,
-        train_dataset=EncodedItems(data["train"], tokenizer, prompt_format, letter_answer),
-        eval_dataset=val_loss_set,
-        data_collator=collator(packing, tokenizer.pad_token_id),
-        callbacks=callbacks,
-        answer_metrics=recipe.answer_scorer(tokenizer, validation[: tp.val_generate_items], prompt_format,
-                                            args.per_device_eval_batch_size, letter_answer),
-        grad_norm_limit=tp.grad_norm_limit,
-        fingerprint=training_fingerprint(params),
-        keep_last=tp.keep_last,
-        live_dir=LIVE_DIR,
-        # What a resumed run needs beyond HF's state; process 0 writes checkpoints.
-        run_state=(lambda: {"metrics": metrics.state(), "wandb_run_id": trackers[1].id}) if trackers else dict,
-    )
-    return trainer, metrics, prune
-
-
-def use_packing(tp, choice, model) -> bool:
-    """Packed rows rely on transformers building a block-diagonal mask from position ids;
-    Unsloth's patched attention is not known to, so it trains on padded batches."""
-    packing = tp.packing and choice.name == "hf"
-    if tp.packing and not packing:
-        log.info("train.packing: off on the %s backend (padded batches)", choice.name)
-    if packing:
-        from spelltune.modeling.attention import use_packed_attention
-
-        use_packed_attention(model)
-    return packing
-
-
-def export_and_summarise(params, trainer, resume, choice, worker, metrics, prune, sizes) -> dict:
-    """checkpoints/ (final and best), the adapter with its model card, the summaries."""
-    from spelltune.files import write_json
-    from spelltune.modeling import card
-    from spelltune.modeling.lora import save_adapter
-    from spelltune.training import checkpoints, recipe
-    from spelltune.training.tracking import flat_summary
-
-    step = trainer.state.global_step
-    recipe.export_checkpoints(trainer, resume.store, CHECKPOINT_DIR)
-    save_adapter(trainer.model, ADAPTER_DIR, card.base_model_name(params.model.source))
-    stop_reason = recipe.stop_reason(trainer, params.train, prune)
-    summary = metrics.summary(
-        early_stop_reason=stop_reason,
-        stopped_at_step=step,
-        resumed_from_step=checkpoints.step_of(resume.checkpoint) if resume.checkpoint else None,
-        tokens_seen=trainer.state.num_input_tokens_seen,
-        parameters={"total": sizes[0], "trainable": sizes[1]},
-        params_fingerprint=trainer.fingerprint,
-        backend=choice.as_dict(),
-        worker=worker.as_dict(),
-    )
-    write_json(summary, SUMMARY_FILE)
-    write_json(recipe.train_headline(summary), TRAIN_METRICS_FILE)
-    # The model card with the training facts (evaluate's metrics: `spelltune card`).
-    (ADAPTER_DIR / card.CARD_FILE).write_text(card.render(card.training_facts(params, summary)))
-    metrics.wandb_run.finish(flat_summary(summary))
-    shutil.rmtree(resume.store)  # finished: nothing left to resume
-    log.info("%s after %d steps; adapter saved to %s", stop_reason, step, ADAPTER_DIR)
-    return summary
+    return recipe.export_and_summarise(params, trainer, resume, choice, worker, metrics, prune, (total, trainable))
 
 
 if __name__ == "__main__":
