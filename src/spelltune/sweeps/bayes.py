@@ -11,15 +11,13 @@ import threading
 import time
 import zlib
 from pathlib import Path
-from typing import Any
 
 from spelltune.repo import dvc, tool
-from spelltune.sweeps.space import FINITE, METRIC_FILES, Space, Sweep, format_value, overrides_args, six_digits_within
+from spelltune.sweeps.ledger import TrialLedger
+from spelltune.sweeps.space import FINITE, Space, Sweep, format_value, overrides_args, six_digits_within
 from spelltune.sweeps.trials import (
     exp_refs,
-    metric_value,
     new_wandb_run_id,
-    read_exp_json,
     say,
     show_config,
     state_dir,
@@ -113,14 +111,6 @@ def shown_storage(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class Skip(Exception):  # a trial not run: it breaks a constraint, or run_cap is taken
@@ -167,14 +157,14 @@ class BayesRunner:
         self.cap = sweep.run_cap or 1
         self.storage_url = args.storage or default_storage(sweep.name)
         self.database = self.storage_url.startswith(DB_PREFIXES)
-        self.retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
+        self.host = socket.gethostname()
+        self.ledger = TrialLedger(optuna, sweep, args, self.host, self.database)
         self.storage = open_storage(self.storage_url, heartbeat_interval=args.heartbeat_interval,
-                                    grace_period=args.grace_period, on_stale=self.on_stale)
+                                    grace_period=args.grace_period, on_stale=self.ledger.on_stale)
         self.spec = pruner_spec(sweep, space)
         # Each worker process seeds its own sampler: two processes with the same seed would
         # propose the same configurations. (Parallel TPE is not reproducible anyway; every
         # trial's params are in its DVC experiment.)
-        self.host = socket.gethostname()
         seed = (sweep.seed * 1_000_003 + zlib.crc32(f"{self.host}:{os.getpid()}".encode())) % 2**32
         sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=max(1, min(10, self.cap // 2)))
         self.study = optuna.create_study(
@@ -182,6 +172,7 @@ class BayesRunner:
             direction=sweep.metric.goal, load_if_exists=True,
         )
         self.study_id = self.storage.get_study_id_from_name(sweep.name)
+        self.ledger.attach(self.study, self.storage)
         self.dists, self.constants, self.encoded = distributions(sweep)
         self.threads = thread_override(sweep, space, args.jobs)
         self.stop = threading.Event()
@@ -192,99 +183,13 @@ class BayesRunner:
         self.log_dir = state_dir() / "sweeps" / sweep.name
         self.log_dir.mkdir(parents=True, exist_ok=True)
 
-    # -- storage helpers
-    def trials(self):
-        return self.study.get_trials(deepcopy=False)
 
-    def frozen(self, trial):
-        return self.storage.get_trial(trial._trial_id)
 
-    @staticmethod
-    def retry_of(t) -> int | None:
-        return t.system_attrs.get("failed_trial")
 
-    def counted(self, t) -> bool:
-        """A configuration that was run (its retries are the same configuration)."""
-        return bool(t.user_attrs.get("spelltune_run")) and self.retry_of(t) is None
 
-    def slots(self, trials, mine: int) -> tuple[int, int]:
-        """(taken, finished) of run_cap, as seen by trial `mine` about to start: finished =
-        complete, pruned, or failed for good (a failed retry); taken also counts the waiting
-        retries, the running retries and the running trials that asked before `mine`."""
-        TS = self.TS
-        taken = finished = 0
-        for t in trials:
-            if t.number == mine:
-                continue
-            retry = self.retry_of(t) is not None
-            if t.state in (TS.COMPLETE, TS.PRUNED) or (
-                t.state == TS.FAIL and retry and t.user_attrs.get("spelltune_run")
-            ):
-                finished += 1
-                taken += 1
-            elif t.state == TS.WAITING or (t.state == TS.RUNNING and (retry or t.number < mine)):
-                taken += 1
-        return taken, finished
 
-    # -- dead workers
-    def on_stale(self, study, trial) -> None:
-        """A RUNNING trial whose worker died was failed: run it once more, as a new trial
-        (unless it died before its run began, waiting for a slot: nothing to repeat)."""
-        if not trial.user_attrs.get("spelltune_run"):
-            return
-        name = trial.user_attrs.get("dvc_exp", "-")
-        say(f"trial {trial.number} ({name}) was interrupted (its worker {trial.user_attrs.get('worker', '?')} "
-            f"stopped beating): it runs again as a new trial")
-        self.retry(study, trial)
 
-    def reap(self) -> None:
-        """Fail the trials of dead workers and enqueue each once more (WAITING)."""
-        if self.database:  # Optuna's RDB heartbeat; calls on_stale for each
-            self.optuna.storages.fail_stale_trials(self.study)
-            return
-        TS, now = self.TS, time.time()
-        for t in self.trials():
-            if t.state != TS.RUNNING:
-                continue
-            host, _, pid = str(t.user_attrs.get("worker", "")).rpartition(":")
-            beat = t.user_attrs.get("heartbeat") or (t.datetime_start.timestamp() if t.datetime_start else now)
-            here = host == self.host and pid.isdigit()
-            if pid == str(os.getpid()) and host == self.host:
-                continue  # one of ours: alive
-            if not ((here and not pid_alive(int(pid))) or now - beat > self.args.grace_period):
-                continue
-            name = t.user_attrs.get("dvc_exp")
-            if name and name in exp_refs():  # it had finished before the interruption: tell that
-                state, value, why = self.outcome(name)
-                try:
-                    self.storage.set_trial_user_attr(t._trial_id, "result", why)
-                    self.storage.set_trial_state_values(t._trial_id, state, [value] if state == TS.COMPLETE else None)
-                    say(f"trial {t.number} ({name}) had finished before the interruption: {why}")
-                except (RuntimeError, ValueError):
-                    pass  # someone else told it first
-                continue
-            try:
-                self.storage.set_trial_user_attr(t._trial_id, "result", "interrupted")
-                failed = self.storage.set_trial_state_values(t._trial_id, TS.FAIL)
-            except (RuntimeError, ValueError):  # UpdateFinishedTrialError: someone else failed it
-                continue
-            if failed:
-                self.on_stale(self.study, self.storage.get_trial(t._trial_id))
 
-    # -- results
-    def outcome(self, name: str) -> tuple[Any, float | None, str]:
-        """(state, value, why) of a finished experiment."""
-        TS = self.TS
-        ref = exp_refs().get(name)
-        if ref is None:
-            return TS.FAIL, None, "the experiment did not finish (no DVC experiment); see its log"
-        summary = read_exp_json(ref, "metrics/summary.json") or {}
-        value = metric_value(ref, self.sweep.metric.name)
-        if summary.get("early_stop_reason") == "pruned":
-            return TS.PRUNED, value, "pruned"
-        if value is None:
-            return TS.FAIL, None, f"metric {self.sweep.metric.name} not found in {', '.join(METRIC_FILES)}"
-        return TS.COMPLETE, value, "complete"
 
     # -- one worker: Optuna's loop
     def worker(self, wid: int) -> None:
@@ -298,7 +203,7 @@ class BayesRunner:
 
     def after_trial(self, study, trial) -> None:
         if not self.database:
-            self.reap()  # the next ask then takes a dead worker's trial (WAITING) first
+            self.ledger.reap()  # the next ask then takes a dead worker's trial (WAITING) first
         if self.stop.is_set():
             study.stop()
 
@@ -308,8 +213,8 @@ class BayesRunner:
         waits its turn too: a new trial may have taken its original's slot in between."""
         TS = self.TS
         while True:
-            trials = self.trials()
-            taken, finished = self.slots(trials, trial.number)
+            trials = self.ledger.trials()
+            taken, finished = self.ledger.slots(trials, trial.number)
             if finished >= self.cap or self.stop.is_set():
                 self.study.stop()  # failed-for-good trials count here, not in MaxTrialsCallback
                 raise Skip("run_cap reached")
@@ -320,10 +225,10 @@ class BayesRunner:
             time.sleep(self.POLL_S)
             if not self.database:
                 trial.set_user_attr("heartbeat", time.time())
-            self.reap()
+            self.ledger.reap()
 
     def objective(self, trial) -> float:
-        retry_of = self.retry_of(self.frozen(trial))
+        retry_of = self.ledger.retry_of(self.ledger.frozen(trial))
         trial.set_user_attr("worker", f"{self.host}:{os.getpid()}")
         trial.set_user_attr("heartbeat", time.time())
         trial.set_user_attr("spelltune_run", False)  # until it runs (a retry's copy says True)
@@ -402,11 +307,11 @@ class BayesRunner:
         proc = self.launch(trial, cmd, env, log_file)
         if self.stop.is_set() and proc.returncode != 0:
             trial.set_user_attr("result", "interrupted")
-            self.retry(self.study, self.frozen(trial))
+            self.ledger.retry(self.study, self.ledger.frozen(trial))
             say(f"trial {trial.number} ({name}) interrupted; rerunning the sweep runs it again")
             raise TrialFailed("interrupted")
         if proc.returncode == 0:
-            state, value, why = self.outcome(name)
+            state, value, why = self.ledger.outcome(name)
         else:
             state, value, why = TS.FAIL, None, f"dvc exp run exited {proc.returncode}; see {log_file}"
         trial.set_user_attr("result", why)
@@ -419,7 +324,7 @@ class BayesRunner:
         if state == TS.PRUNED:
             raise self.optuna.TrialPruned(why)
         if proc.returncode != 0 and retry_of is None:
-            self.retry(self.study, self.frozen(trial))
+            self.ledger.retry(self.study, self.ledger.frozen(trial))
             say(f"trial {trial.number} will be retried once")
         raise TrialFailed(why)
 
@@ -461,7 +366,7 @@ class BayesRunner:
                 f"{self.args.jobs} workers on {cores()} cores: each trial gets -S "
                 f"train.threads={self.threads['train.threads']}"
             )
-        self.reap()
+        self.ledger.reap()
         workers = [threading.Thread(target=self.worker, args=(i,), daemon=True) for i in range(self.args.jobs)]
         for w in workers:
             w.start()
@@ -483,7 +388,7 @@ class BayesRunner:
 
     def report(self) -> int:
         TS = self.TS
-        rows = [t for t in self.trials() if t.user_attrs.get("spelltune_run")]
+        rows = [t for t in self.ledger.trials() if t.user_attrs.get("spelltune_run")]
         for t in rows:
             value = f"{self.sweep.metric.name}={t.value:.4g}" if t.value is not None else t.user_attrs.get("result", "")
             if t.state == TS.PRUNED and t.intermediate_values:
@@ -491,7 +396,7 @@ class BayesRunner:
                 value = f"pruned at step {step} ({self.sweep.metric_key}={t.intermediate_values[step]:.4g})"
             elif t.state == TS.FAIL and not value:
                 value = "interrupted"
-            extra = f" (retry of {self.retry_of(t)})" if self.retry_of(t) is not None else ""
+            extra = f" (retry of {self.ledger.retry_of(t)})" if self.ledger.retry_of(t) is not None else ""
             print(f"{t.user_attrs.get('dvc_exp', '-')}  {t.state.name.lower():8s} {value}{extra}  "
                   f"{' '.join(f'{k}={v}' for k, v in (t.user_attrs.get('config') or {}).items())}")
         complete = [t for t in rows if t.state == TS.COMPLETE]
@@ -501,8 +406,6 @@ class BayesRunner:
             best = self.study.best_trial
             print(f"best: {best.user_attrs.get('dvc_exp')} {self.sweep.metric.name}={best.value:.4g}"
                   f" (dvc exp apply {best.user_attrs.get('dvc_exp')})")
-        print(
-            f"trials: {sum(self.counted(t) for t in rows)}  complete: {len(complete)}  pruned: {n_pruned}  failed: "
-            f"{n_failed}"
-        )
+        n_counted = sum(self.ledger.counted(t) for t in rows)
+        print(f"trials: {n_counted}  complete: {len(complete)}  pruned: {n_pruned}  failed: {n_failed}")
         return 0 if complete or n_pruned else 1
