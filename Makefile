@@ -31,12 +31,14 @@ $(INSTALLED): pyproject.toml
 	touch $@
 
 $(PLOTS_TEMPLATE): $(INSTALLED)
-	$(BIN)/python -m spelltune.offline_plots
+	$(BIN)/python -m spelltune.experiments.offline_plots
 
 run: install
 	dvc exp run
 
+# Lint (ruff, configured in pyproject.toml), then the tests.
 test: install
+	ruff check .
 	python -m pytest
 
 # Train and evaluate speed side by side on the embedded model -> bench/results.json
@@ -47,7 +49,7 @@ bench: install
 # Unsloth vs transformers + PEFT on a CUDA GPU (pip install unsloth first) -> bench/gpu_results.json
 bench-gpu: install
 	dvc repro prepare prepare_model
-	python -m spelltune.gpu_bench
+	python -m spelltune.bench.gpu
 
 check: install
 	spelltune check

@@ -7,7 +7,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -15,7 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 # What a fresh clone holds that the pipeline needs (outputs are rebuilt by the run).
 REPO_FILES = ["dvc.yaml", "params.yaml", "pyproject.toml", ".dvc/config", ".dvcignore", ".gitignore", "src",
-              ".dvc/plots/offline.html"]  # written by `make` (spelltune.offline_plots)
+              ".dvc/plots/offline.html"]  # written by `make` (spelltune.experiments.offline_plots)
 
 # Small enough that the whole pipeline runs in seconds on the tiny model.
 TINY_OVERRIDES = {
@@ -35,16 +34,23 @@ TINY_OVERRIDES = {
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory) -> Path:
-    from spelltune.model import make_tiny_model
+    from spelltune.modeling.base import make_tiny_model
 
     return make_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
 
 
-def run(cmd: list[str], cwd: Path, check: bool = True, env: dict | None = None, **kwargs) -> subprocess.CompletedProcess:
+def user_env() -> dict[str, str]:
+    """The environment of a user's shell: this venv's tools first on PATH, no DVC run's variables."""
+    inherited = {k: v for k, v in os.environ.items() if k not in ("DVC_EXP_BASELINE_REV", "WANDB_DIR")}
+    return {**inherited, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+
+
+def run(
+    cmd: list[str], cwd: Path, check: bool = True, env: dict | None = None, **kwargs
+) -> subprocess.CompletedProcess:
     """Run a command the way a user's shell would, with this venv's tools on PATH
     (`env`: extra environment variables)."""
-    inherited = {k: v for k, v in os.environ.items() if k not in ("DVC_EXP_BASELINE_REV", "WANDB_DIR")}
-    env = {**inherited, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}", **(env or {})}
+    env = {**user_env(), **(env or {})}
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, **kwargs)
     if check and proc.returncode != 0:
         raise AssertionError(f"{' '.join(cmd)} exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
@@ -88,20 +94,14 @@ def set_args(overrides: dict) -> list[str]:
 
 def run_queue(repo: Path, jobs: int = 2, timeout: float = 900) -> str:
     """`dvc queue start -j N` as the README runs it, then wait until nothing is queued or
-    running; the last `dvc queue status`. The blocking `dvc exp run --run-all -j N` was seen
-    hanging in CI (an open DVC bug, treeverse/dvc#10398): the queue's workers are restarted
-    if they exit with work left, and a timeout shows the workers' own logs."""
-    run(["dvc", "queue", "start", "-j", str(jobs)], repo)
-    deadline, idle_polls = time.time() + timeout, 0
-    while time.time() < deadline:
-        status = run(["dvc", "queue", "status"], repo).stdout
-        if "Running" not in status and "Queued" not in status:
-            return status
-        # Work queued, no worker alive for several polls in a row (not just starting up).
-        idle_polls = idle_polls + 1 if "Running" not in status and "0 active" in status else 0
-        if idle_polls >= 5:
-            run(["dvc", "queue", "start", "-j", str(jobs)], repo)
-            idle_polls = 0
-        time.sleep(2)
-    logs = "\n".join(f"--- {p.name}\n{p.read_text()[-2000:]}" for p in (repo / ".dvc/tmp/exps/celery").glob("*.out"))
-    raise AssertionError(f"queue not done after {timeout} s:\n{status}\n{logs}")
+    running (spelltune.repo.run_queue); the last `dvc queue status`. A timeout shows the
+    workers' own logs."""
+    from spelltune.repo import run_queue as run_until_done
+
+    try:
+        return run_until_done(jobs, poll_seconds=2, timeout=timeout, cwd=repo, env=user_env())
+    except TimeoutError as exc:
+        logs = "\n".join(
+            f"--- {p.name}\n{p.read_text()[-2000:]}" for p in (repo / ".dvc/tmp/exps/celery").glob("*.out")
+        )
+        raise AssertionError(f"{exc}\n{logs}") from None

@@ -15,8 +15,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from spelltune.backend import (
-    BackendError, Choice, choose_backend, decide, resolve_dtype, trainer_kwargs, unsloth_load_kwargs,
+from spelltune.modeling.backends import (
+    BackendError,
+    Choice,
+    choose_backend,
+    decide,
+    resolve_dtype,
+    trainer_kwargs,
+    unsloth_load_kwargs,
     unsloth_peft_kwargs,
 )
 from spelltune.params import ParamsError, parse
@@ -52,14 +58,31 @@ def test_backend_choice(backend, cuda, unsloth, chosen, why):
 @pytest.mark.parametrize(
     ("model", "cuda", "unsloth", "line"),
     [
-        ({"backend": "unsloth"}, False, False,
-         "params.yaml: model.backend = 'unsloth': needs a CUDA GPU (none found) and the unsloth package"),
-        ({"backend": "unsloth"}, True, False,
-         "params.yaml: model.backend = 'unsloth': needs the unsloth package, which does not import here"),
-        ({"load_in_4bit": True}, False, False,
-         "params.yaml: model.load_in_4bit = True: needs a CUDA GPU (none found); use false on CPU"),
-        ({"load_in_4bit": True}, True, False,
-         "params.yaml: model.load_in_4bit = True: needs the unsloth backend; auto: CUDA GPU found but unsloth does not import"),
+        (
+            {"backend": "unsloth"},
+            False,
+            False,
+            "params.yaml: model.backend = 'unsloth': needs a CUDA GPU (none found) and the unsloth package",
+        ),
+        (
+            {"backend": "unsloth"},
+            True,
+            False,
+            "params.yaml: model.backend = 'unsloth': needs the unsloth package, which does not import here",
+        ),
+        (
+            {"load_in_4bit": True},
+            False,
+            False,
+            "params.yaml: model.load_in_4bit = True: needs a CUDA GPU (none found); use false on CPU",
+        ),
+        (
+            {"load_in_4bit": True},
+            True,
+            False,
+            "params.yaml: model.load_in_4bit = True: needs the unsloth backend; auto: CUDA GPU found but unsloth "
+            "does not import",
+        ),
     ],
 )
 def test_impossible_backend_is_one_line(model, cuda, unsloth, line):
@@ -99,7 +122,12 @@ def test_dtype_by_device(dtype, cuda, bf16, resolved):
 @pytest.mark.parametrize(
     ("dtype", "cuda", "bf16", "message"),
     [
-        ("bfloat16", False, False, "model.dtype = 'bfloat16': needs a CUDA GPU (none found); use auto or float32 on CPU"),
+        (
+            "bfloat16",
+            False,
+            False,
+            "model.dtype = 'bfloat16': needs a CUDA GPU (none found); use auto or float32 on CPU",
+        ),
         ("float16", False, False, "model.dtype = 'float16': needs a CUDA GPU (none found); use auto or float32 on CPU"),
         ("bfloat16", True, False, "model.dtype = 'bfloat16': this GPU has no bfloat16 support; use auto or float16"),
     ],
@@ -112,12 +140,24 @@ def test_impossible_dtype_is_one_line(dtype, cuda, bf16, message):
 @pytest.mark.parametrize(
     ("model", "line"),
     [
-        ({"backend": "hf", "load_in_4bit": True}, "params.yaml: model.load_in_4bit = True: needs model.backend unsloth or auto"),
-        ({"backend": "hf", "gradient_checkpointing": "unsloth"},
-         "params.yaml: model.gradient_checkpointing = 'unsloth': 'unsloth' needs model.backend unsloth or auto; allowed with hf: false or true"),
+        (
+            {"backend": "hf", "load_in_4bit": True},
+            "params.yaml: model.load_in_4bit = True: needs model.backend unsloth or auto",
+        ),
+        (
+            {"backend": "hf", "gradient_checkpointing": "unsloth"},
+            "params.yaml: model.gradient_checkpointing = 'unsloth': 'unsloth' needs model.backend unsloth or auto; "
+            "allowed with hf: false or true",
+        ),
         ({"backend": "gpu"}, "params.yaml: model.backend = 'gpu': Input should be 'auto', 'unsloth' or 'hf'"),
-        ({"dtype": "fp8"}, "params.yaml: model.dtype = 'fp8': Input should be 'auto', 'float32', 'bfloat16' or 'float16'"),
-        ({"gradient_checkpointing": "maybe"}, "params.yaml: model.gradient_checkpointing = 'maybe': Input should be False, True or 'unsloth'"),
+        (
+            {"dtype": "fp8"},
+            "params.yaml: model.dtype = 'fp8': Input should be 'auto', 'float32', 'bfloat16' or 'float16'",
+        ),
+        (
+            {"gradient_checkpointing": "maybe"},
+            "params.yaml: model.gradient_checkpointing = 'maybe': Input should be False, True or 'unsloth'",
+        ),
     ],
 )
 def test_machine_independent_combinations_are_schema_errors(model, line):
@@ -167,16 +207,25 @@ def cpu_env(**extra) -> dict:
 @pytest.mark.parametrize(
     ("model", "line"),
     [
-        ({"load_in_4bit": True}, "error: params.yaml: model.load_in_4bit = True: needs a CUDA GPU (none found); use false on CPU"),
-        ({"backend": "unsloth"}, "error: params.yaml: model.backend = 'unsloth': needs a CUDA GPU (none found) and the unsloth package"),
-        ({"dtype": "bfloat16"}, "error: params.yaml: model.dtype = 'bfloat16': needs a CUDA GPU (none found); use auto or float32 on CPU"),
+        (
+            {"load_in_4bit": True},
+            "error: params.yaml: model.load_in_4bit = True: needs a CUDA GPU (none found); use false on CPU",
+        ),
+        (
+            {"backend": "unsloth"},
+            "error: params.yaml: model.backend = 'unsloth': needs a CUDA GPU (none found) and the unsloth package",
+        ),
+        (
+            {"dtype": "bfloat16"},
+            "error: params.yaml: model.dtype = 'bfloat16': needs a CUDA GPU (none found); use auto or float32 on CPU",
+        ),
     ],
 )
 def test_validate_stage_stops_what_this_machine_cannot_run(tmp_path, model, line):
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw["model"].update(model)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
-    done = subprocess.run([sys.executable, "-m", "spelltune.validate"], cwd=tmp_path, env=cpu_env(),
+    done = subprocess.run([sys.executable, "-m", "spelltune.stages.validate"], cwd=tmp_path, env=cpu_env(),
                           capture_output=True, text=True, check=False)
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [done.stderr.strip()]  # one line
@@ -188,16 +237,18 @@ def test_check_command_passes_the_defaults_without_torch(tmp_path):
     (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
     code = ("import sys; from spelltune.cli import main; rc = main(['check', 'params.yaml']); "
             "assert 'torch' not in sys.modules, 'the default params need no machine check'; sys.exit(rc)")
-    done = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=cpu_env(), capture_output=True, text=True, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, env=cpu_env(), capture_output=True, text=True, check=False
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "params.yaml: valid"
 
 
 def test_gpu_benchmark_without_a_gpu_says_so_in_one_line(tmp_path):
-    done = subprocess.run([sys.executable, "-m", "spelltune.gpu_bench", "--out", str(tmp_path / "gpu.json")],
+    done = subprocess.run([sys.executable, "-m", "spelltune.bench.gpu", "--out", str(tmp_path / "gpu.json")],
                           cwd=tmp_path, env=cpu_env(), capture_output=True, text=True, check=False)
     assert done.returncode == 2
-    assert done.stderr.strip() == "error: spelltune.gpu_bench needs a CUDA GPU (none found); nothing was measured"
+    assert done.stderr.strip() == "error: spelltune.bench.gpu needs a CUDA GPU (none found); nothing was measured"
     assert not (tmp_path / "gpu.json").exists()
 
 
@@ -205,7 +256,7 @@ def test_gpu_benchmark_without_a_gpu_says_so_in_one_line(tmp_path):
 
 HOLD = textwrap.dedent("""
     import json, logging, sys
-    from spelltune.devices import claim_worker
+    from spelltune.training.devices import claim_worker
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     w = claim_worker(int(sys.argv[1]))
     print(json.dumps({**w.as_dict(), "env": __import__("os").environ.get("CUDA_VISIBLE_DEVICES")}), flush=True)
@@ -277,7 +328,7 @@ def test_queued_run_counts_the_workers_of_its_dvc_queue(tmp_path):
     worker.write_text(textwrap.dedent("""
         import subprocess, sys, time
         if sys.argv[-1] == "stage":
-            code = "from spelltune.devices import worker_count; print(*worker_count(), sep=',')"
+            code = "from spelltune.training.devices import worker_count; print(*worker_count(), sep=',')"
             subprocess.run([sys.executable, "-c", code], check=True)
         else:
             time.sleep(60)
@@ -287,17 +338,27 @@ def test_queued_run_counts_the_workers_of_its_dvc_queue(tmp_path):
               for node in ("dvc-exp-abc123-2@localhost", "dvc-exp-abc123-3@localhost", "dvc-exp-ffffff-1@localhost")]
     try:
         time.sleep(0.5)
-        out = subprocess.run([sys.executable, str(worker), "exp", "queue-worker", "dvc-exp-abc123-1@localhost", "stage"],
-                             env=env, capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            [sys.executable, str(worker), "exp", "queue-worker", "dvc-exp-abc123-1@localhost", "stage"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         assert out.strip() == "3,dvc queue workers"
-        out = subprocess.run([sys.executable, str(worker), "exp", "queue-worker", "dvc-exp-abc123-1@localhost", "stage"],
-                             env={**env, "SPELLTUNE_WORKERS": "2"}, capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            [sys.executable, str(worker), "exp", "queue-worker", "dvc-exp-abc123-1@localhost", "stage"],
+            env={**env, "SPELLTUNE_WORKERS": "2"},
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
         assert out.strip() == "2,SPELLTUNE_WORKERS"
     finally:
         for p in others:
             p.kill()
             p.wait()
-    from spelltune.devices import dvc_queue_workers
+    from spelltune.training.devices import dvc_queue_workers
 
     assert dvc_queue_workers() is None  # pytest runs in no queue
 
@@ -311,9 +372,9 @@ def test_gpu_style_adapter_loads_on_the_cpu(tiny_model, tmp_path):
     from peft import PeftModel
     from safetensors.torch import load_file
 
-    from spelltune.model import load_base_model
+    from spelltune.modeling.base import load_base_model
+    from spelltune.modeling.lora import build_lora_model, save_adapter
     from spelltune.params import LoraParams
-    from spelltune.train import build_lora_model, save_adapter
 
     torch.manual_seed(0)
     trained = build_lora_model(load_base_model(tiny_model)[0], LoraParams(r=4))
@@ -339,7 +400,7 @@ def test_gpu_style_adapter_loads_on_the_cpu(tiny_model, tmp_path):
 def test_hf_gradient_checkpointing_trains(tiny_model):
     """model.gradient_checkpointing on the hf backend (also where auto fell back from
     'unsloth'): the LoRA weights still get gradients."""
-    from spelltune.backend import load_hf
+    from spelltune.modeling.backends import load_hf
 
     p = params(gradient_checkpointing="unsloth")
     model, tokenizer = load_hf(p, tiny_model)

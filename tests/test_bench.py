@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 
-from spelltune import bench
+from spelltune.bench import cpu as bench
 
 
 def test_bench_smoke(tiny_model, tmp_path, monkeypatch):
-    from spelltune.data import letter_question, spelling_question, write_jsonl
+    from spelltune.files import write_jsonl
+    from spelltune.task.questions import letter_question, spelling_question
 
     words = ["cat", "house", "banana", "river", "planet", "stone", "garden", "yellow"]
     items = [q for w in words for q in (spelling_question(w), letter_question(w, 2))]
@@ -18,8 +19,31 @@ def test_bench_smoke(tiny_model, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.chdir(tmp_path)  # no DVC repository here: the no-op `dvc exp run` is not timed
     out = tmp_path / "results.json"
-    assert bench.main(["--model", str(tiny_model), "--data", str(tmp_path), "--steps", "2", "--warmup", "1",
-                       "--batch", "4", "--eval-items", "6", "--tracking-pairs", "2", "--startup-runs", "1", "--out", str(out)]) == 0
+    assert (
+        bench.main(
+            [
+                "--model",
+                str(tiny_model),
+                "--data",
+                str(tmp_path),
+                "--steps",
+                "2",
+                "--warmup",
+                "1",
+                "--batch",
+                "4",
+                "--eval-items",
+                "6",
+                "--tracking-pairs",
+                "2",
+                "--startup-runs",
+                "1",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     results = json.loads(out.read_text())
     for key in ("train_speedup", "compact_prompt_speedup", "answer_logits_speedup", "packing_speedup",
                 "packed_attention_speedup", "no_dropout_speedup", "all_threads_speedup", "spaced_speedup", "mfu",

@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from spelltune import card
+from spelltune.experiments.use import UseError, item_for_question, read_inputs
+from spelltune.modeling import card
 from spelltune.params import parse
-from spelltune.use import UseError, item_for_question, read_inputs
 
 DETAILS = {  # metrics/eval_details.json as the evaluate stage writes it
     "val": {"letter_position_accuracy": {"value": 0.6, "n": 200, "ci_low": 0.53, "ci_high": 0.67}},

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from conftest import TINY_OVERRIDES, run, set_args
-from spelltune import checkpoints
+from spelltune.training import checkpoints
 
 pytestmark = pytest.mark.e2e
 
@@ -116,7 +116,9 @@ def test_killed_run_resumes_to_the_uninterrupted_result(repo, tiny_model, tmp_pa
 
     # Exactly the uninterrupted run's result: weights, metrics, curves.
     for name in ("adapter_model.safetensors", "adapter_config.json"):
-        assert (repo / "checkpoints/adapter" / name).read_bytes() == (uninterrupted / "checkpoints/adapter" / name).read_bytes()
+        assert (repo / "checkpoints/adapter" / name).read_bytes() == (
+            uninterrupted / "checkpoints/adapter" / name
+        ).read_bytes()
     for name in ("eval.json",):
         a, b = (json.loads((r / "metrics" / name).read_text()) for r in (repo, uninterrupted))
         assert reproducible(a) == reproducible(b)
@@ -138,8 +140,13 @@ def test_early_stopping_restores_the_best_checkpoint(repo, tiny_model):
     # The untrained tiny model's letter accuracy stays at 0: no evaluation after the
     # first one improves it, so patience 2 stops the run at the third evaluation.
     overrides = {
-        "model.source": str(tiny_model), **TINY_OVERRIDES, "train.max_steps": 12, "train.eval_every": 2,
-        "train.save_every": 2, "train.early_stop_patience": 2, "train.early_stop_metric": "val/letter_position_accuracy",
+        "model.source": str(tiny_model),
+        **TINY_OVERRIDES,
+        "train.max_steps": 12,
+        "train.eval_every": 2,
+        "train.save_every": 2,
+        "train.early_stop_patience": 2,
+        "train.early_stop_metric": "val/letter_position_accuracy",
     }
     exp_run(repo, overrides)
     summary = json.loads((repo / "metrics/summary.json").read_text())
@@ -156,10 +163,12 @@ def test_nan_loss_stops_with_the_step(tiny_model, tmp_path):
     """A NaN in the weights makes the loss NaN: the trainer raises, naming the step."""
     from transformers import TrainingArguments
 
-    from spelltune.model import load_base_model
+    from spelltune.modeling.base import load_base_model
+    from spelltune.modeling.lora import build_lora_model
     from spelltune.params import LoraParams
-    from spelltune.train import PadCollator, TrainingDiverged, answer_loss_trainer, build_lora_model, encode_example
-    from spelltune.data import spelling_question
+    from spelltune.task.questions import spelling_question
+    from spelltune.training.collators import PadCollator, encode_example
+    from spelltune.training.trainer import AnswerLossTrainer, TrainingDiverged
 
     model, tok = load_base_model(tiny_model)
     model = build_lora_model(model, LoraParams(r=2, alpha=4, target_modules=["q_proj"]))
@@ -168,7 +177,7 @@ def test_nan_loss_stops_with_the_step(tiny_model, tmp_path):
     data = [encode_example(spelling_question(w), tok, "compact") for w in ("cat", "dog", "bird", "fish")]
     args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=2, max_steps=2,
                              report_to="none", use_cpu=True, save_strategy="no")
-    trainer = answer_loss_trainer()(model=model, args=args, train_dataset=data, data_collator=PadCollator(tok.pad_token_id))
+    trainer = AnswerLossTrainer(model=model, args=args, train_dataset=data, data_collator=PadCollator(tok.pad_token_id))
     with pytest.raises(TrainingDiverged, match=r"^step 1: the loss is nan$"):
         trainer.train()
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
+
 from conftest import TINY_OVERRIDES, copy_project, git_commit_all, run, run_queue, set_args
 
 pytestmark = pytest.mark.e2e
@@ -64,7 +65,7 @@ def exp_repo(tmp_path_factory, tiny_model) -> Path:
 
 @pytest.fixture(scope="module")
 def runs(exp_repo):
-    from spelltune.compare import load_runs
+    from spelltune.experiments.runs import load_runs
 
     return load_runs(exp_repo)
 
@@ -108,21 +109,29 @@ def test_compare_ranks_every_finished_experiment(exp_repo, tmp_path):
     params = [c for c in rows[0] if re.fullmatch(r"(data|model|lora|train|eval)\.[a-z_.]+", c)]
     assert sorted(params) == ["lora.r", "train.lr", "train.seed"]
     by_name = {r["experiment"]: r for r in rows}
-    assert float(by_name["lr"]["train.lr"]) == 0.005 and by_name["rank"]["lora.r"] == "4" and by_name["seed"]["train.seed"] == "1"
+    assert (
+        float(by_name["lr"]["train.lr"]) == 0.005
+        and by_name["rank"]["lora.r"] == "4"
+        and by_name["seed"]["train.seed"] == "1"
+    )
     # Markdown and the printed table agree with the CSV's order.
     md = (out / "leaderboard.md").read_text()
-    assert [line.split("|")[2].strip() for line in md.splitlines() if re.match(r"\|\s+\d+ \|", line)] == [r["experiment"] for r in rows]
+    assert [line.split("|")[2].strip() for line in md.splitlines() if re.match(r"\|\s+\d+ \|", line)] == [
+        r["experiment"] for r in rows
+    ]
     assert rows[0]["experiment"] in proc.stdout
     # One self-contained page: every image inlined, nothing fetched.
     page = (out / "compare.html").read_text()
-    assert re.findall(r'src="([^"]+)"', page) and all(src.startswith("data:image/png;base64,") for src in re.findall(r'src="([^"]+)"', page))
+    assert re.findall(r'src="([^"]+)"', page) and all(
+        src.startswith("data:image/png;base64,") for src in re.findall(r'src="([^"]+)"', page)
+    )
     for section in ("Metric against each varying parameter", "Parallel coordinates", "Learning curves",
                     "Significance", "different seeds", "Parameter importance", "Next configs to try"):
         assert section in page
 
 
 def test_default_metric_and_order(exp_repo, runs, tmp_path):
-    from spelltune.compare import leaderboard
+    from spelltune.experiments.leaderboard import leaderboard
 
     assert cli(exp_repo, "compare", "--out", str(tmp_path))[0] == 0
     board = pd.read_csv(tmp_path / "leaderboard.csv")
@@ -142,13 +151,22 @@ def test_choosing_on_the_test_split_needs_an_explicit_metric_and_warns_once(exp_
     assert len(warnings) == 1 and "test/spelling_exact_match" in warnings[0] and "val/" in warnings[0]
 
 
-@pytest.mark.parametrize("args, needle", [
-    (["compare", "--metric", "test/accuracy"], "unknown metric 'test/accuracy'; allowed: val/letter_position_accuracy"),
-    (["significance", "no-such-exp"], "unknown experiment 'no-such-exp'; known: "),
-    (["errors", "no-such-exp"], "unknown experiment 'no-such-exp'; known: "),
-    (["significance", "--metric", "val/loss"], "significance needs an accuracy metric, got 'val/loss'; allowed: val/letter_position_accuracy"),
-    (["errors", "--split", "train"], "invalid choice: 'train'"),
-])
+@pytest.mark.parametrize(
+    "args, needle",
+    [
+        (
+            ["compare", "--metric", "test/accuracy"],
+            "unknown metric 'test/accuracy'; allowed: val/letter_position_accuracy",
+        ),
+        (["significance", "no-such-exp"], "unknown experiment 'no-such-exp'; known: "),
+        (["errors", "no-such-exp"], "unknown experiment 'no-such-exp'; known: "),
+        (
+            ["significance", "--metric", "val/loss"],
+            "significance needs an accuracy metric, got 'val/loss'; allowed: val/letter_position_accuracy",
+        ),
+        (["errors", "--split", "train"], "invalid choice: 'train'"),
+    ],
+)
 def test_bad_input_is_one_clear_line(exp_repo, args, needle):
     code, _, err = cli(exp_repo, *args)
     assert code != 0
@@ -166,7 +184,7 @@ def items(correct: list[bool], split: str = "test") -> pd.DataFrame:
 
 
 def test_mcnemar_on_a_constructed_case():
-    from spelltune.analysis import paired_test
+    from spelltune.experiments.significance import paired_test
 
     # 40 items both get right, 10 only A, 2 only B, 8 neither. Exact McNemar: a binomial
     # test of 10 successes in 12 at 1/2, p = 2 * (C(12,10) + C(12,11) + C(12,12)) / 2**12.
@@ -189,7 +207,7 @@ def test_mcnemar_on_a_constructed_case():
 
 
 def test_paired_test_pairs_items_not_positions():
-    from spelltune.analysis import paired_test
+    from spelltune.experiments.significance import paired_test
 
     a = items([True, False, True, True])
     b = items([True, False, True, True]).iloc[::-1]  # same answers, another order, plus another split
@@ -214,7 +232,7 @@ def test_significance_command(exp_repo):
 def test_seed_only_variants_are_aggregated(runs):
     from scipy import stats
 
-    from spelltune.analysis import seed_groups
+    from spelltune.experiments.significance import seed_groups
     metric = runs.resolve_metric("val/loss")
     groups = seed_groups(runs, metric)
     assert len(groups) == 1
@@ -229,8 +247,8 @@ def test_seed_only_variants_are_aggregated(runs):
 
 
 def test_importance_over_finished_experiments(runs):
-    from spelltune.analysis import importance
-    from spelltune.compare import Runs
+    from spelltune.experiments.runs import Runs
+    from spelltune.experiments.significance import importance
 
     result = importance(runs, LOSS)
     assert set(result.index) == {"train.lr", "lora.r"}  # the seed is not a hyperparameter
@@ -282,29 +300,89 @@ def test_recommendations_are_valid_new_configs(exp_repo, runs, tmp_path):
     # A neighbour of the best learning rate on a log scale is among them.
     best_lr = runs.table.sort_values(LOSS).iloc[0]["train.lr"]
     lrs = {apply_set_args(json.loads(json.dumps(base)), c)["train"]["lr"] for c in commands}
-    assert best_lr * 2 in lrs or best_lr / 2 in lrs or any(min(runs.table["train.lr"]) < lr < max(runs.table["train.lr"]) for lr in lrs)
+    assert (
+        best_lr * 2 in lrs
+        or best_lr / 2 in lrs
+        or any(min(runs.table["train.lr"]) < lr < max(runs.table["train.lr"]) for lr in lrs)
+    )
 
 
 # ---------------------------------------------------------------------------- errors
 
 
 def test_error_analysis_on_constructed_predictions():
-    from spelltune.analysis import error_analysis
+    from spelltune.experiments.error_analysis import error_analysis
 
     rows = [
-        {"question": "What is the 1st letter of 'cat'?", "answer": "c", "word": "cat", "task": "letter_position", "position": 1, "reply": "c", "correct": True, "cer": None},
-        {"question": "What is the last letter of 'cat'?", "answer": "t", "word": "cat", "task": "letter_position", "position": 3, "reply": "d", "correct": False, "cer": None},
-        {"question": "What is the last letter of 'bat'?", "answer": "t", "word": "bat", "task": "letter_position", "position": 3, "reply": "d", "correct": False, "cer": None},
-        {"question": "What is the 2nd letter of 'horse'?", "answer": "o", "word": "horse", "task": "letter_position", "position": 2, "reply": "o", "correct": True, "cer": None},
-        {"question": "Spell 'horse' letter by letter.", "answer": "h-o-r-s-e", "word": "horse", "task": "spelling", "position": None, "reply": "h-o-r-s-e", "correct": True, "cer": 0.0},
-        {"question": "Spell 'cat' letter by letter.", "answer": "c-a-t", "word": "cat", "task": "spelling", "position": None, "reply": "c-a-d", "correct": False, "cer": 1 / 3},
+        {
+            "question": "What is the 1st letter of 'cat'?",
+            "answer": "c",
+            "word": "cat",
+            "task": "letter_position",
+            "position": 1,
+            "reply": "c",
+            "correct": True,
+            "cer": None,
+        },
+        {
+            "question": "What is the last letter of 'cat'?",
+            "answer": "t",
+            "word": "cat",
+            "task": "letter_position",
+            "position": 3,
+            "reply": "d",
+            "correct": False,
+            "cer": None,
+        },
+        {
+            "question": "What is the last letter of 'bat'?",
+            "answer": "t",
+            "word": "bat",
+            "task": "letter_position",
+            "position": 3,
+            "reply": "d",
+            "correct": False,
+            "cer": None,
+        },
+        {
+            "question": "What is the 2nd letter of 'horse'?",
+            "answer": "o",
+            "word": "horse",
+            "task": "letter_position",
+            "position": 2,
+            "reply": "o",
+            "correct": True,
+            "cer": None,
+        },
+        {
+            "question": "Spell 'horse' letter by letter.",
+            "answer": "h-o-r-s-e",
+            "word": "horse",
+            "task": "spelling",
+            "position": None,
+            "reply": "h-o-r-s-e",
+            "correct": True,
+            "cer": 0.0,
+        },
+        {
+            "question": "Spell 'cat' letter by letter.",
+            "answer": "c-a-t",
+            "word": "cat",
+            "task": "spelling",
+            "position": None,
+            "reply": "c-a-d",
+            "correct": False,
+            "cer": 1 / 3,
+        },
     ]
     result = error_analysis(pd.DataFrame([{**r, "split": "test"} for r in rows]), "test")
     top = result["confusions"].iloc[0]
     assert (top["expected"], top["predicted"], top["count"]) == ("t", "d", 3)  # two letter answers, one spelling
     assert result["by_position"].loc["last", "accuracy"] == 0 and result["by_position"].loc["1", "accuracy"] == 1
     assert list(result["by_position"].index) == ["1", "2", "last"]
-    assert result["by_length"].loc[5, "spelling_exact_match"] == 1 and result["by_length"].loc[3, "letter_accuracy"] == pytest.approx(1 / 3)
+    assert result["by_length"].loc[5, "spelling_exact_match"] == 1 and result["by_length"].loc[
+        3, "letter_accuracy"
+    ] == pytest.approx(1 / 3)
     assert result["by_letter"].index[0] == "t"
     worst = result["worst_words"]
     assert worst.iloc[-1]["word"] == "horse" and worst.iloc[0]["word"] == "bat"
@@ -323,8 +401,8 @@ def test_errors_command(exp_repo, tmp_path):
 
 
 def test_importance_finds_the_param_that_matters():
-    from spelltune.analysis import importance
-    from spelltune.compare import Runs
+    from spelltune.experiments.runs import Runs
+    from spelltune.experiments.significance import importance
 
     # 12 synthetic experiments: accuracy rises with log(lr); lora.r does nothing.
     lrs = [1e-4, 3e-4, 1e-3, 3e-3] * 3
@@ -344,8 +422,8 @@ def test_importance_finds_the_param_that_matters():
 
 def test_params_missing_in_older_experiments_do_not_break_the_analysis():
     """A param added to the schema later is NaN for older experiments (seen on a real grid)."""
-    from spelltune.analysis import importance, seed_groups
-    from spelltune.compare import Runs
+    from spelltune.experiments.runs import Runs
+    from spelltune.experiments.significance import importance, seed_groups
 
     metric = "metrics/eval.json:test/letter_position_accuracy"
     n = 12

@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from spelltune.data import SPLITS, build_splits, candidate_words, ordinal, write_jsonl
+from spelltune.files import write_jsonl
 from spelltune.params import DataParams
+from spelltune.task.questions import SPLITS, build_splits, candidate_words, ordinal
 
 SMALL = DataParams(train_words=320, validation_words=40, test_words=40)
 
@@ -53,7 +54,8 @@ def test_answers_are_correct(splits):
 
 def test_every_word_gets_its_last_letter_asked(splits):
     for name in SPLITS:
-        last = {it["word"] for it in splits[name] if it["task"] == "letter_position" and "last letter" in it["question"]}
+        last = {it["word"] for it in splits[name]
+                if it["task"] == "letter_position" and "last letter" in it["question"]}
         assert last == {it["word"] for it in splits[name]}
 
 
@@ -77,7 +79,7 @@ def test_held_out_words_do_not_depend_on_the_number_of_training_words(splits):
 
 
 def test_spelling_separator_one_token_per_letter():
-    from spelltune.metrics import score_item
+    from spelltune.task.scoring import score_item
 
     spaced = build_splits(SMALL.model_copy(update={"spelling_separator": " "}))
     item = next(it for it in spaced["test"] if it["task"] == "spelling")
@@ -86,8 +88,8 @@ def test_spelling_separator_one_token_per_letter():
 
 
 def test_spelled_letter_answers_count_up_to_the_letter_asked(splits):
-    from spelltune.data import answer_text, letter_question
-    from spelltune.metrics import score_item
+    from spelltune.task.questions import answer_text, letter_question
+    from spelltune.task.scoring import score_item
 
     assert answer_text(letter_question("banana", 3), "spelled") == "b1 a2 n3 = n"
     assert answer_text(letter_question("banana", 6), "spelled") == "b1 a2 n3 a4 n5 a6 = a"

@@ -30,7 +30,9 @@ def test_ddp_run_matches_one_process_with_the_global_batch(repo, tiny_model, tmp
     shutil.copytree(repo, single, symlinks=True)
     run(["dvc", "exp", "run", *set_args({**overrides, "train.batch_size": 4})], single, timeout=900)
 
-    proc = run(["dvc", "exp", "run", *set_args({**overrides, "train.batch_size": 2, "train.processes": 2})], repo, timeout=900)
+    proc = run(
+        ["dvc", "exp", "run", *set_args({**overrides, "train.batch_size": 2, "train.processes": 2})], repo, timeout=900
+    )
     assert "train.processes = 2: starting a DDP run under torchrun" in proc.stdout + proc.stderr
     summary = json.loads((repo / "metrics/summary.json").read_text())
     assert summary["worker"]["workers"] == 2 and summary["worker"]["workers_from"] == "torchrun"

@@ -15,6 +15,8 @@ PACKAGE = ROOT / "src" / "spelltune"
 def module_file(name: str) -> Path | None:
     """`spelltune.x.y` -> src/spelltune/x/y.py (or its package's __init__.py)."""
     parts = name.split(".")[1:]
+    if name == "spelltune":
+        return PACKAGE / "__init__.py"
     for candidate in (PACKAGE.joinpath(*parts).with_suffix(".py"), PACKAGE.joinpath(*parts, "__init__.py")):
         if parts and candidate.exists():
             return candidate
@@ -34,9 +36,13 @@ def imported_modules(path: Path) -> set[str]:
 
 
 def reachable(module: str) -> set[Path]:
+    """The files `python -m module` runs: every module it imports, and the __init__.py of
+    each package on the way (Python runs those first)."""
     todo, seen = [module], set()
     while todo:
-        file = module_file(todo.pop())
+        name = todo.pop()
+        todo += [".".join(name.split(".")[:i]) for i in range(1, name.count(".") + 1)]  # its parent packages
+        file = module_file(name)
         if file is None or file in seen:
             continue
         seen.add(file)
@@ -72,6 +78,8 @@ def test_stage_deps_hold_every_file_the_stage_imports():
 
 
 def test_the_walk_follows_imports_inside_functions(tmp_path):
-    # evaluate imports spelltune.generation only inside a function.
-    assert PACKAGE / "generation.py" in reachable("spelltune.evaluate")
-    assert PACKAGE / "params.py" in reachable("spelltune.validate")
+    # evaluate imports spelltune.modeling.generation only inside a function.
+    assert PACKAGE / "modeling" / "generation.py" in reachable("spelltune.stages.evaluate")
+    assert PACKAGE / "params.py" in reachable("spelltune.stages.validate")
+    # and a module's packages run first
+    assert PACKAGE / "modeling" / "__init__.py" in reachable("spelltune.stages.evaluate")

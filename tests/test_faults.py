@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ROOT, TINY_OVERRIDES, run, set_args
 
-from spelltune import checkpoints
+from conftest import ROOT, TINY_OVERRIDES, run, set_args
+from spelltune.training import checkpoints
 
 FAKE_KEY = "f" * 8 + "0123456789abcdef0123456789abcdef"  # 40 characters, like a W&B API key
 NO_SERVER = {"WANDB_MODE": "online", "WANDB_API_KEY": FAKE_KEY, "WANDB_BASE_URL": "http://127.0.0.1:9"}
@@ -80,7 +80,7 @@ def test_empty_or_partial_params_name_what_is_missing(repo, text, missing):
     check = run(["spelltune", "check"], repo, check=False)
     assert check.returncode == 2
     assert len(error_lines(check)) == 1 and f"params.yaml: missing {missing}:" in check.stderr
-    stage = run([sys.executable, "-m", "spelltune.validate"], repo, check=False)
+    stage = run([sys.executable, "-m", "spelltune.stages.validate"], repo, check=False)
     assert stage.returncode == 2 and f"missing {missing}:" in stage.stderr
     assert not (repo / "data/params.ok").exists()
 
@@ -109,7 +109,7 @@ def test_model_source_checked_by_validate_offline(repo, tmp_path, source, expect
     env = {"HF_HUB_CACHE": str(tmp_path / "hf-cache"), "HF_HUB_OFFLINE": "1"}
     if source == "embedded":
         env["PYTHONPATH"] = f"{fake_embedded_package(tmp_path / 'fake')}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"
-    proc = run([sys.executable, "-m", "spelltune.validate"], repo, check=False, env=env)
+    proc = run([sys.executable, "-m", "spelltune.stages.validate"], repo, check=False, env=env)
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1, proc.stderr  # one line
     assert proc.stderr.startswith(f"error: params.yaml: model.source = {source!r}: ") and expected in proc.stderr
@@ -208,7 +208,7 @@ def test_live_runs_of_one_fingerprint_never_share_resume_state(repo, tiny_model)
     a = tiny_workspace(repo, "tmpA", {**base, "train.keep_last": 1})
     b = tiny_workspace(repo, "tmpB", {**base, "train.keep_last": 3})
     resume = repo / ".spelltune/resume"
-    train = [sys.executable, "-m", "spelltune.train"]
+    train = [sys.executable, "-m", "spelltune.stages.train"]
 
     # A trains; hold it still after its first checkpoint.
     proc_a = popen(train, a)
@@ -256,7 +256,7 @@ def test_params_changed_under_a_running_stage_are_never_recorded(repo, tiny_mode
     import psutil
 
     stage = next(p for p in psutil.Process(first.pid).children(recursive=True)
-                 if "spelltune.train" in " ".join(p.cmdline()))
+                 if "spelltune.stages.train" in " ".join(p.cmdline()))
     stage.suspend()  # hold train mid-run while the second command starts
     try:
         second = run(["dvc", "exp", "run", "-n", "f1b", "-S", "train.seed=22"], repo, check=False)
@@ -288,7 +288,7 @@ def test_corrupt_data_names_file_and_line_and_keeps_the_previous_outputs(repo):
     previous = repo / "metrics/train/metrics.json"
     previous.parent.mkdir(parents=True)
     previous.write_text('{"step": 130}\n')
-    proc = run([sys.executable, "-m", "spelltune.train"], repo, check=False)
+    proc = run([sys.executable, "-m", "spelltune.stages.train"], repo, check=False)
     assert proc.returncode == 2
     (line,) = error_lines(proc)
     assert line.startswith("error: data/train.jsonl:3: not valid JSON")
@@ -303,7 +303,7 @@ def test_wandb_without_a_server_logs_offline_and_never_holds_training(tmp_path):
     code = (
         "import logging, sys\n"
         "logging.basicConfig(level=logging.INFO, format='%(name)s: %(levelname)s: %(message)s')\n"
-        "from spelltune.tracking import WandbRun\n"
+        "from spelltune.training.tracking import WandbRun\n"
         "run = WandbRun(name='t', config={'a': 1}, tags=[], group=None)\n"
         "for step in (1, 2, 3):\n"
         "    run.log({'train/loss': float(step)}, step=step)\n"
@@ -313,7 +313,9 @@ def test_wandb_without_a_server_logs_offline_and_never_holds_training(tmp_path):
     )
     env = {**os.environ, **NO_SERVER, "WANDB_DIR": str(tmp_path)}
     env.pop("WANDB_INIT_TIMEOUT", None)
-    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300, check=False
+    )
     assert proc.returncode == 0, proc.stderr
     assert "starting after the logs: True" in proc.stderr  # log() returned while W&B was still starting
     warnings = [ln for ln in proc.stderr.splitlines() if ": WARNING: " in ln]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from spelltune.metrics import breakdown, levenshtein, parse_letter, parse_spelling, score_item, summarize
+from spelltune.task.scoring import breakdown, levenshtein, parse_letter, parse_spelling, score_item, summarize
 
 LETTER = {"task": "letter_position", "word": "banana", "answer": "n", "position": 3}
 LAST = {"task": "letter_position", "word": "banana", "answer": "a", "position": 6}
@@ -84,7 +84,7 @@ def test_breakdown_by_length_and_position():
 
 
 def test_details_give_each_metric_its_n_and_a_95_percent_interval():
-    from spelltune.metrics import details
+    from spelltune.task.scoring import details
 
     rows = [{"task": "spelling", "correct": i < 30, "cer": 0.0 if i < 30 else 0.5} for i in range(100)]
     rows += [{"task": "letter_position", "correct": i < 150, "cer": None} for i in range(200)]

@@ -49,7 +49,9 @@ def postgres():
     function that creates a fresh database and returns its URL."""
     bindir = postgres_bindir()
     if bindir is None:
-        pytest.skip("no PostgreSQL server on this machine (no initdb; `apt-get install -y postgresql`, as .ci/run does)")
+        pytest.skip(
+            "no PostgreSQL server on this machine (no initdb; `apt-get install -y postgresql`, as .ci/run does)"
+        )
     pytest.importorskip("psycopg", reason="the PostgreSQL driver psycopg is not installed (make install)")
     root = Path(tempfile.mkdtemp(prefix="spelltune-pg-"))
     user = None
@@ -86,7 +88,9 @@ def postgres():
     try:
         yield new_database
     finally:
-        subprocess.run(as_user(bindir / "pg_ctl", "-D", data, "-m", "immediate", "stop"), capture_output=True, check=False)
+        subprocess.run(
+            as_user(bindir / "pg_ctl", "-D", data, "-m", "immediate", "stop"), capture_output=True, check=False
+        )
         shutil.rmtree(root, ignore_errors=True)
 
 
@@ -119,7 +123,7 @@ def start_worker(cmd: list[str], cwd: Path, log: Path, env: dict | None = None) 
 def study_trials(url: str, name: str):
     import optuna
 
-    from spelltune.trial import open_storage
+    from spelltune.training.pruning import open_storage
 
     try:
         return optuna.load_study(study_name=name, storage=open_storage(url)).get_trials(deepcopy=False)
@@ -258,7 +262,7 @@ def exp_refs_on(remote: Path) -> dict[str, str]:
 
 @pytest.mark.e2e
 def test_two_machines_one_study_one_leaderboard(postgres, tiny_model, tmp_path):
-    from spelltune.sweep_space import set_dotted
+    from spelltune.sweeps.space import set_dotted
 
     url = postgres("machines")
     origin, store = tmp_path / "origin.git", tmp_path / "dvc-store"

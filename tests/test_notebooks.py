@@ -8,6 +8,7 @@ from pathlib import Path
 import nbformat
 import pytest
 from nbclient import NotebookClient
+
 from test_compare import build_experiments_repo
 
 pytestmark = pytest.mark.e2e

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from spelltune.params import ParamsError, Params, load, parse
+from spelltune.params import Params, ParamsError, load, parse
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,7 +56,8 @@ def test_yaml_exponent_floats_are_accepted():
         ("model.prompt_format", "fancy", "'compact' or 'chat_template'"),
         ("data.test_words", 0, "greater than or equal to 1"),
         ("train.save_every", 15, "must be a multiple of train.log_every (10)"),
-        ("train.early_stop_metric", "val/f1", "'val/loss', 'val/letter_position_accuracy' or 'val/spelling_exact_match'"),
+        ("train.early_stop_metric", "val/f1",
+         "'val/loss', 'val/letter_position_accuracy' or 'val/spelling_exact_match'"),
         ("train.grad_norm_limit", 0, "greater than 0"),
     ],
 )
@@ -106,7 +107,8 @@ def test_stage_exits_non_zero_with_one_line_before_loading_anything(tmp_path):
     (tmp_path / "checkpoints").mkdir()
     (tmp_path / "checkpoints" / "keep.txt").write_text("previous run")
     proc = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "spelltune.train"], cwd=tmp_path, capture_output=True, text=True
+        [sys.executable, "-X", "importtime", "-m", "spelltune.stages.train"],
+        cwd=tmp_path, capture_output=True, text=True,
     )
     assert proc.returncode == 2
     lines = [ln for ln in proc.stderr.splitlines() if not ln.startswith("import time:")]
@@ -127,7 +129,8 @@ def test_cli_check(tmp_path):
     assert ok.returncode == 0 and "valid" in ok.stdout
     fail = subprocess.run([sys.executable, "-m", "spelltune.cli", "check", str(bad)], capture_output=True, text=True)
     assert fail.returncode == 2
-    assert fail.stderr.strip() == f"error: {bad}: lora.alpha = 'zero': Input should be a valid number, unable to parse string as a number"
+    assert fail.stderr.strip() == (f"error: {bad}: lora.alpha = 'zero': "
+                                   "Input should be a valid number, unable to parse string as a number")
 
 
 def test_training_fingerprint_tracks_what_shapes_the_weights():
@@ -144,7 +147,8 @@ def test_training_fingerprint_tracks_what_shapes_the_weights():
     ("train", "key", "message"),
     [
         ({"early_stop_patience": 2, "save_every": 40}, "train.early_stop_patience = 2",
-         "early stopping restores the best checkpoint, so train.save_every (40) must be a multiple of train.eval_every (50)"),
+         "early stopping restores the best checkpoint, so train.save_every (40) must be a multiple of "
+         "train.eval_every (50)"),
         ({"early_stop_patience": 2, "val_loss_items": 0}, "train.early_stop_patience = 2",
          "early stopping needs train.val_loss_items > 0"),
         ({"early_stop_metric": "val/spelling_exact_match", "val_generate_items": 0},

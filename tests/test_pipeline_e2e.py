@@ -61,7 +61,9 @@ def test_exp_run_end_to_end(repo, tiny_model):
     summary = json.loads((repo / "metrics" / "summary.json").read_text())
     assert summary["best_step"] in (3, 6) and summary["early_stop_reason"] == "max_steps"
     assert summary["final"]["time/gradient_steps"] == TINY_OVERRIDES["train.max_steps"]
-    assert summary["best"]["val/loss"] == min(float(r.split("\t")[2]) for r in (curves / "val/loss.tsv").read_text().splitlines()[1:])
+    assert summary["best"]["val/loss"] == min(
+        float(r.split("\t")[2]) for r in (curves / "val/loss.tsv").read_text().splitlines()[1:]
+    )
     assert 0 < summary["parameters"]["trainable"] < summary["parameters"]["total"]
     assert len(summary["params_fingerprint"]) == 16 and summary["tokens_seen"] > 0
     # evaluate: base and fine-tuned, every item of val and test, the three metrics, each

@@ -1,5 +1,5 @@
 """`dvc plots diff` draws every declared curve with no network: the page carries vega
-inline (spelltune.offline_plots via .dvc/config's plots.html_template), checked in a real
+inline (spelltune.experiments.offline_plots via .dvc/config's plots.html_template), checked in a real
 headless Chromium that can reach nothing."""
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+
 from conftest import run
 from test_compare import build_experiments_repo
 
@@ -43,7 +44,9 @@ def test_the_page_loads_nothing_from_a_network(exp_repo, tmp_path):
     assert "window.vegaEmbed" in page  # the libraries are inline
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="no Chromium on this machine (Debian package `chromium`; .ci/run installs it)")
+@pytest.mark.skipif(
+    CHROMIUM is None, reason="no Chromium on this machine (Debian package `chromium`; .ci/run installs it)"
+)
 def test_every_curve_renders_offline_in_chromium(exp_repo, tmp_path):
     out = tmp_path / "out"
     run(["dvc", "plots", "diff", "lr", "rank", "-o", str(out)], exp_repo)

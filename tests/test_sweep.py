@@ -12,8 +12,7 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from spelltune.sweep import thread_override, wandb_overrides
-from spelltune.sweep_space import (
+from spelltune.sweeps.space import (
     Constraint,
     Space,
     SweepError,
@@ -22,6 +21,8 @@ from spelltune.sweep_space import (
     parse_override,
     parse_sweep,
 )
+from spelltune.sweeps.trials import thread_override
+from spelltune.sweeps.wandb_agent import wandb_overrides
 
 BASE = load_base_params(ROOT / "params.yaml")
 
@@ -63,7 +64,10 @@ def test_bad_sweep_file_one_line_per_error_and_exit_2(tmp_path):
     assert "method = 'grud': allowed: 'grid', 'random' or 'bayes'" in err
     assert "metric.goal = 'up': allowed: 'minimize' or 'maximize'" in err
     assert "parameters.train.lrr = 'train.lrr': unknown params key; allowed in train: train.lr," in err
-    assert "parameters.train.lr.distribution = 'log_uniform': unsupported distribution" in err and "log_uniform_values" in err
+    assert (
+        "parameters.train.lr.distribution = 'log_uniform': unsupported distribution" in err
+        and "log_uniform_values" in err
+    )
     assert "parameters.lora.dropout" in err and "uniform needs min and max" in err
     assert "constraints.0 = 'lora.alpha >= lora.rr'" in err and "lora.rr: unknown params key" in err
     assert "constraints.1" in err and "is not allowed" in err
@@ -71,15 +75,30 @@ def test_bad_sweep_file_one_line_per_error_and_exit_2(tmp_path):
     assert len(err.strip().splitlines()) == 8
 
 
-@pytest.mark.parametrize("sweep, message", [
-    ({"method": "random", "parameters": {"lora.r": {"values": [4]}}}, "method random needs run_cap"),
-    ({"method": "bayes", "run_cap": 2, "parameters": {"lora.r": {"values": [4]}}}, "method bayes needs metric"),
-    ({"method": "grid", "parameters": {"train.lr": {"min": 0.001, "max": 0.01}}}, "train.lr is continuous"),
-    ({"method": "grid", "parameters": {"lora.r": {"distribution": "int_uniform", "min": 1.5, "max": 4}}}, "int_uniform needs integer"),
-    ({"method": "grid", "parameters": {"lora.r": {"values": [4]}}, "early_terminate": {"type": "hyperband", "eta": 3}},
-     "hyperband needs min_iter"),
-    ({"method": "grid", "parameters": {"lora.r": {"values": [4, 8], "probabilities": [0.5]}}}, "probabilities has 1 entries, values 2"),
-])
+@pytest.mark.parametrize(
+    "sweep, message",
+    [
+        ({"method": "random", "parameters": {"lora.r": {"values": [4]}}}, "method random needs run_cap"),
+        ({"method": "bayes", "run_cap": 2, "parameters": {"lora.r": {"values": [4]}}}, "method bayes needs metric"),
+        ({"method": "grid", "parameters": {"train.lr": {"min": 0.001, "max": 0.01}}}, "train.lr is continuous"),
+        (
+            {"method": "grid", "parameters": {"lora.r": {"distribution": "int_uniform", "min": 1.5, "max": 4}}},
+            "int_uniform needs integer",
+        ),
+        (
+            {
+                "method": "grid",
+                "parameters": {"lora.r": {"values": [4]}},
+                "early_terminate": {"type": "hyperband", "eta": 3},
+            },
+            "hyperband needs min_iter",
+        ),
+        (
+            {"method": "grid", "parameters": {"lora.r": {"values": [4, 8], "probabilities": [0.5]}}},
+            "probabilities has 1 entries, values 2",
+        ),
+    ],
+)
 def test_sweep_schema_rejects(sweep, message):
     with pytest.raises(SweepError, match=message):
         parse_sweep(sweep)
@@ -90,8 +109,12 @@ def test_search_space_outside_the_params_schema_fails_before_anything_runs(tmp_p
                             "parameters": {"lora.r": {"min": 0, "max": 8}, "train.lr": {"values": [0.1, 2.0]}}})
     proc = cli("sweep", "run", path)
     assert proc.returncode == 2
-    assert "parameters.lora.r: value 0 is not allowed by the params schema: Input should be greater than 0" in proc.stderr
-    assert "parameters.train.lr: value 2.0 is not allowed by the params schema: Input should be less than 1" in proc.stderr
+    assert (
+        "parameters.lora.r: value 0 is not allowed by the params schema: Input should be greater than 0" in proc.stderr
+    )
+    assert (
+        "parameters.train.lr: value 2.0 is not allowed by the params schema: Input should be less than 1" in proc.stderr
+    )
 
 
 def test_grid_honours_constraints_schema_and_run_cap(tmp_path):
@@ -163,7 +186,9 @@ def test_constraints():
     assert c.holds({"lora.alpha": 32, "lora.r": 16, "train.lr": 0.001})
     assert not c.holds({"lora.alpha": 16, "lora.r": 16, "train.lr": 0.001})
     assert not c.holds({"lora.alpha": 64, "lora.r": 16, "train.lr": 0.1})
-    assert Constraint("0 < train.warmup_steps < train.max_steps").holds({"train.warmup_steps": 5, "train.max_steps": 10})
+    assert Constraint("0 < train.warmup_steps < train.max_steps").holds(
+        {"train.warmup_steps": 5, "train.max_steps": 10}
+    )
     for bad in ("lora.r", "open('x')", "lora.r >= [1]", "lora.r = 3"):
         with pytest.raises(ValueError):
             Constraint(bad)
@@ -215,8 +240,10 @@ def test_wandb_agent_arguments_become_dvc_overrides(tmp_path):
                "--train.lr=0.0003", "--lora.r=8", "--lora.alpha=16", "--train.warmup_steps=5", "--lora.dropout=0.05")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == (
-        "dvc exp run --temp -n spell-wandb-" + proc.stdout.split("spell-wandb-")[1].split()[0]
-        + " -S train.threads=1 -S train.lr=0.0003 -S lora.r=8 -S lora.alpha=16 -S train.warmup_steps=5 -S lora.dropout=0.05"
+        "dvc exp run --temp -n spell-wandb-"
+        + proc.stdout.split("spell-wandb-")[1].split()[0]
+        + " -S train.threads=1 -S train.lr=0.0003 -S lora.r=8 -S lora.alpha=16 -S train.warmup_steps=5"
+        + " -S lora.dropout=0.05"
     )
     # W&B knows nothing of our constraints: such a run is skipped, not run.
     skipped = cli("sweep", "wandb-agent", "sweep.yaml", "--dry-run", "--lora.r=32", "--lora.alpha=8")
@@ -234,7 +261,7 @@ def test_sweep_yaml_command_runs_the_agent_entry_point():
 
 
 def test_reporter_from_env_is_none_outside_a_sweep():
-    from spelltune.trial import reporter_from_env
+    from spelltune.training.pruning import reporter_from_env
 
     assert reporter_from_env({}) is None
 
@@ -246,7 +273,7 @@ def test_reporter_from_env_is_none_outside_a_sweep():
 def test_reporter_prunes_a_trial_behind_at_a_rung(tmp_path, pruner):
     import optuna
 
-    from spelltune import trial as tr
+    from spelltune.training import pruning as tr
 
     storage = str(tmp_path / "s.journal")
     study = optuna.create_study(study_name="st", storage=tr.open_storage(storage), direction="minimize",
@@ -271,13 +298,20 @@ def test_reporter_prunes_a_trial_behind_at_a_rung(tmp_path, pruner):
 def test_reporter_without_the_metric_never_prunes(tmp_path):
     import optuna
 
-    from spelltune import trial as tr
+    from spelltune.training import pruning as tr
 
     storage = str(tmp_path / "s.journal")
     study = optuna.create_study(study_name="st", storage=tr.open_storage(storage))
     trial = study.ask()
-    reporter = tr.reporter_from_env({tr.ENV_STORAGE: storage, tr.ENV_STUDY: "st", tr.ENV_TRIAL: str(trial.number),
-                                     tr.ENV_METRIC: "val/spelling_exact_match", tr.ENV_PRUNER: json.dumps({"type": "median"})})
+    reporter = tr.reporter_from_env(
+        {
+            tr.ENV_STORAGE: storage,
+            tr.ENV_STUDY: "st",
+            tr.ENV_TRIAL: str(trial.number),
+            tr.ENV_METRIC: "val/spelling_exact_match",
+            tr.ENV_PRUNER: json.dumps({"type": "median"}),
+        }
+    )
     assert reporter.should_prune(5, {"val/loss": 1.0}) is False
     # `test/x` as the sweep metric: the same metric on validation is what training reports
     reporter.metric = "test/letter_position_accuracy"
@@ -306,7 +340,7 @@ def test_bayes_failed_trial_is_retried_once_and_never_stops_the_others(tmp_path)
     from optuna.trial import TrialState as TS
 
     from conftest import run
-    from spelltune.trial import open_storage
+    from spelltune.training.pruning import open_storage
 
     repo = tmp_path / "repo"
     repo.mkdir()
@@ -362,7 +396,7 @@ WANDB_PARAM_SHAPES = {
 
 
 def test_sweep_yaml_is_a_valid_wandb_sweep_config():
-    from spelltune.sweep_space import wandb_problems
+    from spelltune.sweeps.space import wandb_problems
 
     raw = yaml.safe_load((ROOT / "sweep.yaml").read_text())
     assert set(raw) <= WANDB_TOP, set(raw) - WANDB_TOP
@@ -412,7 +446,9 @@ def test_our_extensions_live_beside_the_wandb_file(tmp_path):
     ({"type": "hyperband", "min_iter": 1, "eta": 2}, "val/spelling_exact_match", ["-S", "train.val_generate_items=0"],
      "logged during training only when train.val_generate_items > 0"),
 ])
-def test_early_terminate_counts_evaluations_and_needs_a_training_metric(tmp_path, early_terminate, metric, fixed, message):
+def test_early_terminate_counts_evaluations_and_needs_a_training_metric(
+    tmp_path, early_terminate, metric, fixed, message
+):
     path = write(tmp_path, {"method": "bayes", "run_cap": 4, "metric": {"name": metric, "goal": "maximize"},
                             "parameters": {"train.lr": {"min": 1e-4, "max": 1e-3}}, "early_terminate": early_terminate})
     proc = cli("sweep", "plan", path, *fixed)
@@ -420,11 +456,17 @@ def test_early_terminate_counts_evaluations_and_needs_a_training_metric(tmp_path
 
 
 def test_min_iter_in_evaluations_becomes_optuna_steps():
-    from spelltune.sweep import pruner_spec
+    from spelltune.sweeps.bayes import pruner_spec
 
     sweep = parse_sweep({"method": "bayes", "run_cap": 4, "metric": {"name": "val/loss"},
                          "parameters": {"train.lr": {"min": 1e-4, "max": 1e-3}},
                          "early_terminate": {"type": "hyperband", "min_iter": 1, "eta": 2}})
     spec = pruner_spec(sweep, Space(sweep, BASE, {"train.eval_every": 20, "train.max_steps": 130}))
     # W&B stops a run after its 1st logged evaluation; Optuna's rung is that evaluation's step.
-    assert spec == {"type": "hyperband", "min_resource": 20, "max_resource": 120, "reduction_factor": 2, "eval_every": 20}
+    assert spec == {
+        "type": "hyperband",
+        "min_resource": 20,
+        "max_resource": 120,
+        "reduction_factor": 2,
+        "eval_every": 20,
+    }

@@ -37,7 +37,7 @@ def spelltune(*args: str) -> list[str]:
 def baseline(tmp_path_factory, tiny_model) -> Path:
     """A repository whose committed baseline is a finished tiny run (as the project
     commits dvc.lock and metrics/), so trials rerun only train, evaluate and report."""
-    from spelltune.sweep_space import set_dotted
+    from spelltune.sweeps.space import set_dotted
 
     dest = tmp_path_factory.mktemp("sweep") / "repo"
     copy_project(dest)
@@ -125,7 +125,13 @@ def test_grid_through_the_queue_with_two_workers(repo_copy, tmp_path):
 
     # sweep.yaml edited: grid-003 and grid-004 now name other configurations, so they are
     # queued again under new names rather than skipped.
-    write(sweep, {**yaml.safe_load(sweep.read_text()), "parameters": {"lora.r": {"values": [2, 8]}, "train.lr": {"values": [1e-3, 2e-3]}}})
+    write(
+        sweep,
+        {
+            **yaml.safe_load(sweep.read_text()),
+            "parameters": {"lora.r": {"values": [2, 8]}, "train.lr": {"values": [1e-3, 2e-3]}},
+        },
+    )
     edited = run(spelltune("sweep", "run", "grid.yaml", "--no-start"), repo_copy, timeout=300)
     assert "2 of 4 already finished" in edited.stderr and "queued: 2" in edited.stdout
     assert "queued grid-003-2: lora.r=8 train.lr=0.001" in edited.stderr, edited.stderr
@@ -179,7 +185,7 @@ def test_random_search_queues_run_cap_configurations(repo_copy):
 def study_trials(storage: Path, name: str):
     import optuna
 
-    from spelltune.trial import open_storage
+    from spelltune.training.pruning import open_storage
 
     try:
         return optuna.load_study(study_name=name, storage=open_storage(str(storage))).get_trials(deepcopy=False)
@@ -317,8 +323,8 @@ def test_wandb_agent_command_line_one_experiment_one_wandb_run(repo_copy):
     controller (choosing configurations, stopping runs) lives on W&B's server."""
     from wandb.sdk.launch.sweeps import utils as sweep_utils
 
-    from spelltune.sweep import pruner_spec
-    from spelltune.sweep_space import Space, load_base_params, load_sweep
+    from spelltune.sweeps.bayes import pruner_spec
+    from spelltune.sweeps.space import Space, load_base_params, load_sweep
 
     for name in ("sweep.yaml", "sweep.spelltune.yaml"):
         shutil.copy(ROOT / name, repo_copy / name)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import TINY_OVERRIDES, run, set_args
-from spelltune.tracking import WandbRun, original_repo_root, scrub, wandb_group, wandb_mode
+from spelltune.training.tracking import WandbRun, original_repo_root, scrub, wandb_group, wandb_mode
 
 SECRETS = {
     "WANDB_API_KEY": "wandbkey-0123456789abcdef0123456789abcdef",
@@ -57,7 +57,9 @@ def read_wandb_run(run_dir: Path) -> dict:
             row = {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.history.item}
             out["history"].append(row)
         elif kind == "summary":
-            out["summary"].update({i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.summary.update})
+            out["summary"].update(
+                {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.summary.update}
+            )
     return out
 
 
@@ -121,13 +123,16 @@ def test_broken_wandb_package_run_completes(repo, tiny_model, tmp_path):
     (broken / "wandb").mkdir(parents=True)
     (broken / "wandb" / "__init__.py").write_text("raise ImportError('this wandb is broken')\n")
     overrides = {"model.source": str(tiny_model), **TINY_OVERRIDES}
-    env = {"PYTHONPATH": str(broken)}
+    env = {"PYTHONPATH": f"{broken}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     proc = run(["dvc", "exp", "run", *set_args(overrides)], repo, env=env, timeout=900)
     warnings = [line for line in (proc.stdout + proc.stderr).splitlines() if "W&B start failed" in line]
     assert len(warnings) == 1 and "this wandb is broken" in warnings[0]
     steps = [int(r[1]) for r in tsv_rows(repo / CURVES / "train/loss.tsv")[1:]]
     assert steps == [2, 4, 6]
-    assert json.loads((repo / "metrics/eval_details.json").read_text())["test"]["n_items"] == 3 * TINY_OVERRIDES["data.test_words"]
+    assert (
+        json.loads((repo / "metrics/eval_details.json").read_text())["test"]["n_items"]
+        == 3 * TINY_OVERRIDES["data.test_words"]
+    )
     assert not (repo / "wandb").exists()
 
 
@@ -142,7 +147,7 @@ def test_wandb_failure_is_one_warning(env, tmp_path, monkeypatch, caplog):
     (tmp_path / "not-a-directory").write_text("a file\n")
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    with caplog.at_level(logging.WARNING, logger="spelltune.tracking"):
+    with caplog.at_level(logging.WARNING, logger="spelltune.training.tracking"):
         tracker = WandbRun(name="broken", config={"a": 1}, tags=[], group=None)
         tracker.log({"train/loss": 1.0}, step=1)
         tracker.finish({"best_step": 1})
@@ -178,7 +183,7 @@ def test_scrub_and_original_root(monkeypatch):
 def test_wandb_group_is_the_sweep_or_the_baseline_commit(monkeypatch):
     monkeypatch.delenv("WANDB_RUN_GROUP", raising=False)
     monkeypatch.delenv("DVC_EXP_BASELINE_REV", raising=False)
-    assert wandb_group() is None  # a plain `python -m spelltune.train`
+    assert wandb_group() is None  # a plain `python -m spelltune.stages.train`
     monkeypatch.setenv("DVC_EXP_BASELINE_REV", "0123456789abcdef0123456789abcdef01234567")
     assert wandb_group() == "baseline-0123456"  # every experiment of a `dvc exp run --queue` grid
     monkeypatch.setenv("WANDB_RUN_GROUP", "sweep-lr")
@@ -192,13 +197,15 @@ def test_wandb_start_skips_launch_inputs_nothing_staged(tmp_path):
     import sys
 
     code = (
-        "import sys; from spelltune.tracking import WandbRun\n"
+        "import sys; from spelltune.training.tracking import WandbRun\n"
         "run = WandbRun(name='t', config={'a': 1}, tags=[], group=None)\n"
         "run.log({'train/loss': 1.0}, step=1); run.finish({'best_step': 1})\n"
         "print(run.id, 'wandb.sdk.launch' in sys.modules)\n"
     )
     env = {**os.environ, "WANDB_MODE": "offline", "WANDB_DIR": str(tmp_path)}
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    ).stdout.split()
     run_id, launch_imported = out[-2], out[-1]
     assert launch_imported == "False"
     assert len(list(tmp_path.glob(f"wandb/offline-run-*-{run_id}/run-{run_id}.wandb"))) == 1
@@ -212,7 +219,11 @@ def test_process_age_is_not_ahead_of_the_clock():
     import time
 
     started = time.monotonic()
-    printed = subprocess.run([sys.executable, "-c", "from spelltune.tracking import seconds_since_process_start as a; print(a())"],
-                             capture_output=True, text=True, check=True).stdout
+    printed = subprocess.run(
+        [sys.executable, "-c", "from spelltune.training.tracking import seconds_since_process_start as a; print(a())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     wall = time.monotonic() - started
     assert 0 <= float(printed) <= wall

@@ -9,10 +9,13 @@ import sys
 import pytest
 import torch
 
-from spelltune.data import letter_question, spelling_question
-from spelltune.model import load_base_model, render_prompt
+from spelltune.modeling.base import load_base_model
+from spelltune.modeling.lora import build_lora_model
 from spelltune.params import LoraParams
-from spelltune.train import IGNORE_INDEX, PadCollator, answer_loss_trainer, build_lora_model, encode_example
+from spelltune.task.prompts import render_prompt
+from spelltune.task.questions import letter_question, spelling_question
+from spelltune.training.collators import IGNORE_INDEX, PadCollator, encode_example
+from spelltune.training.trainer import AnswerLossTrainer
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +63,7 @@ def test_answer_only_loss_equals_the_full_loss(tiny_model, lora):
     items = [letter_question("banana", 3), spelling_question("house"), letter_question("at", 2)]
     batch = PadCollator(tok.pad_token_id)([encode_example(it, tok, "compact") for it in items])
     full = model(**batch).loss  # HF's own loss: logits at every position
-    trainer_cls = answer_loss_trainer()
+    trainer_cls = AnswerLossTrainer
     ours = trainer_cls.compute_loss(None, model, batch)
     torch.testing.assert_close(ours, full)
     n_answer = (batch["labels"][:, 1:] != IGNORE_INDEX).sum()
@@ -70,9 +73,9 @@ def test_answer_only_loss_equals_the_full_loss(tiny_model, lora):
 @pytest.mark.parametrize("packed_attention", [False, True])
 def test_packed_batch_gives_the_padded_batch_loss_and_gradients(tiny_model, packed_attention):
     """Packing removes the padding, not a token of the loss: no example attends to another,
-    whether by transformers' block-diagonal mask or by spelltune.attention's per-example cut."""
-    from spelltune.attention import use_packed_attention
-    from spelltune.train import PackCollator
+    whether by transformers' block-diagonal mask or by spelltune.modeling.attention's per-example cut."""
+    from spelltune.modeling.attention import use_packed_attention
+    from spelltune.training.collators import PackCollator
 
     base, tok = load_base_model(tiny_model)
     assert base.config.num_key_value_heads < base.config.num_attention_heads  # grouped-query, as SmolLM2
@@ -81,7 +84,7 @@ def test_packed_batch_gives_the_padded_batch_loss_and_gradients(tiny_model, pack
         use_packed_attention(model)
     items = [letter_question("banana", 3), spelling_question("house"), letter_question("at", 2)]
     examples = [encode_example(it, tok, "compact") for it in items]
-    trainer_cls = answer_loss_trainer()
+    trainer_cls = AnswerLossTrainer
     losses, grads = [], []
     for batch in (PadCollator(0)(examples), PackCollator()(examples)):
         model.zero_grad()
@@ -99,7 +102,7 @@ def test_saved_adapter_config_is_byte_stable(tiny_model, tmp_path):
     """PEFT keeps target_modules as a set; its JSON order must not depend on the hash seed."""
     import json
 
-    from spelltune.train import save_adapter
+    from spelltune.modeling.lora import save_adapter
 
     model = build_lora_model(load_base_model(tiny_model)[0], LoraParams(r=4))
     save_adapter(model, tmp_path / "adapter")
@@ -113,7 +116,7 @@ def test_stage_start_up_pauses_the_collector_then_freezes_what_loaded():
     code = """
 import gc, sys, weakref
 from unittest import mock
-from spelltune.startup import loaded, pause_collector
+from spelltune.training.startup import loaded, pause_collector
 
 class Node: pass
 

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from conftest import TINY_OVERRIDES, copy_project, git_commit_all, run, set_args
 
 pytestmark = pytest.mark.e2e
@@ -22,7 +23,7 @@ EVAL_BATCH = str(TINY_OVERRIDES["eval.batch_size"])
 @pytest.fixture(scope="module")
 def other_tiny(tmp_path_factory) -> Path:
     """Another base model of the same shape (other random weights)."""
-    from spelltune.model import make_tiny_model
+    from spelltune.modeling.base import make_tiny_model
 
     return make_tiny_model(tmp_path_factory.mktemp("tiny-b") / "model", seed=1)
 
@@ -50,7 +51,7 @@ def read_jsonl(text: str) -> list[dict]:
 
 def eval_rows(repo: Path, exp: str | None = None) -> list[dict]:
     """The evaluate stage's own test predictions (of the workspace, or of an experiment)."""
-    from spelltune.use import resolve_rev
+    from spelltune.experiments.use import resolve_rev
 
     rev = resolve_rev(repo, exp) if exp else None
     path = "metrics/predictions/eval.jsonl"
@@ -99,7 +100,7 @@ def adapter_digest_in_cache(repo: Path, rev: str) -> str:
     """md5 of checkpoints/adapter/adapter_model.safetensors as the experiment's dvc.lock records it."""
     import yaml
 
-    from spelltune.use import resolve_rev
+    from spelltune.experiments.use import resolve_rev
 
     rev = resolve_rev(repo, rev)
     lock = yaml.safe_load(run(["git", "show", f"{rev}:dvc.lock"], repo).stdout)
@@ -120,7 +121,9 @@ def test_an_experiments_adapter_without_touching_the_workspace(trained, tmp_path
     before = tree_state(trained)
     rows = eval_rows(trained, "first")
     out = spelltune(trained, "ask", "--exp", "first", "--batch-size", EVAL_BATCH, *[r["question"] for r in rows])
-    assert [line.split("\n", 1)[1] for line in out.stdout.strip().split("\n\n")] == [r["reply"] or "(empty reply)" for r in rows]
+    assert [line.split("\n", 1)[1] for line in out.stdout.strip().split("\n\n")] == [
+        r["reply"] or "(empty reply)" for r in rows
+    ]
     assert "experiment first" in out.stderr
     # The adapter it read is that experiment's, from the DVC cache (first: r=16, workspace: r=4).
     spelltune(trained, "export", "--exp", "first", "--peft", str(tmp_path / "first"))
@@ -229,8 +232,8 @@ def test_export_merged_and_gguf_load_without_peft_and_answer_the_same(trained, t
 import json, sys
 sys.modules["peft"] = None
 from transformers import AutoModelForCausalLM, AutoTokenizer
-from spelltune.generation import generate_replies
-from spelltune.model import render_prompt
+from spelltune.modeling.generation import generate_replies
+from spelltune.task.prompts import render_prompt
 model = AutoModelForCausalLM.from_pretrained({str(out)!r})
 tokenizer = AutoTokenizer.from_pretrained({str(out)!r})
 items = [json.loads(l) for l in open("data/test.jsonl")][:{N_TEST}]
@@ -252,12 +255,14 @@ print(json.dumps({{"replies": generate_replies(model, tokenizer, items, "compact
 
     fields = GGUFReader(gguf_file).fields
     assert fields["general.architecture"].contents() == "llama" and fields["tokenizer.ggml.pre"].contents() == "smollm"
-    assert fields["tokenizer.chat_template"].contents().startswith("{%- for message in messages %}")  # the trained prompt
+    assert (
+        fields["tokenizer.chat_template"].contents().startswith("{%- for message in messages %}")
+    )  # the trained prompt
 
 
 def test_outside_scores_words_that_none_of_our_splits_holds(trained, tmp_path):
-    from spelltune.data import candidate_words, split_words
     from spelltune.params import load
+    from spelltune.task.questions import candidate_words, split_words
 
     out = tmp_path / "outside.json"
     proc = spelltune(trained, "outside", "--words", "20", "--out", str(out))

@@ -20,9 +20,11 @@ import argparse
 import sys
 from pathlib import Path
 
+from spelltune.errors import error
+
 
 def cmd_check(args) -> int:
-    from spelltune.backend import BackendError, check_machine, machine_needs_checking
+    from spelltune.modeling.backends import BackendError, check_machine, machine_needs_checking
     from spelltune.params import ParamsError, load
 
     try:
@@ -30,14 +32,13 @@ def cmd_check(args) -> int:
         if machine_needs_checking(params):  # e.g. 4-bit or bf16: this machine needs CUDA
             check_machine(params, import_unsloth=False)
     except (ParamsError, BackendError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return error(exc)
     print(f"{args.params}: valid")
     return 0
 
 
 def cmd_tiny_model(args) -> int:
-    from spelltune.model import make_tiny_model
+    from spelltune.modeling.base import make_tiny_model
 
     make_tiny_model(Path(args.out), seed=args.seed)
     print(f"tiny model written to {args.out}; use it with: dvc exp run -S model.source={args.out}")
@@ -48,19 +49,18 @@ def _comparison(func):
     """Run a comparison command; a bad experiment name or metric is one line and exit 2."""
 
     def wrapped(args) -> int:
-        from spelltune.compare import CompareError
+        from spelltune.experiments.runs import CompareError
 
         try:
             return func(args)
         except CompareError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+            return error(exc)
 
     return wrapped
 
 
 def _runs_and_metric(args):
-    from spelltune.compare import DEFAULT_METRIC, load_runs
+    from spelltune.experiments.runs import DEFAULT_METRIC, load_runs
 
     runs = load_runs(args.repo, all_commits=args.all_commits, rev=args.rev)
     metric = runs.resolve_metric(args.metric or DEFAULT_METRIC)
@@ -68,7 +68,7 @@ def _runs_and_metric(args):
         print(f"warning: choosing by {args.metric} uses the test split; the test number of what you choose "
               "is then optimistic. Choose on val/ and read test/ once per finished recipe.", file=sys.stderr)
     if runs.table.empty:
-        from spelltune.compare import CompareError
+        from spelltune.experiments.runs import CompareError
 
         raise CompareError(f"no finished experiments in {runs.repo}: run `dvc exp run` first")
     return runs, metric
@@ -76,7 +76,9 @@ def _runs_and_metric(args):
 
 @_comparison
 def cmd_compare(args) -> int:
-    from spelltune.compare import leaderboard, recommend, write_report
+    from spelltune.experiments.html_report import write_report
+    from spelltune.experiments.leaderboard import leaderboard
+    from spelltune.experiments.recommend import recommend
 
     runs, metric = _runs_and_metric(args)
     paths = write_report(runs, metric, args.ascending, args.out)
@@ -88,7 +90,7 @@ def cmd_compare(args) -> int:
 
 @_comparison
 def cmd_significance(args) -> int:
-    from spelltune.analysis import BASE, compare_two, default_comparisons, seed_groups, split_and_task
+    from spelltune.experiments.significance import BASE, compare_two, default_comparisons, seed_groups, split_and_task
 
     runs, metric = _runs_and_metric(args)
     split_and_task(metric)  # an accuracy metric, or one line saying which are allowed
@@ -109,7 +111,7 @@ def cmd_significance(args) -> int:
 
 @_comparison
 def cmd_recommend(args) -> int:
-    from spelltune.compare import recommend
+    from spelltune.experiments.recommend import recommend
 
     runs, metric = _runs_and_metric(args)
     print("\n".join(recommend(runs, metric, args.ascending, limit=args.limit)))
@@ -118,8 +120,9 @@ def cmd_recommend(args) -> int:
 
 @_comparison
 def cmd_errors(args) -> int:
-    from spelltune.analysis import error_analysis, errors_markdown, predictions
-    from spelltune.compare import ranked
+    from spelltune.experiments.error_analysis import error_analysis, errors_markdown
+    from spelltune.experiments.leaderboard import ranked
+    from spelltune.experiments.significance import predictions
 
     runs, metric = _runs_and_metric(args)
     name = runs.resolve(args.experiment) if args.experiment else ranked(runs, metric, args.ascending).index[0]
@@ -141,15 +144,14 @@ def _use(func):
     """Run a command on a trained adapter; a bad input is one line and exit 2."""
 
     def wrapped(args) -> int:
-        from spelltune.use import UseError, resolve
+        from spelltune.experiments.use import UseError, resolve
 
         source = None
         try:
             source = resolve(args.repo, args.exp, args.adapter)
             return func(args, source)
         except UseError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
+            return error(exc)
         finally:
             if source is not None:
                 source.close()
@@ -179,19 +181,19 @@ def _quiet_loading() -> None:
 
 def _set_threads(threads: int | None) -> None:
     if threads is not None:
-        from spelltune.model import set_threads
+        from spelltune.modeling.base import set_threads
 
         set_threads(threads)
 
 
 @_use
 def cmd_ask(args, source) -> int:
-    from spelltune.use import item_for_question, load_tuned
+    from spelltune.experiments.use import item_for_question, load_tuned
 
     _quiet_loading()
     items = [item_for_question(q, source.separator) for q in args.question]
     if not any(it["question"] for it in items):
-        from spelltune.use import UseError
+        from spelltune.experiments.use import UseError
 
         raise UseError("ask: the question is empty")
     _set_threads(args.threads)
@@ -210,7 +212,7 @@ def cmd_ask(args, source) -> int:
 
 @_use
 def cmd_predict(args, source) -> int:
-    from spelltune.use import load_tuned, progress_summary, read_inputs, scored, write_rows
+    from spelltune.experiments.use import load_tuned, progress_summary, read_inputs, scored, write_rows
 
     items = read_inputs(args.input, source.separator)
     _set_threads(args.threads)
@@ -223,10 +225,10 @@ def cmd_predict(args, source) -> int:
 
 @_use
 def cmd_outside(args, source) -> int:
-    from spelltune.data import write_json
-    from spelltune.outside import outside_items, summary
+    from spelltune.experiments.outside import outside_items, summary
+    from spelltune.experiments.use import load_tuned, scored, write_rows
+    from spelltune.files import write_json
     from spelltune.params import load_or_exit
-    from spelltune.use import load_tuned, scored, write_rows
 
     items = outside_items(args.words, load_or_exit().data, source.separator)
     _set_threads(args.threads)
@@ -244,7 +246,7 @@ def cmd_outside(args, source) -> int:
 
 @_use
 def cmd_card(args, source) -> int:
-    from spelltune.use import full_card
+    from spelltune.experiments.use import full_card
 
     text = full_card(source)
     return _emit(text, args.out)
@@ -252,14 +254,16 @@ def cmd_card(args, source) -> int:
 
 @_use
 def cmd_export(args, source) -> int:
-    from spelltune import use
+    from spelltune.experiments import use
 
     if args.peft:
         use.export_peft(source, Path(args.peft))
         print(f"adapter and model card written to {args.peft}", file=sys.stderr)
     if args.merged:
         use.export_merged(source, Path(args.merged))
-        print(f"merged model written to {args.merged} (loads with AutoModelForCausalLM.from_pretrained)", file=sys.stderr)
+        print(
+            f"merged model written to {args.merged} (loads with AutoModelForCausalLM.from_pretrained)", file=sys.stderr
+        )
     if args.gguf:
         use.export_gguf(source, Path(args.gguf), Path(args.merged) if args.merged else None)
         print(f"GGUF written to {args.gguf}", file=sys.stderr)
@@ -268,16 +272,22 @@ def cmd_export(args, source) -> int:
 
 def _use_args(parser, batch: bool = False) -> None:
     which = parser.add_mutually_exclusive_group()
-    which.add_argument("--exp", help="an experiment's adapter (name from `dvc exp show`, or a git revision), read from the DVC cache")
+    which.add_argument(
+        "--exp", help="an experiment's adapter (name from `dvc exp show`, or a git revision), read from the DVC cache"
+    )
     which.add_argument("--adapter", help="an adapter directory (default: the workspace's checkpoints/adapter)")
-    parser.add_argument("--repo", default=".", help="the repository with data/base_model (default: the current directory)")
+    parser.add_argument(
+        "--repo", default=".", help="the repository with data/base_model (default: the current directory)"
+    )
     if batch:
         parser.add_argument("--batch-size", type=int, help="questions per batch (default: eval.batch_size)")
-        parser.add_argument("--threads", type=int, help="torch threads (default: torch's, one per core; 1 is faster on busy cores)")
+        parser.add_argument(
+            "--threads", type=int, help="torch threads (default: torch's, one per core; 1 is faster on busy cores)"
+        )
 
 
 def _comparison_args(parser) -> None:
-    from spelltune.compare import DEFAULT_METRIC
+    from spelltune.experiments.runs import DEFAULT_METRIC
 
     parser.add_argument("--metric", help="rank by this metric: `val/letter_position_accuracy` or `file:key` as in "
                         f"`dvc exp show` (default: {DEFAULT_METRIC}; a test/ metric warns: validation chooses)")
@@ -285,26 +295,21 @@ def _comparison_args(parser) -> None:
                         help="lower is better (default: only for losses, error rates and times)")
     parser.add_argument("--repo", default=".", help="the repository (default: the current directory)")
     parser.add_argument("-A", "--all-commits", action="store_true", help="experiments of every commit, not only HEAD's")
-    parser.add_argument("--rev", help="experiments of this commit instead of HEAD's (one whose experiments ran before later commits)")
+    parser.add_argument(
+        "--rev", help="experiments of this commit instead of HEAD's (one whose experiments ran before later commits)"
+    )
 
 
-def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="spelltune", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = parser.add_subparsers(dest="command", required=True)
-    check = sub.add_parser("check", help="validate params.yaml")
-    check.add_argument("params", nargs="?", default="params.yaml")
-    check.set_defaults(func=cmd_check)
-    tiny = sub.add_parser("tiny-model", help="write a tiny random model (tests, smoke runs)")
-    tiny.add_argument("out")
-    tiny.add_argument("--seed", type=int, default=0)
-    tiny.set_defaults(func=cmd_tiny_model)
+def _add_comparison_commands(sub) -> None:
     compare = sub.add_parser("compare", help="leaderboard, plots, importance and next configs over all experiments")
     _comparison_args(compare)
     compare.add_argument("--out", default="compare", help="output directory (default: %(default)s)")
     compare.set_defaults(func=cmd_compare)
     significance = sub.add_parser("significance", help="paired test of two experiments on the same items")
     significance.add_argument("a", nargs="?", help="experiment (default: the best)")
-    significance.add_argument("b", nargs="?", help="experiment or `base` (default: runner-up and base model; with A alone: base)")
+    significance.add_argument(
+        "b", nargs="?", help="experiment or `base` (default: runner-up and base model; with A alone: base)"
+    )
     _comparison_args(significance)
     significance.set_defaults(func=cmd_significance)
     recommend = sub.add_parser("recommend", help="next configs to try, as `dvc exp run --queue -S ...` lines")
@@ -318,7 +323,12 @@ def main(argv=None) -> int:
     errors.add_argument("--top", type=int, default=10, help="rows of confusions and worst words (default: %(default)s)")
     errors.add_argument("--out", help="write the Markdown here instead of printing it")
     errors.set_defaults(func=cmd_errors)
-    outside = sub.add_parser("outside", help="score a trained adapter on common English words from outside this repository")
+
+
+def _add_use_commands(sub) -> None:
+    outside = sub.add_parser(
+        "outside", help="score a trained adapter on common English words from outside this repository"
+    )
     outside.add_argument("--words", type=int, default=600, help="outside words to ask about (default: %(default)s)")
     outside.add_argument("--out", default="outside.json", help="result file (default: %(default)s)")
     _use_args(outside, batch=True)
@@ -329,7 +339,9 @@ def main(argv=None) -> int:
     _use_args(ask, batch=True)
     ask.set_defaults(func=cmd_ask)
     predict = sub.add_parser("predict", help="batch answers for a words file or a questions.jsonl file")
-    predict.add_argument("input", help="one word per line (both kinds of question each), or JSON lines with \"question\" or \"word\"")
+    predict.add_argument(
+        "input", help='one word per line (both kinds of question each), or JSON lines with "question" or "word"'
+    )
     predict.add_argument("-o", "--out", default="-", help="output JSON lines (default: stdout)")
     _use_args(predict, batch=True)
     predict.set_defaults(func=cmd_predict)
@@ -338,12 +350,30 @@ def main(argv=None) -> int:
     _use_args(card)
     card.set_defaults(func=cmd_card)
     export = sub.add_parser("export", help="the adapter with its card, merged safetensors, or GGUF")
-    export.add_argument("--merged", metavar="DIR", help="LoRA merged into the base weights: plain transformers loads it")
+    export.add_argument(
+        "--merged", metavar="DIR", help="LoRA merged into the base weights: plain transformers loads it"
+    )
     export.add_argument("--peft", metavar="DIR", help="the adapter's files with the full model card")
     export.add_argument("--gguf", metavar="FILE", help="the merged model as a GGUF file (llama.cpp), f32")
     _use_args(export)
     export.set_defaults(func=cmd_export)
-    from spelltune.sweep import add_parser as add_sweep_parser
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="spelltune", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    check = sub.add_parser("check", help="validate params.yaml")
+    check.add_argument("params", nargs="?", default="params.yaml")
+    check.set_defaults(func=cmd_check)
+    tiny = sub.add_parser("tiny-model", help="write a tiny random model (tests, smoke runs)")
+    tiny.add_argument("out")
+    tiny.add_argument("--seed", type=int, default=0)
+    tiny.set_defaults(func=cmd_tiny_model)
+    _add_comparison_commands(sub)
+    _add_use_commands(sub)
+    from spelltune.sweeps.commands import add_parser as add_sweep_parser
 
     add_sweep_parser(sub)
     # `spelltune sweep wandb-agent` takes W&B's --key=value arguments as they come.

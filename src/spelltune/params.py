@@ -14,6 +14,8 @@ from typing import Annotated, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
+from spelltune.errors import fail
+
 PARAMS_FILE = "params.yaml"
 
 # Linear layers of Llama-family models (SmolLM2 is one) that LoRA can adapt.
@@ -71,7 +73,7 @@ class ModelParams(Section):
     # auto: bfloat16 on a CUDA GPU that supports it, else float16 there; float32 on the CPU.
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = "auto"
     load_in_4bit: bool = False  # QLoRA base weights (Unsloth, CUDA only)
-    # true: activation checkpointing (less memory, ~30 % slower); unsloth: Unsloth's own
+    # true: activation checkpointing (less memory, slower); unsloth: Unsloth's own
     # offloaded variant, plain checkpointing where auto ends up on transformers + PEFT.
     gradient_checkpointing: Literal[False, True, "unsloth"] = False
 
@@ -79,7 +81,9 @@ class ModelParams(Section):
     @classmethod
     def _4bit_needs_unsloth(cls, value: bool, info: ValidationInfo) -> bool:
         if value and info.data.get("backend") == "hf":
-            raise ValueError("needs model.backend unsloth or auto (on a CUDA GPU); the hf backend trains full-precision weights")
+            raise ValueError(
+                "needs model.backend unsloth or auto (on a CUDA GPU); the hf backend trains full-precision weights"
+            )
         return value
 
     @field_validator("gradient_checkpointing")
@@ -105,7 +109,7 @@ class TrainParams(Section):
     warmup_steps: Annotated[int, Field(ge=0)] = 20
     lr_scheduler: Literal["linear", "cosine", "constant_with_warmup"] = "cosine"
     weight_decay: Annotated[float, Field(ge=0)] = 0.0
-    # Batches of similar length pad less (~20 % faster here) but then hold one task each,
+    # Batches of similar length pad less (faster, docs/results.md) but then hold one task each,
     # which makes the gradient swing between tasks.
     group_by_length: bool = False
     # One row per batch, no padding (position ids restart per example); same examples per step.
@@ -202,24 +206,38 @@ def training_fingerprint(params: Params) -> str:
     return hashlib.sha256(json.dumps(shaping, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _allowed(msg: str, loc: tuple, model: type[BaseModel]) -> str:
-    """Add the allowed keys to pydantic's 'extra' message."""
+def _allowed(loc: tuple, model: type[BaseModel]) -> list[str] | None:
+    """The keys allowed beside an unknown key at `loc`, or None."""
     for part in loc[:-1]:
         field = model.model_fields.get(str(part))
         if field is None or not isinstance(field.annotation, type) or not issubclass(field.annotation, BaseModel):
-            return msg
+            return None
         model = field.annotation
-    return f"unknown key; allowed: {', '.join(model.model_fields)}"
+    return list(model.model_fields)
+
+
+def error_line(err: dict, source: str, allowed: list[str] | None = None, literal: str = "Input should be") -> str:
+    """One pydantic error as the line the user sees: `source: key = value: message`.
+    allowed: the keys beside an unknown key; literal: how a choice error starts its list."""
+    loc = [str(p) for p in err["loc"]]
+    if loc and loc[-1] == "[key]":
+        loc = loc[:-1]
+    key = ".".join(loc) or "<top level>"
+    msg = err["msg"].removeprefix("Value error, ")
+    if err["type"] == "extra_forbidden" and allowed is not None:
+        msg = f"unknown key; allowed: {', '.join(allowed)}"
+    elif err["type"] == "literal_error":
+        msg = msg.replace("Input should be", literal)
+    if err["type"] == "missing":
+        return f"{source}: {key}: required key missing"
+    shown = err.get("input")
+    if isinstance(shown, dict) and len(repr(shown)) > 80:
+        return f"{source}: {key}: {msg}"
+    return f"{source}: {key} = {shown!r}: {msg}"
 
 
 def _one_line(err: dict, source: str) -> str:
-    loc = tuple(err["loc"])
-    key = ".".join(str(p) for p in loc) or "<top level>"
-    msg = err["msg"]
-    if err["type"] == "extra_forbidden":
-        msg = _allowed(msg, loc, Params)
-    msg = msg.removeprefix("Value error, ")
-    return f"{source}: {key} = {err['input']!r}: {msg}"
+    return error_line(err, source, _allowed(tuple(err["loc"]), Params) if err["type"] == "extra_forbidden" else None)
 
 
 def parse(raw: dict | None, source: str = PARAMS_FILE) -> Params:
@@ -311,14 +329,18 @@ def load_or_exit(path: str | Path = PARAMS_FILE) -> Params:
     try:
         return load(path)
     except ParamsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+        fail(exc)
 
 
-def _flat(value, prefix: str) -> dict:
-    if isinstance(value, dict) and value:
-        return {k: v for name, sub in value.items() for k, v in _flat(sub, f"{prefix}.{name}").items()}
-    return {prefix: value}
+def flatten(tree: dict, prefix: str = "", keep_empty: bool = False) -> dict:
+    """{"a": {"b": 1}} -> {"a.b": 1}; keep_empty: an empty mapping stays, as a value."""
+    flat = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and (value or not keep_empty):
+            flat.update(flatten(value, f"{prefix}{key}.", keep_empty))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
 
 
 class ParamsPin:
@@ -340,7 +362,7 @@ class ParamsPin:
     def _values(self, raw: dict) -> dict:
         out = {}
         for key in self.keys:
-            out.update(_flat(_get(raw, key, self.MISSING), key))
+            out.update(flatten({key: _get(raw, key, self.MISSING)}, keep_empty=True))
         return out
 
     def changed(self) -> list[str]:
@@ -376,5 +398,4 @@ def load_pinned_or_exit(stage: str, path: str | Path = PARAMS_FILE) -> tuple[Par
         raw = _read(path)
         return _check(raw, path), ParamsPin(stage, raw, path)
     except ParamsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+        fail(exc)

@@ -1,0 +1,44 @@
+"""Reading and writing the JSON and JSON Lines files stages hand to each other."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Temporary name, then rename: a killed run never leaves a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def write_jsonl(items: list[dict], path: Path) -> None:
+    _write_atomically(path, "".join(json.dumps(item) + "\n" for item in items))
+
+
+def write_json(data: dict, path: Path) -> None:
+    _write_atomically(path, json.dumps(data, indent=2) + "\n")
+
+
+class DataFileError(ValueError):
+    """A data file that does not parse, phrased as `file:line: what`."""
+
+
+def read_jsonl(path: str | Path) -> list[dict]:
+    """One JSON object per non-blank line; a bad line raises DataFileError naming file:line."""
+    items = []
+    with Path(path).open() as f:
+        for number, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise DataFileError(f"{path}:{number}: not valid JSON ({exc.msg} at column {exc.colno}); "
+                                    "rebuild it with `dvc repro prepare`") from None
+            if not isinstance(item, dict):
+                raise DataFileError(f"{path}:{number}: expected a JSON object, got {type(item).__name__}")
+            items.append(item)
+    return items

@@ -1,0 +1,100 @@
+"""Stages `evaluate_base` and `evaluate`: greedy answers on validation and test words.
+
+    python -m spelltune.stages.evaluate --base   # the base model, once (its deps never change per experiment)
+    python -m spelltune.stages.evaluate          # base model + checkpoints/adapter
+
+Writes metrics/{base,eval}.json (DVC metrics: the headline val/* and test/* numbers only,
+so that `dvc exp show` stays readable), metrics/{base,eval}_details.json (each metric's n
+and 95 % interval, evaluation times), the breakdowns by word length and letter position,
+and per-item predictions for error analysis. Every split is scored whole: its size is
+`data.validation_words` / `data.test_words`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+
+from spelltune.params import load_pinned_or_exit
+from spelltune.paths import METRIC_PREFIX, METRICS_DIR
+from spelltune.training.startup import loaded, pause_collector
+
+log = logging.getLogger("spelltune.stages.evaluate")
+
+
+def load_model(base: bool):
+    import torch
+
+    from spelltune.modeling.base import load_base_model
+    from spelltune.paths import ADAPTER_DIR
+
+    model, tokenizer = load_base_model()
+    if not base:
+        from peft import PeftModel
+
+        # The adapter is device- and backend-independent safetensors: one trained with
+        # Unsloth on a GPU loads here onto the fp32 base model like one trained on the CPU.
+        model = PeftModel.from_pretrained(model, ADAPTER_DIR).merge_and_unload()
+    if torch.cuda.is_available():  # this worker's GPU (spelltune.training.devices), fp32 weights
+        model = model.to("cuda")
+    return model, tokenizer
+
+
+def evaluate(params, base: bool) -> None:
+    from spelltune.files import read_jsonl, write_json, write_jsonl
+    from spelltune.modeling.base import set_threads
+    from spelltune.modeling.generation import generate_replies
+    from spelltune.task.scoring import HEADLINE, breakdown, details, score_item
+    from spelltune.training.devices import claim_worker
+
+    # The base model's scores must not depend on train.threads (else every sweep trial that
+    # sets it would score the base model again): it takes its share of the cores.
+    set_threads(claim_worker(0 if base else params.train.threads).threads)  # before torch touches CUDA
+    name = "base" if base else "eval"
+    model, tokenizer = load_model(base)
+    loaded()
+    metrics, intervals, breakdowns, predictions = {}, {}, {}, []
+    for split, prefix in METRIC_PREFIX.items():
+        items = read_jsonl(f"data/{split}.jsonl")
+        start = time.perf_counter()
+        replies = generate_replies(
+            model, tokenizer, items, params.model.prompt_format, params.eval.batch_size, chatty=base,
+            letter_answer=params.data.letter_answer,
+        )
+        seconds = time.perf_counter() - start
+        rows = [{**it, "split": split, "reply": r, **score_item(it, r)} for it, r in zip(items, replies)]
+        predictions += rows
+        found = details(rows)
+        metrics.update({f"{prefix}/{k}": found[k]["value"] for k in HEADLINE if k in found})
+        intervals[prefix] = {**found, "n_items": len(rows), "eval_time_seconds": seconds}
+        breakdowns[prefix] = breakdown(rows)
+        log.info("%s %s: %s (%d items, %.1f s)", name, split,
+                 ", ".join(f"{k} {v['value']:.3f} [{v['ci_low']:.3f}, {v['ci_high']:.3f}]" for k, v in found.items()),
+                 len(rows), seconds)
+
+    # base.json nests its numbers under "base": keys shared with eval.json would make
+    # `dvc exp show` name every column by its file (metrics/eval.json:val/...).
+    write_json({"base": metrics} if base else metrics, METRICS_DIR / f"{name}.json")
+    write_json(intervals, METRICS_DIR / f"{name}_details.json")
+    if not base:  # the final val/test scores join the training's W&B run (what W&B sweeps optimise)
+        from spelltune.training.wandb_eval import add_to_training_run
+
+        add_to_training_run(metrics)
+    write_json(breakdowns, METRICS_DIR / f"{name}_breakdown.json")
+    write_jsonl(predictions, METRICS_DIR / "predictions" / f"{name}.jsonl")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m spelltune.stages.evaluate", description=__doc__)
+    parser.add_argument("--base", action="store_true", help="score the base model instead of the fine-tuned one")
+    pause_collector()
+    args = parser.parse_args(argv)
+    params, pin = load_pinned_or_exit("evaluate_base" if args.base else "evaluate")
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    evaluate(params, args.base)
+    pin.check_or_exit()  # params.yaml changed under this stage: exit non-zero so that DVC records nothing
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+"""Stages `prepare` (the data) and `prepare_model` (the base model as safetensors).
+
+    python -m spelltune.stages.prepare data    # data/{train,validation,test}.jsonl
+    python -m spelltune.stages.prepare model   # data/base_model/
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from collections import Counter
+from pathlib import Path
+
+from spelltune.params import load_or_exit
+
+log = logging.getLogger("spelltune.stages.prepare")
+DATA_DIR = Path("data")
+
+
+def prepare_data(params) -> None:
+    from spelltune.files import write_jsonl
+    from spelltune.task.questions import SPLITS, build_splits
+
+    splits = build_splits(params.data)
+    for name in SPLITS:
+        write_jsonl(splits[name], DATA_DIR / f"{name}.jsonl")
+        words = {item["word"] for item in splits[name]}
+        tasks = Counter(item["task"] for item in splits[name])
+        log.info("%s: %d items over %d words %s", name, len(splits[name]), len(words), dict(tasks))
+
+
+def prepare_model(params) -> None:
+    from spelltune.modeling.base import BASE_MODEL_DIR, materialize_base_model
+
+    start = time.perf_counter()
+    materialize_base_model(params.model.source, BASE_MODEL_DIR)
+    log.info("base model %r saved to %s in %.1f s", params.model.source, BASE_MODEL_DIR, time.perf_counter() - start)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m spelltune.stages.prepare", description=__doc__)
+    parser.add_argument("what", choices=["data", "model"])
+    args = parser.parse_args(argv)
+    params = load_or_exit()
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    {"data": prepare_data, "model": prepare_model}[args.what](params)
+
+
+if __name__ == "__main__":
+    main()

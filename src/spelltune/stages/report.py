@@ -1,0 +1,51 @@
+"""Stage `report`: plots/ and a Markdown report of the run, from the files earlier stages wrote.
+
+    python -m spelltune.stages.report
+
+Reads metrics/{base,eval}_details.json (values, n, 95 % intervals), the breakdowns, the
+DVCLive curves under metrics/train/ and the per-item predictions; writes plots/*.png and
+plots/report.md.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from spelltune.params import load_or_exit
+from spelltune.paths import LIVE_DIR, METRICS_DIR, PLOTS_DIR
+
+log = logging.getLogger("spelltune.stages.report")
+
+
+def main() -> None:
+    params = load_or_exit()
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from spelltune.training.run_report import (
+        MODELS,
+        TASK_METRICS,
+        markdown,
+        plot_breakdown,
+        plot_loss,
+        plot_side_by_side,
+        read_json,
+    )
+
+    details = {m: read_json(METRICS_DIR / f"{m}_details.json") for m in MODELS}
+    breakdowns = {m: read_json(METRICS_DIR / f"{m}_breakdown.json") for m in MODELS}
+    train_summary = read_json(LIVE_DIR / "metrics.json")
+    run = read_json(METRICS_DIR / "summary.json")
+    PLOTS_DIR.mkdir(exist_ok=True)
+    plot_loss(run, PLOTS_DIR / "loss.png")
+    plot_side_by_side(details, PLOTS_DIR / "base_vs_finetuned.png")
+    plot_breakdown(breakdowns, "by_length", TASK_METRICS, "word length", PLOTS_DIR / "accuracy_by_length.png")
+    plot_breakdown(breakdowns, "by_position", ("letter_position_accuracy",), "letter position",
+                   PLOTS_DIR / "accuracy_by_position.png")
+    (PLOTS_DIR / "report.md").write_text(markdown(params, details, train_summary, run))
+    log.info("report written to %s", PLOTS_DIR / "report.md")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,103 @@
+"""Stage `train`: LoRA fine-tuning of the base model with HF Trainer + PEFT or Unsloth
+(spelltune.modeling.backends), the loss on answer tokens only.
+
+    python -m spelltune.stages.train
+
+Reads data/{train,validation}.jsonl and data/base_model/, writes the adapter to
+checkpoints/adapter/ and the training curves through DVCLive to metrics/train/.
+The recipe: set up (resume point, trackers, model, trainer), train, export, summarise.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from spelltune.errors import fail
+from spelltune.params import load_pinned_or_exit
+from spelltune.paths import BASE_MODEL_DIR
+from spelltune.training.startup import loaded, pause_collector
+
+log = logging.getLogger("spelltune.stages.train")
+
+
+def main() -> None:
+    pause_collector()
+    params, pin = load_pinned_or_exit("train")  # pin: outputs are recorded only if params.yaml still holds these
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    # Before anything loads: this worker's slot (its GPU, its share of the cores), then the backend.
+    from spelltune.modeling.backends import check_or_exit
+    from spelltune.training.devices import claim_worker
+
+    if params.train.processes > 1 and "LOCAL_RANK" not in os.environ:
+        check_or_exit(params, import_unsloth=False)  # a bad backend for DDP says so before anything starts
+        from spelltune.training.recipe import launch_torchrun
+
+        code = launch_torchrun(params)
+        if code == 0:
+            pin.check_or_exit()
+        raise SystemExit(code)
+    worker = claim_worker(params.train.threads)
+    choice = check_or_exit(params)
+    from spelltune.files import DataFileError
+    from spelltune.training.trainer import TrainingDiverged
+
+    try:
+        train(params, worker, choice, pin)
+    except TrainingDiverged as exc:
+        log.error("training stopped at %s; the last good checkpoint is kept for a rerun to resume from", exc)
+        raise SystemExit(1) from None
+    except DataFileError as exc:  # before anything was removed: see train()
+        fail(str(exc))
+    pin.check_or_exit()  # again at the exit, after which DVC records the params
+
+
+def train(params, worker=None, choice=None, pin=None) -> dict:
+    """worker (spelltune.training.devices) and choice (spelltune.modeling.backends) default to
+    this process's slot and this machine's backend. pin (spelltune.params.ParamsPin): checked
+    before the final outputs are written. The run's summary ({} in a DDP process but 0)."""
+    from spelltune.files import read_jsonl
+
+    # The inputs parse before anything of an earlier run (curves, checkpoints) is removed.
+    data = {split: read_jsonl(f"data/{split}.jsonl") for split in ("train", "validation")}
+    from transformers import set_seed
+
+    from spelltune.modeling import backends
+    from spelltune.modeling.base import set_threads
+    from spelltune.params import training_fingerprint
+    from spelltune.training import recipe
+    from spelltune.training.devices import claim_worker
+
+    worker = worker or claim_worker(params.train.threads)
+    choice = choice or backends.check_or_exit(params)
+    tp, fingerprint, main = params.train, training_fingerprint(params), recipe.main_process()
+
+    # Set up: where to start, the trackers (before the model: W&B starts beside its loading), the model.
+    resume = recipe.resume_point(fingerprint)
+    trackers = recipe.start_trackers(params, fingerprint, choice, resume) if main else None
+    threads = set_threads(worker.threads)
+    set_seed(tp.seed)
+    model, tokenizer = backends.load(params, choice, BASE_MODEL_DIR)
+    trainable, total = model.get_nb_trainable_parameters()
+    log.info("LoRA: %d trainable of %d parameters; %d threads", trainable, total, threads)
+    packing = recipe.use_packing(tp, choice, model)
+    trainer, metrics, prune = recipe.build_trainer(params, model, tokenizer, data, resume, trackers, choice,
+                                                   packing)
+
+    # Train.
+    loaded()
+    trainer.train(resume_from_checkpoint=str(resume.checkpoint) if resume.checkpoint else None)
+    if main:
+        trackers[0].end()
+    recipe.save_last_checkpoint(trainer, resume.store)
+    if not main:
+        return {}
+    if pin is not None:  # params.yaml changed under this run: write no outputs for DVC to record
+        pin.check_or_exit()
+
+    # Export and summarise.
+    return recipe.export_and_summarise(params, trainer, resume, choice, worker, metrics, prune, (total, trainable))
+
+
+if __name__ == "__main__":
+    main()

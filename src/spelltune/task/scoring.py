@@ -1,0 +1,116 @@
+"""Scoring predictions: parsing a model's reply and the task metrics.
+
+Definitions (also in docs/model.md):
+- letter_position_accuracy: share of letter questions whose parsed letter equals the answer.
+  The reply is parsed leniently so that a chatty base model is not scored zero for its
+  phrasing: a lone letter (quotes and punctuation ignored), else the letter after a final
+  "=" (a spelled answer, "b1 a2 n3 = n"), else the letter in "... is 'x'".
+- spelling_exact_match: share of spelling questions whose reply, split on '-', ',' and
+  whitespace, is exactly the word's letters, one letter per piece ("banana" alone fails).
+- char_error_rate: Levenshtein distance between the reply's letters and the word,
+  divided by the word's length, clipped at 1; mean over spelling questions.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+
+import numpy as np
+from rapidfuzz.distance.Levenshtein import distance as levenshtein
+
+_LONE_LETTER = re.compile(r"^\W*([A-Za-z])\W*$")
+_SPELLED_THEN = re.compile(r"=\s*['\"]?([A-Za-z])['\"]?\W*$")  # "b1 a2 n3 = n" (data.letter_answer: spelled)
+_LETTER_IS = re.compile(r"\bis\s+(?:the\s+letter\s+)?['\"]?([A-Za-z])['\"]?(?![A-Za-z])")
+_PIECES = re.compile(r"[\s,\-]+")
+
+
+def parse_letter(reply: str) -> str | None:
+    m = _LONE_LETTER.match(reply) or _SPELLED_THEN.search(reply) or _LETTER_IS.search(reply)
+    return m.group(1).lower() if m else None
+
+
+def parse_spelling(reply: str) -> list[str]:
+    return [p.lower() for p in _PIECES.split(reply.strip()) if p]
+
+
+def score_item(item: dict, reply: str) -> dict:
+    """The item's scores: `correct` for every task, `cer` for spelling."""
+    if item["task"] == "letter_position":
+        return {"correct": parse_letter(reply) == item["answer"], "cer": None}
+    pieces = parse_spelling(reply)
+    word = item["word"]
+    letters = "".join(pieces)
+    return {
+        "correct": pieces == list(word),
+        "cer": min(1.0, levenshtein(letters, word) / len(word)),
+    }
+
+
+def _mean(values) -> float | None:
+    values = [float(v) for v in values if v is not None]
+    return float(np.mean(values)) if values else None
+
+
+def summarize(rows: list[dict]) -> dict:
+    """The three task metrics over scored rows (each: task, correct, cer)."""
+    letters = [r["correct"] for r in rows if r["task"] == "letter_position"]
+    spells = [r for r in rows if r["task"] == "spelling"]
+    return {
+        "letter_position_accuracy": _mean(letters),
+        "spelling_exact_match": _mean(r["correct"] for r in spells),
+        "char_error_rate": _mean(r["cer"] for r in spells),
+        "n_items": len(rows),
+    }
+
+
+HEADLINE = ("letter_position_accuracy", "spelling_exact_match", "char_error_rate")
+
+
+def interval(values: list[float], binary: bool) -> tuple[float, float]:
+    """95 % interval of a mean: Wilson's for a share of right answers, a seeded percentile
+    bootstrap for a mean of per-item rates (character error rate)."""
+    from scipy import stats
+
+    if binary:
+        ci = stats.binomtest(int(sum(values)), len(values)).proportion_ci(0.95, method="wilson")
+        return float(ci.low), float(ci.high)
+    if len(set(values)) == 1:
+        return float(values[0]), float(values[0])
+    ci = stats.bootstrap((np.asarray(values),), np.mean, n_resamples=2000, method="percentile", random_state=0)
+    return float(ci.confidence_interval.low), float(ci.confidence_interval.high)
+
+
+def details(rows: list[dict]) -> dict:
+    """Each headline metric with its n (items of its task) and 95 % interval."""
+    letters = [float(r["correct"]) for r in rows if r["task"] == "letter_position"]
+    spells = [r for r in rows if r["task"] == "spelling"]
+    samples = {
+        "letter_position_accuracy": (letters, True),
+        "spelling_exact_match": ([float(r["correct"]) for r in spells], True),
+        "char_error_rate": ([r["cer"] for r in spells], False),
+    }
+    out = {}
+    for name, (values, binary) in samples.items():
+        if values:
+            low, high = interval(values, binary)
+            out[name] = {"value": float(np.mean(values)), "n": len(values), "ci_low": low, "ci_high": high}
+    return out
+
+
+def position_label(row: dict) -> str:
+    return "last" if row["position"] == len(row["word"]) else str(row["position"])
+
+
+def breakdown(rows: list[dict]) -> dict:
+    """Metrics by word length (all tasks) and letter-position accuracy by position."""
+    by_length, by_position = defaultdict(list), defaultdict(list)
+    for r in rows:
+        by_length[len(r["word"])].append(r)
+        if r["task"] == "letter_position":
+            by_position[position_label(r)].append(r)
+    positions = sorted(by_position, key=lambda p: (p == "last", int(p) if p != "last" else 0))
+    return {
+        "by_length": {str(n): summarize(by_length[n]) for n in sorted(by_length)},
+        "by_position": {p: summarize(by_position[p]) for p in positions},
+    }

@@ -1,0 +1,275 @@
+"""The components the train stage's recipe is made of: the resume point, the trackers, the
+trainer with its TrainingArguments and callbacks, and the exported outputs and summaries.
+Heavy imports (transformers) happen inside the functions: the DDP launcher stays light."""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from spelltune.paths import ADAPTER_DIR, CHECKPOINT_DIR, LIVE_DIR, SUMMARY_FILE, TRAIN_METRICS_FILE
+from spelltune.training import checkpoints
+from spelltune.training.devices import original_repo_root
+
+log = logging.getLogger("spelltune.training.recipe")
+
+
+def main_process() -> bool:
+    """DDP: every process trains, process 0 writes."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def launch_torchrun(params) -> int:
+    """One data-parallel run: torchrun starts `train.processes` copies of the train stage.
+    This launcher holds the run's resume store for them; the exit code of torchrun."""
+    from spelltune.params import training_fingerprint
+
+    processes = params.train.processes
+    log.info("train.processes = %d: starting a DDP run under torchrun", processes)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
+           "-m", "spelltune.stages.train"]
+    store = checkpoints.claim_store(original_repo_root(), training_fingerprint(params))
+    return subprocess.call(cmd, env={**os.environ, checkpoints.STORE_ENV: str(store)})
+
+
+@dataclass
+class ResumePoint:
+    store: Path  # this run's resume store (.spelltune/resume/<fingerprint>/)
+    checkpoint: Path | None  # the checkpoint to resume from, or None: a fresh start
+    state: dict  # what that checkpoint's manifest recorded beyond HF's state
+
+
+def resume_point(fingerprint: str) -> ResumePoint:
+    """Claim the store of these params and find where to start. A fresh start clears it;
+    a resumed one brings back the DVCLive curves up to its checkpoint."""
+    # Locked for this process's life: another live run of this fingerprint gets its own.
+    # (A DDP process gets the store its launcher claimed, through the environment.)
+    if main_process() or os.environ.get(checkpoints.STORE_ENV):
+        store = checkpoints.claim_store(original_repo_root(), fingerprint)
+    else:
+        store = checkpoints.resume_store(original_repo_root(), fingerprint)
+    checkpoint = checkpoints.resumable(store, fingerprint)
+    state = checkpoints.manifest(checkpoint)["state"] if checkpoint else {}
+    if main_process() and checkpoint:
+        log.info("resuming from %s", checkpoint)
+        shutil.rmtree(LIVE_DIR, ignore_errors=True)  # the curves up to that checkpoint, no further
+        shutil.copytree(checkpoint / "live", LIVE_DIR)
+    elif main_process():
+        others = sorted(p.name for p in store.parent.glob("*")
+                        if p.name.split(".")[0] != fingerprint and checkpoints.checkpoints(p))
+        log.info("starting fresh: no checkpoint of these params (fingerprint %s) in %s%s", fingerprint, store.parent,
+                 f"; those of other params ({', '.join(others)}) are not resumed from" if others else "")
+        checkpoints.clear(store)
+    return ResumePoint(store, checkpoint, state)
+
+
+def start_trackers(params, fingerprint: str, choice, resume: ResumePoint):
+    """(DVCLive, W&B run) of this run; W&B starts in the background, beside the model's loading."""
+    from dvclive import Live
+
+    from spelltune.modeling.base import model_tag
+    from spelltune.training.tracking import WandbRun, wandb_group
+
+    live = Live(dir=str(LIVE_DIR), dvcyaml=None, save_dvc_exp=False, resume=resume.checkpoint is not None)
+    wandb_run = WandbRun(
+        name=os.environ.get("DVC_EXP_NAME", "workspace"),
+        config={**params.model_dump(), "params_fingerprint": fingerprint},
+        tags=[model_tag(params.model.source), "spelling", f"{choice.name}-{choice.device}"],
+        group=wandb_group(),
+        run_id=resume.state.get("wandb_run_id"),
+    )
+    return live, wandb_run
+
+
+def training_arguments(tp, store: Path, choice, packing: bool, evaluates: bool):
+    """train.* as HF TrainingArguments; `evaluates`: a validation loss set exists."""
+    from transformers import TrainingArguments
+
+    from spelltune.modeling.backends import trainer_kwargs
+    from spelltune.params import EARLY_STOP_METRICS
+
+    return TrainingArguments(
+        output_dir=str(store),
+        per_device_train_batch_size=tp.batch_size,
+        per_device_eval_batch_size=max(tp.batch_size, 32),
+        gradient_accumulation_steps=tp.grad_accum_steps,
+        max_steps=tp.max_steps,
+        learning_rate=tp.lr,
+        warmup_steps=tp.warmup_steps,
+        lr_scheduler_type=tp.lr_scheduler,
+        weight_decay=tp.weight_decay,
+        max_grad_norm=tp.max_grad_norm,
+        seed=tp.seed,
+        data_seed=tp.seed,
+        logging_steps=tp.log_every,
+        eval_strategy="steps" if evaluates else "no",
+        eval_steps=tp.eval_every,
+        prediction_loss_only=True,
+        save_strategy="steps",
+        save_steps=tp.save_every,
+        metric_for_best_model=tp.early_stop_metric.removeprefix("val/") if evaluates else None,
+        greater_is_better=EARLY_STOP_METRICS[tp.early_stop_metric] == "max",
+        load_best_model_at_end=bool(tp.early_stop_patience),
+        restore_callback_states_from_checkpoint=True,
+        report_to="none",
+        **trainer_kwargs(choice),  # CPU: use_cpu=True, fp32; GPU: mixed precision
+        include_num_input_tokens_seen="all" if packing else "non_padding",  # packed rows have no padding
+        dataloader_pin_memory=False,
+        train_sampling_strategy="group_by_length" if tp.group_by_length else "random",
+    )
+
+
+def answer_scorer(tokenizer, items: list[dict], prompt_format: str, batch_size: int, letter_answer: str = "direct"):
+    """model -> val accuracies from greedy answers to `items` (None when there are none)."""
+    if not items:
+        return None
+    from spelltune.modeling.generation import generate_replies
+    from spelltune.task.scoring import score_item, summarize
+
+    def answer_metrics(model) -> dict[str, float]:
+        replies = generate_replies(model, tokenizer, items, prompt_format, batch_size, letter_answer=letter_answer)
+        scores = summarize([{**it, **score_item(it, r)} for it, r in zip(items, replies)])
+        return {k: scores[k] for k in ("letter_position_accuracy", "spelling_exact_match") if scores[k] is not None}
+
+    return answer_metrics
+
+
+def make_callbacks(tp, trackers, resume: ResumePoint) -> tuple[list, object, object]:
+    """(callbacks, metrics callback or None, prune callback or None)."""
+    from transformers import EarlyStoppingCallback
+
+    from spelltune.training.pruning import reporter_from_env
+    from spelltune.training.tracking import MetricsCallback, PruneCallback
+
+    found, metrics, prune = [], None, None
+    if trackers is not None:
+        live, wandb_run = trackers
+        metrics = MetricsCallback(live, tp.max_steps, tp.early_stop_metric, wandb_run, resume.state.get("metrics"))
+        found.append(metrics)
+    if tp.early_stop_patience:
+        found.append(EarlyStoppingCallback(tp.early_stop_patience, tp.early_stop_min_delta))
+    # Set when this run is a sweep trial. Not in a DDP run: one process stopping alone
+    # would leave the others waiting for it.
+    reporter = reporter_from_env() if tp.processes == 1 else None
+    if reporter is not None:
+        prune = PruneCallback(reporter)
+        found.append(prune)
+    return found, metrics, prune
+
+
+def stop_reason(trainer, tp, prune) -> str:
+    from transformers import EarlyStoppingCallback
+
+    # (On resume HF replaces the callback by one rebuilt from the checkpoint: look it up.)
+    stopper = next((cb for cb in trainer.callback_handler.callbacks if isinstance(cb, EarlyStoppingCallback)), None)
+    if stopper is not None and stopper.early_stopping_patience_counter >= tp.early_stop_patience:
+        return "early_stopping"
+    if prune is not None and prune.pruned:
+        return "pruned"
+    return "max_steps"
+
+
+def save_last_checkpoint(trainer, store: Path) -> None:
+    """A run stopped between saves (pruned) still ends with its last step checkpointed."""
+    saved = checkpoints.checkpoints(store)
+    if not saved or checkpoints.step_of(saved[0]) != trainer.state.global_step:
+        trainer._save_checkpoint(trainer.model, None)
+
+
+def export_checkpoints(trainer, store: Path, checkpoint_dir: Path) -> None:
+    """The final and best checkpoints become this experiment's versioned output."""
+    step = trainer.state.global_step
+    checkpoints.clear(checkpoint_dir)
+    for kept in {step, trainer.state.best_global_step or step}:
+        checkpoints.export(store / f"checkpoint-{kept}", checkpoint_dir)
+
+
+def train_headline(summary: dict) -> dict:
+    """The few training numbers worth a column in `dvc exp show`."""
+    final = summary["final"]
+    return {
+        "train/loss": final.get("train/loss"),
+        "val/loss": final.get("val/loss"),
+        "train_minutes": summary["wallclock_seconds"] / 60,
+    }
+
+
+def build_trainer(params, model, tokenizer, data: dict, resume, trackers, choice, packing: bool):
+    """(AnswerLossTrainer, its metrics callback, its prune callback) for this run."""
+    from spelltune.params import training_fingerprint
+    from spelltune.training.collators import EncodedItems, collator
+    from spelltune.training.trainer import AnswerLossTrainer
+
+    tp, prompt_format, letter_answer = params.train, params.model.prompt_format, params.data.letter_answer
+    args = training_arguments(tp, resume.store, choice, packing, evaluates=bool(tp.val_loss_items))
+    callbacks, metrics, prune = make_callbacks(tp, trackers, resume)
+    validation = data["validation"]
+    val_loss_set = None
+    if tp.val_loss_items:
+        val_loss_set = EncodedItems(validation[: tp.val_loss_items], tokenizer, prompt_format, letter_answer)
+    trainer = AnswerLossTrainer(
+        model=model,
+        args=args,
+        train_dataset=EncodedItems(data["train"], tokenizer, prompt_format, letter_answer),
+        eval_dataset=val_loss_set,
+        data_collator=collator(packing, tokenizer.pad_token_id),
+        callbacks=callbacks,
+        answer_metrics=answer_scorer(tokenizer, validation[: tp.val_generate_items], prompt_format,
+                                     args.per_device_eval_batch_size, letter_answer),
+        grad_norm_limit=tp.grad_norm_limit,
+        fingerprint=training_fingerprint(params),
+        keep_last=tp.keep_last,
+        live_dir=LIVE_DIR,
+        # What a resumed run needs beyond HF's state; process 0 writes checkpoints.
+        run_state=(lambda: {"metrics": metrics.state(), "wandb_run_id": trackers[1].id}) if trackers else dict,
+    )
+    return trainer, metrics, prune
+
+
+def use_packing(tp, choice, model) -> bool:
+    """Packed rows rely on transformers building a block-diagonal mask from position ids;
+    Unsloth's patched attention is not known to, so it trains on padded batches."""
+    packing = tp.packing and choice.name == "hf"
+    if tp.packing and not packing:
+        log.info("train.packing: off on the %s backend (padded batches)", choice.name)
+    if packing:
+        from spelltune.modeling.attention import use_packed_attention
+
+        use_packed_attention(model)
+    return packing
+
+
+def export_and_summarise(params, trainer, resume, choice, worker, metrics, prune, sizes) -> dict:
+    """checkpoints/ (final and best), the adapter with its model card, the summaries."""
+    from spelltune.files import write_json
+    from spelltune.modeling import card
+    from spelltune.modeling.lora import save_adapter
+    from spelltune.training.tracking import flat_summary
+
+    step = trainer.state.global_step
+    export_checkpoints(trainer, resume.store, CHECKPOINT_DIR)
+    save_adapter(trainer.model, ADAPTER_DIR, card.base_model_name(params.model.source))
+    reason = stop_reason(trainer, params.train, prune)
+    summary = metrics.summary(
+        early_stop_reason=reason,
+        stopped_at_step=step,
+        resumed_from_step=checkpoints.step_of(resume.checkpoint) if resume.checkpoint else None,
+        tokens_seen=trainer.state.num_input_tokens_seen,
+        parameters={"total": sizes[0], "trainable": sizes[1]},
+        params_fingerprint=trainer.fingerprint,
+        backend=choice.as_dict(),
+        worker=worker.as_dict(),
+    )
+    write_json(summary, SUMMARY_FILE)
+    write_json(train_headline(summary), TRAIN_METRICS_FILE)
+    # The model card with the training facts (evaluate's metrics: `spelltune card`).
+    (ADAPTER_DIR / card.CARD_FILE).write_text(card.render(card.training_facts(params, summary)))
+    metrics.wandb_run.finish(flat_summary(summary))
+    shutil.rmtree(resume.store)  # finished: nothing left to resume
+    log.info("%s after %d steps; adapter saved to %s", reason, step, ADAPTER_DIR)
+    return summary

@@ -1,0 +1,163 @@
+"""The report of one run: its training curves and its evaluation, as plots/*.png and a
+Markdown page (the report stage writes them)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from spelltune.paths import CURVES_DIR, METRICS_DIR
+
+TASK_METRICS = ("letter_position_accuracy", "spelling_exact_match", "char_error_rate")
+MODELS = {"base": "base model", "eval": "fine-tuned"}
+SHORT = {
+    "letter_position_accuracy": "letter\naccuracy",
+    "spelling_exact_match": "spelling\nexact match",
+    "char_error_rate": "char error rate\n(lower is better)",
+}
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def read_curve(name: str):
+    import pandas as pd
+
+    path = CURVES_DIR / f"{name}.tsv"
+    return pd.read_csv(path, sep="\t") if path.exists() else None
+
+
+def stop_note(run: dict) -> str:
+    """How training ended, e.g. 'early stopping at step 60 (best step 40)'."""
+    reason = run.get("early_stop_reason", "max_steps").replace("_", " ")
+    return f"{reason} at step {run.get('stopped_at_step')} (best step {run.get('best_step')})"
+
+
+def plot_loss(run: dict, out: Path) -> None:
+    """Train and val loss by step; the best step and, when training stopped early, the stop."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for name, style in (("train/loss", "-"), ("val/loss", "o--")):
+        curve = read_curve(name)
+        if curve is not None:
+            ax.plot(curve["step"], curve[name.split("/")[1]], style, label=name)
+    if run.get("best_step"):
+        ax.axvline(run["best_step"], color="tab:green", linestyle=":", label=f"best step {run['best_step']}")
+    if run.get("early_stop_reason", "max_steps") != "max_steps":
+        ax.axvline(run["stopped_at_step"], color="tab:red", linestyle="--", label=stop_note(run).split(" (")[0])
+    ax.set(xlabel="optimizer step", ylabel="loss (answer tokens)", title="Training loss", yscale="log")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
+def plot_breakdown(breakdowns: dict, key: str, metrics: tuple[str, ...], xlabel: str, out: Path) -> None:
+    """One panel per metric: base vs fine-tuned on the test split, by `key`."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 3.5), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        groups = list(breakdowns["eval"]["test"][key])
+        x = np.arange(len(groups))
+        for offset, (model, label) in zip((-0.2, 0.2), MODELS.items()):
+            values = [breakdowns[model]["test"][key].get(g, {}).get(metric) for g in groups]
+            ax.bar(x + offset, [v if v is not None else 0 for v in values], width=0.4, label=label)
+        ax.set_xticks(x, groups)
+        ax.set(xlabel=xlabel, ylabel=metric, ylim=(0, 1), title=f"{metric} by {xlabel} (test)")
+        ax.grid(axis="y", alpha=0.3)
+    fig.legend(*axes[0][0].get_legend_handles_labels(), loc="upper right", ncol=2)
+    fig.tight_layout(rect=(0, 0, 1, 0.9))
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
+def plot_side_by_side(details: dict, out: Path) -> None:
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    labels = [f"{split}/{m}" for split in ("val", "test") for m in TASK_METRICS]
+    x = np.arange(len(labels))
+    fig, ax = plt.subplots(figsize=(10, 4))
+    for offset, (model, label) in zip((-0.2, 0.2), MODELS.items()):
+        values = [details[model][k.split("/")[0]].get(k.split("/")[1], {}).get("value") for k in labels]
+        ax.bar(x + offset, [v or 0 for v in values], width=0.4, label=label)
+    ax.set_xticks(x, [f"{lbl.split('/')[0]}\n{SHORT[lbl.split('/')[1]]}" for lbl in labels], fontsize=8)
+    ax.set(ylim=(0, 1), title="Base model vs fine-tuned")
+    ax.grid(axis="y", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
+def fmt(value) -> str:
+    return "–" if value is None else f"{value:.3f}"
+
+
+def examples(path: Path, n: int = 8) -> list[dict]:
+    """Some wrong answers of the fine-tuned model on the test split, for a first look."""
+    from spelltune.files import read_jsonl
+
+    wrong = [r for r in read_jsonl(path) if r["split"] == "test" and not r["correct"]]
+    return wrong[:n]
+
+
+def cell(found: dict | None) -> str:
+    """`0.600 [0.560, 0.638]` from a details entry (value, 95 % interval)."""
+    if not found:
+        return "–"
+    return f"{found['value']:.3f} [{found['ci_low']:.3f}, {found['ci_high']:.3f}]"
+
+
+def markdown(params, details: dict, train_summary: dict, run: dict) -> str:
+    lines = [
+        "# spelltune run report",
+        "",
+        f"Model `{params.model.source}`, prompt `{params.model.prompt_format}`; "
+        f"LoRA r={params.lora.r}, alpha={params.lora.alpha:g}, dropout={params.lora.dropout:g}, "
+        f"targets {', '.join(params.lora.target_modules)}; "
+        f"lr={params.train.lr:g}, batch {params.train.batch_size}×{params.train.grad_accum_steps}, "
+        f"{params.train.max_steps} steps.",
+        "",
+        "Validation chooses, test confirms: compare experiments on val/, read test/ once per "
+        "finished recipe. Each score with its 95 % interval (Wilson; bootstrap for the char "
+        "error rate) and n, the items of its task; base model and fine-tuned on the same items.",
+        "",
+        "| metric | n | base model | fine-tuned |",
+        "|---|---|---|---|",
+    ]
+    for split in ("val", "test"):
+        for m in TASK_METRICS:
+            base, tuned = details["base"][split].get(m), details["eval"][split].get(m)
+            n = (tuned or base or {}).get("n", "–")
+            lines.append(f"| {split}/{m} | {n} | {cell(base)} | {cell(tuned)} |")
+    time_ = train_summary.get("time", {})
+    lines += [
+        "",
+        f"Training: final train/loss {fmt(train_summary.get('train', {}).get('loss'))}, "
+        f"val/loss {fmt(train_summary.get('val', {}).get('loss'))}, "
+        f"{time_.get('wallclock_hours', 0) * 60:.1f} min, {int(time_.get('tokens_seen', 0))} tokens; "
+        f"{stop_note(run)}.",
+        "",
+        "![loss](loss.png)",
+        "",
+        "![base vs fine-tuned](base_vs_finetuned.png)",
+        "",
+        "![by length](accuracy_by_length.png)",
+        "",
+        "![by position](accuracy_by_position.png)",
+        "",
+        "## Some wrong answers (test words)",
+        "",
+        "| question | expected | reply |",
+        "|---|---|---|",
+    ]
+    for r in examples(METRICS_DIR / "predictions" / "eval.jsonl"):
+        reply = r["reply"].replace("|", "\\|").replace("\n", " ")
+        lines.append(f"| {r['question']} | {r['answer']} | {reply} |")
+    return "\n".join(lines) + "\n"
