@@ -24,8 +24,9 @@ for (recipe, metric), color in zip([(r, m) for r in ("spelled", "direct") for m 
     if part.empty:
         continue
     err = [part[metric] - part[f"{metric}_low"], part[f"{metric}_high"] - part[metric]]
+    name = "spelling exact match" if metric == "spelling" else "letter accuracy"
     ax.errorbar(part["train_minutes"], part[metric], yerr=err, marker="o", capsize=3, color=color,
-                label=f"test {'spelling exact match' if metric == 'spelling' else 'letter accuracy'}, {recipe} letter answers")
+                label=f"test {name}, {recipe} letter answers")
 for metric, color in (("spelling", "tab:blue"), ("letter", "tab:orange")):
     ax.axhline(TARGETS[metric], color=color, linestyle=":", linewidth=1)
 for _, r in rows[rows["recipe"] == "spelled"].iterrows():
