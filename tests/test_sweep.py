@@ -440,7 +440,8 @@ def test_our_extensions_live_beside_the_wandb_file(tmp_path):
 
 @pytest.mark.parametrize("early_terminate, metric, fixed, message", [
     ({"type": "hyperband", "min_iter": 50, "eta": 2}, "val/letter_position_accuracy", [],
-     "early_terminate.min_iter = 50: counts validation evaluations (as W&B counts the metric's logs); a run has 3"),
+     "early_terminate.min_iter = 50: counts validation evaluations (as W&B counts the metric's logs); a run has "
+     f"{BASE['train']['max_steps'] // BASE['train']['eval_every']} "),
     ({"type": "hyperband", "min_iter": 1, "eta": 2}, "val/char_error_rate", [],
      "early_terminate needs a metric the train stage logs at each evaluation"),
     ({"type": "hyperband", "min_iter": 1, "eta": 2}, "val/spelling_exact_match", ["-S", "train.val_generate_items=0"],

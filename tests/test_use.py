@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import TINY_OVERRIDES, copy_project, git_commit_all, run, set_args
 
@@ -145,7 +146,9 @@ def test_predict_words_and_questions(trained, tmp_path):
     assert [(r["word"], r["task"], r.get("position")) for r in rows] == [
         *[("banana", "letter_position", p) for p in range(1, 7)], ("banana", "spelling", None),
         *[("cat", "letter_position", p) for p in range(1, 4)], ("cat", "spelling", None)]
-    assert rows[5]["question"] == "What is the last letter of 'banana'?" and rows[6]["answer"] == "b-a-n-a-n-a"
+    separator = yaml.safe_load((trained / "params.yaml").read_text())["data"]["spelling_separator"]
+    assert rows[5]["question"] == "What is the last letter of 'banana'?"
+    assert rows[6]["answer"] == separator.join("banana")
     assert [r["line"] for r in rows] == [1] * 7 + [3] * 4
     assert {"reply", "parsed", "correct"} <= set(rows[0]) and "cer" in rows[6]
     assert "generate" in proc.stderr and "11 answers" in proc.stderr  # the progress bar, the summary
@@ -227,6 +230,7 @@ def test_export_merged_and_gguf_load_without_peft_and_answer_the_same(trained, t
     spelltune(trained, "export", "--merged", str(out), "--gguf", str(gguf_file))
     assert not (out / "adapter_config.json").exists()
     assert (out / "model.safetensors").exists() and (out / "README.md").exists()
+    letter_answer = yaml.safe_load((trained / "params.yaml").read_text())["data"]["letter_answer"]
     # A fresh interpreter in which PEFT cannot be imported: plain transformers loads it.
     script = f"""
 import json, sys
@@ -242,8 +246,9 @@ chat = tokenizer.apply_chat_template([{{"role": "user", "content": q}}], tokeniz
 # The GGUF as transformers reads it back (de-permuted, its own tokenizer from the file's vocabulary).
 g_model = AutoModelForCausalLM.from_pretrained({str(gguf_file.parent)!r}, gguf_file="model.gguf")
 g_tokenizer = AutoTokenizer.from_pretrained({str(gguf_file.parent)!r}, gguf_file="model.gguf")
-print(json.dumps({{"replies": generate_replies(model, tokenizer, items, "compact", {EVAL_BATCH}),
-                  "gguf_replies": generate_replies(g_model, g_tokenizer, items, "compact", {EVAL_BATCH}),
+how = dict(letter_answer={letter_answer!r})
+print(json.dumps({{"replies": generate_replies(model, tokenizer, items, "compact", {EVAL_BATCH}, **how),
+                  "gguf_replies": generate_replies(g_model, g_tokenizer, items, "compact", {EVAL_BATCH}, **how),
                   "same_prompt": chat == render_prompt(q, "compact", tokenizer)}}))
 """
     result = json.loads(run([sys.executable, "-c", script], trained).stdout.strip().splitlines()[-1])

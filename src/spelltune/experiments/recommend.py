@@ -71,7 +71,8 @@ def _valid(params: dict) -> bool:
         *parents, leaf = key.split(".")
         for part in parents:
             node = node.setdefault(part, {})
-        node[leaf] = yaml.safe_load(value) if isinstance(value, str) and value.startswith("[") else value
+        # Lists and quoted blanks are in the YAML form runs.table shows them in (runs._param_value).
+        node[leaf] = yaml.safe_load(value) if isinstance(value, str) and value.startswith(("[", "'")) else value
     try:
         parse(nested)
     except ParamsError:

@@ -51,9 +51,10 @@ def open_storage(url: str, heartbeat_interval: int | None = None, grace_period: 
         for attempt in range(5):
             try:
                 return optuna.storages.RDBStorage(url, engine_kwargs=engine, **kwargs)
-            except sqlalchemy.exc.IntegrityError:
+            except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
                 # Workers on several machines starting at once on an empty database race to
-                # create Optuna's tables; the losers find them made on their next try.
+                # create Optuna's tables (a duplicate row, or PostgreSQL's DuplicateTable);
+                # the losers find them made on their next try.
                 if attempt == 4:
                     raise
                 time.sleep(0.5 + random.random())
