@@ -49,8 +49,6 @@ class DataParams(Section):
     spelling_separator: Literal["-", " "] = "-"
     # How the model is taught to answer a letter question: "direct" (`n`), or "spelled"
     # (`b1 a2 n3 = n`: the letters with their positions up to the one asked, then the letter).
-    # Where a params file lacks these two keys (runs from before them) it meant "-" and "direct";
-    # params.yaml sets both.
     letter_answer: Literal["direct", "spelled"] = "direct"
 
     @field_validator("max_word_length")
