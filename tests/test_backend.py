@@ -230,7 +230,7 @@ def test_validate_stage_stops_what_this_machine_cannot_run(tmp_path, model, line
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [done.stderr.strip()]  # one line
     assert done.stderr.startswith(line)
-    assert not (tmp_path / "data/params.ok").exists()
+    assert not (tmp_path / ".spelltune/params.ok").exists()
 
 
 def test_check_command_passes_the_defaults_without_torch(tmp_path):

@@ -82,7 +82,7 @@ def test_empty_or_partial_params_name_what_is_missing(repo, text, missing):
     assert len(error_lines(check)) == 1 and f"params.yaml: missing {missing}:" in check.stderr
     stage = run([sys.executable, "-m", "spelltune.stages.validate"], repo, check=False)
     assert stage.returncode == 2 and f"missing {missing}:" in stage.stderr
-    assert not (repo / "data/params.ok").exists()
+    assert not (repo / ".spelltune/params.ok").exists()
 
 
 def fake_embedded_package(root: Path) -> Path:
@@ -127,9 +127,8 @@ BAD_SET_VALUES = [
 
 
 def outputs(repo: Path) -> dict[str, bytes]:
-    """The prepare stages' outputs (not validate's marker, which a failed validate drops)."""
-    return {str(p.relative_to(repo)): p.read_bytes() for p in sorted((repo / "data").rglob("*"))
-            if p.is_file() and p.name != "params.ok"}
+    """The prepare stages' outputs."""
+    return {str(p.relative_to(repo)): p.read_bytes() for p in sorted((repo / "data").rglob("*")) if p.is_file()}
 
 
 def test_bad_params_stop_dvc_before_any_output_is_removed(repo, tiny_model, tmp_path):

@@ -13,8 +13,14 @@ CURVES_DIR = LIVE_DIR / "plots" / "metrics"
 PLOTS_DIR = Path("plots")
 # Run facts (timings, fingerprint, backend, best/final blocks): an output, not a DVC metric.
 SUMMARY_FILE = METRICS_DIR / "summary.json"
-# The train stage's few headline numbers: a DVC metric, a column of `dvc exp show`.
+# The train stage's final losses and minutes (spelltune compare reads them; an output).
 TRAIN_METRICS_FILE = METRICS_DIR / "train.json"
+# The only DVC metrics, the columns of `dvc exp show` (the report stage writes them).
+HEADLINE_FILE = METRICS_DIR / "headline.json"
+# The validate stage's marker, which every stage depends on: run state, so git-ignored. Its
+# path sorts before every other dependency, and `dvc exp show` never folds the first
+# dependency column: as this one never changes, the changing ones fold into one `…`.
+PARAMS_OK = Path(".spelltune/params.ok")
 
 # The data splits (data/<split>.jsonl); the held-out ones name their metrics val/..., test/....
 SPLITS = ("train", "validation", "test")

@@ -1,6 +1,6 @@
 """The experiments of a repository, loaded for comparison: what DVC's table does not answer.
 
-    runs = load_runs(".")                         # every finished experiment, from `dvc exp show --json`
+    runs = load_runs(".")                         # every finished experiment, from `dvc exp show --json` and git
     board = leaderboard(runs, "val/spelling_exact_match")        # spelltune.experiments.leaderboard
     write_report(runs, metric, out="compare")     # spelltune.experiments.html_report
 
@@ -29,6 +29,9 @@ from spelltune.repo import git_show
 # defaults to a val/ metric; test/ columns are shown as the final check only.
 DEFAULT_METRIC = "metrics/eval.json:val/spelling_exact_match"
 EVAL_FILE = "metrics/eval.json"
+# The scores compared, named FILE:KEY. Not DVC metrics (those are the few columns of
+# metrics/headline.json): read from each experiment's commit, where the pipeline git-tracks them.
+SCORE_FILES = (EVAL_FILE, "metrics/base.json", "metrics/train.json")
 CURVES_DIR = CURVES_PATH.as_posix()
 # Params whose useful values span orders of magnitude: neighbours are proposed on a log scale.
 LOG_SCALE = {"train.lr", "lora.r", "lora.alpha", "train.batch_size", "train.grad_accum_steps", "train.max_steps"}
@@ -56,7 +59,7 @@ class Runs:
 
     `table` has one row per experiment (index: its name) with the columns `rev`, `kind`
     (workspace, baseline, experiment) and `created`, then every param (`train.lr`, ...) and
-    every metric (`metrics/eval.json:test/letter_position_accuracy`, ...)."""
+    every score (`metrics/eval.json:test/letter_position_accuracy`, ... of SCORE_FILES)."""
 
     repo: Path
     table: pd.DataFrame
@@ -100,16 +103,12 @@ class Runs:
         ours = [m.split(":", 1)[1] for m in self.metrics if m.startswith(EVAL_FILE + ":")]
         raise CompareError(
             f"unknown metric {name!r}; allowed: {', '.join(ours)} (of {EVAL_FILE}), or FILE:KEY "
-            f"for any of the {len(self.metrics)} metrics `dvc exp show` lists, e.g. metrics/train.json:val/loss"
+            f"for any of the {len(self.metrics)} scores of {', '.join(SCORE_FILES)}, e.g. metrics/train.json:val/loss"
         )
 
     def read(self, name: str, path: str) -> str | None:
         """A git-tracked output of one experiment (the workspace's from disk)."""
-        rev = self.table.loc[name, "rev"]
-        if rev == "workspace":
-            file = self.repo / path
-            return file.read_text() if file.exists() else None
-        return git_show(rev, path, cwd=self.repo)
+        return _read(self.repo, self.table.loc[name, "rev"], path)
 
     def curves(self, name: str) -> dict[str, pd.DataFrame]:
         """The DVCLive curves of one experiment: {"train/loss": DataFrame(step, value), ...}."""
@@ -125,10 +124,30 @@ class Runs:
         return out
 
 
+def _read(repo: Path, rev: str, path: str) -> str | None:
+    if rev == "workspace":
+        file = repo / path
+        return file.read_text() if file.exists() else None
+    return git_show(rev, path, cwd=repo)
+
+
+def _scores(repo: Path, rev: str) -> dict[str, float]:
+    """The numbers of SCORE_FILES at one revision, named FILE:KEY."""
+    scores = {}
+    for file in SCORE_FILES:
+        try:
+            content = json.loads(_read(repo, rev, file) or "{}")
+        except json.JSONDecodeError:
+            continue
+        for key, value in flatten(content).items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                scores[f"{file}:{key}"] = value
+    return scores
+
+
 def _dvc_exp_show(repo: Path, all_commits: bool, rev: str | None = None) -> list[dict]:
-    """`dvc exp show --json`. Not dvc.api.exp_show: that returns the table flattened, where a
-    metric loses its file (`metrics/eval.json:val/...`, the names this module and the CLI use)
-    unless two files share it, and it has no --all-commits."""
+    """`dvc exp show --json`: the experiments, their params and states. Not dvc.api.exp_show:
+    it has no --all-commits."""
     cmd = [sys.executable, "-m", "dvc", "exp", "show", "--json", *(["--all-commits"] if all_commits else []),
            *(["--rev", rev] if rev else [])]
     proc = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, check=False)
@@ -144,12 +163,9 @@ def load_runs(repo: str | Path = ".", all_commits: bool = False, rev: str | None
     rows, pending = [], {}
 
     def add(name: str, rev: str, kind: str, data: dict | None, state: str | None, error) -> None:
-        metrics = {}
-        for file, content in ((data or {}).get("metrics") or {}).items():
-            for key, value in flatten((content or {}).get("data") or {}).items():
-                if isinstance(value, (int, float)) and not isinstance(value, bool):
-                    metrics[f"{file}:{key}"] = value
-        if error or not metrics or (state and state not in ("success", "done")):
+        finished = not error and (data or {}).get("metrics") and state in (None, "success", "done")
+        metrics = _scores(repo, rev) if finished else {}
+        if not metrics:
             if kind == "experiment":
                 pending[name] = state or ("failed" if error else "no metrics")
             return

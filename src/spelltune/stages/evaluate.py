@@ -3,10 +3,10 @@
     python -m spelltune.stages.evaluate --base   # the base model, once (its deps never change per experiment)
     python -m spelltune.stages.evaluate          # base model + checkpoints/adapter
 
-Writes metrics/{base,eval}.json (DVC metrics: the headline val/* and test/* numbers only,
-so that `dvc exp show` stays readable), metrics/{base,eval}_details.json (each metric's n
-and 95 % interval, evaluation times), the breakdowns by word length and letter position,
-and per-item predictions for error analysis. Every split is scored whole: its size is
+Writes metrics/{base,eval}.json (the val/* and test/* scores that `spelltune compare` and
+the sweeps read; the report stage picks `dvc exp show`'s few columns), metrics/{base,eval}_details.json
+(each metric's n and 95 % interval, evaluation times), the breakdowns by word length and
+letter position, and per-item predictions for error analysis. Every split is scored whole: its size is
 `data.validation_words` / `data.test_words`.
 """
 
@@ -73,8 +73,8 @@ def evaluate(params, base: bool) -> None:
                  ", ".join(f"{k} {v['value']:.3f} [{v['ci_low']:.3f}, {v['ci_high']:.3f}]" for k, v in found.items()),
                  len(rows), seconds)
 
-    # base.json nests its numbers under "base": keys shared with eval.json would make
-    # `dvc exp show` name every column by its file (metrics/eval.json:val/...).
+    # base.json nests its numbers under "base", so that compare names them base.val/... apart
+    # from the fine-tuned model's val/... of eval.json.
     write_json({"base": metrics} if base else metrics, METRICS_DIR / f"{name}.json")
     write_json(intervals, METRICS_DIR / f"{name}_details.json")
     if not base:  # the final val/test scores join the training's W&B run (what W&B sweeps optimise)

@@ -3,16 +3,17 @@
     python -m spelltune.stages.report
 
 Reads metrics/{base,eval}_details.json (values, n, 95 % intervals), the breakdowns, the
-DVCLive curves under metrics/train/ and the per-item predictions; writes plots/*.png and
-plots/report.md.
+DVCLive curves under metrics/train/ and the per-item predictions; writes plots/*.png,
+plots/report.md and metrics/headline.json (the only DVC metrics: `dvc exp show`'s columns).
 """
 
 from __future__ import annotations
 
 import logging
 
+from spelltune.files import write_json
 from spelltune.params import load_or_exit
-from spelltune.paths import LIVE_DIR, METRICS_DIR, PLOTS_DIR
+from spelltune.paths import HEADLINE_FILE, LIVE_DIR, METRICS_DIR, PLOTS_DIR
 
 log = logging.getLogger("spelltune.stages.report")
 
@@ -26,6 +27,7 @@ def main() -> None:
     from spelltune.training.run_report import (
         MODELS,
         TASK_METRICS,
+        headline,
         markdown,
         plot_breakdown,
         plot_loss,
@@ -44,6 +46,7 @@ def main() -> None:
     plot_breakdown(breakdowns, "by_position", ("letter_position_accuracy",), "letter position",
                    PLOTS_DIR / "accuracy_by_position.png")
     (PLOTS_DIR / "report.md").write_text(markdown(params, details, train_summary, run))
+    write_json(headline(details), HEADLINE_FILE)
     log.info("report written to %s", PLOTS_DIR / "report.md")
 
 

@@ -11,13 +11,10 @@ network.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from spelltune.errors import fail
 from spelltune.modeling.sources import source_problem
 from spelltune.params import PARAMS_FILE, load_or_exit
-
-MARKER = Path("data/params.ok")
+from spelltune.paths import PARAMS_OK
 
 
 def main() -> None:
@@ -31,8 +28,8 @@ def main() -> None:
 
     if machine_needs_checking(params):
         check_or_exit(params, import_unsloth=False)
-    MARKER.parent.mkdir(parents=True, exist_ok=True)
-    MARKER.write_text("params.yaml is valid\n")
+    PARAMS_OK.parent.mkdir(parents=True, exist_ok=True)
+    PARAMS_OK.write_text("params.yaml is valid\n")
 
 
 if __name__ == "__main__":

@@ -190,7 +190,7 @@ def export_checkpoints(trainer, store: Path, checkpoint_dir: Path) -> None:
 
 
 def train_headline(summary: dict) -> dict:
-    """The few training numbers worth a column in `dvc exp show`."""
+    """The final losses and training minutes (metrics/train.json, which `spelltune compare` reads)."""
     final = summary["final"]
     return {
         "train/loss": final.get("train/loss"),

@@ -17,6 +17,22 @@ SHORT = {
 }
 
 
+# metrics/headline.json's names: short, so that `dvc exp show --only-changed` of a grid
+# fits 120 columns with its params (docs/compare.md).
+HEADLINE_KEYS = {"letter_position_accuracy": "letter", "spelling_exact_match": "spell"}
+
+
+def headline(details: dict[str, dict]) -> dict:
+    """The numbers `dvc exp show` lists, from {"base": base_details, "eval": eval_details}:
+    letter accuracy and spelling exact match on val and test, the base model's under `base`."""
+
+    def scores(split_details: dict) -> dict:
+        return {split: {short: split_details[split][name]["value"] for name, short in HEADLINE_KEYS.items()}
+                for split in ("val", "test")}
+
+    return {**scores(details["eval"]), "base": scores(details["base"])}
+
+
 def read_json(path: Path) -> dict:
     return json.loads(path.read_text())
 
