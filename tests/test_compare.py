@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import TINY_OVERRIDES, copy_project, git_commit_all, run, run_queue, set_args
+from conftest import ROOT, TINY_OVERRIDES, copy_project, git_commit_all, run, run_queue, set_args
 
 pytestmark = pytest.mark.e2e
 
@@ -173,6 +173,91 @@ def test_bad_input_is_one_clear_line(exp_repo, args, needle):
     assert needle in err
     if "--split" not in args:  # (argparse adds its usage line)
         assert len(err.strip().splitlines()) == 1
+
+
+# ---------------------------------------------------------------------------- dvc exp show
+
+TABLE = ["dvc", "exp", "show", "--no-pager", "--only-changed"]
+HEADLINE_COLUMNS = ["val.letter", "val.spell", "test.letter", "test.spell"]
+
+
+def table_at_120_columns(repo: Path) -> tuple[list[str], list[str]]:
+    """`COLUMNS=120 dvc exp show --no-pager --only-changed`: its header's column names and its rows."""
+    text = run(TABLE, repo, env={"COLUMNS": "120"}).stdout
+    lines = [line for line in text.splitlines() if line.strip() and not set(line.strip()) <= {"─"}]
+    assert all(len(line) <= 120 for line in lines), text
+    return lines[0].split(), lines[1:]
+
+
+def folded_only_after(header: str, column: str, rows: list[str]) -> None:
+    """Every `…` (a column DVC folded, or a cut cell) lies right of `column`."""
+    end = header.index(column) + len(column)
+    for row in rows:
+        assert "…" not in row[:end], f"{column}: a folded column or cut cell before it:\n{header}\n{row}"
+
+
+def test_exp_show_of_the_real_pipeline_folds_every_changing_dependency(exp_repo):
+    """The tiny model scores 0 everywhere, so no metric changes; the params that do are shown
+    whole and the changing dependencies (checkpoints, the report's inputs) fold into one `…`
+    instead of a 32-character hash column (validate's marker sorts first and never changes)."""
+    text = run(TABLE, exp_repo, env={"COLUMNS": "120"}).stdout
+    columns, rows = table_at_120_columns(exp_repo)
+    assert {"lora.r", "train.lr", "train.seed"} <= set(columns) and columns[-1] == "…", text
+    assert not re.search(r"\b[0-9a-f]{32}\b", text), text
+    folded_only_after(text.splitlines()[1], "train.seed", rows)
+
+
+def test_a_grid_table_fits_120_columns(tmp_path):
+    """A lora.r x train.lr grid of four experiments: both params and every headline metric whole
+    at 120 columns, with numbers that differ per run. The numbers are the report stage's own
+    (run_report.headline on made-up scores); the repository has this project's .dvcignore and
+    .gitignore and the real dvc.yaml's shape: validate's marker, a changing checkpoints/ output."""
+    repo = tmp_path / "grid"
+    repo.mkdir()
+    for name in (".dvcignore", ".gitignore"):
+        shutil.copy(ROOT / name, repo / name)
+    (repo / "params.yaml").write_text("data:\n  seed: 0\nlora:\n  r: 16\ntrain:\n  lr: 0.003\n")
+    (repo / "score.py").write_text(
+        "import random, sys, yaml\n"
+        "from spelltune.files import write_json\n"
+        "from spelltune.paths import HEADLINE_FILE, PARAMS_OK\n"
+        "from spelltune.training.run_report import HEADLINE_KEYS, headline\n"
+        "p = yaml.safe_load(open('params.yaml'))\n"
+        "rng = random.Random(f\"{p['lora']['r']}-{p['train']['lr']}\")\n"
+        "def scores(value): return {s: {k: {'value': value()} for k in HEADLINE_KEYS} for s in ('val', 'test')}\n"
+        "if sys.argv[1] == 'validate':\n"
+        "    PARAMS_OK.parent.mkdir(exist_ok=True); PARAMS_OK.write_text('ok')\n"
+        "elif sys.argv[1] == 'train':\n"
+        "    open('checkpoints/adapter.txt', 'w').write(str(rng.random()))\n"
+        "else:\n"
+        "    HEADLINE_FILE.parent.mkdir(exist_ok=True)\n"
+        "    write_json(headline({'eval': scores(rng.random), 'base': scores(lambda: 0.1625)}), HEADLINE_FILE)\n"
+    )
+    stages = {
+        "validate": {"cmd": "python score.py validate", "always_changed": True,
+                     "outs": [{".spelltune/params.ok": {"cache": False}}]},
+        "train": {"cmd": "mkdir -p checkpoints && python score.py train", "params": ["lora", "train"],
+                  "deps": [".spelltune/params.ok", "score.py"], "outs": ["checkpoints"]},
+        "report": {"cmd": "python score.py report", "deps": [".spelltune/params.ok", "checkpoints"],
+                   "metrics": [{"metrics/headline.json": {"cache": False}}]},
+    }
+    (repo / "dvc.yaml").write_text(yaml.safe_dump({"stages": stages}, sort_keys=False))
+    git_commit_all(repo)
+    run(["dvc", "init", "-q"], repo)
+    run(["dvc", "exp", "run"], repo)
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "baseline"], repo)
+    for r in (8, 32):
+        for lr in (0.002, 0.004):
+            run(["dvc", "exp", "run", "-S", f"lora.r={r}", "-S", f"train.lr={lr}"], repo)
+
+    columns, rows = table_at_120_columns(repo)
+    assert columns[2:] == [*HEADLINE_COLUMNS, "lora.r", "train.lr", "…"], columns
+    assert len(rows) == 6  # workspace, main and the four experiments
+    header = run(TABLE, repo, env={"COLUMNS": "120"}).stdout.splitlines()[1]
+    folded_only_after(header, "train.lr", rows)
+    numbers = r"\s+".join([r"0\.\d+"] * len(HEADLINE_COLUMNS) + [r"(8|16|32)", r"0\.00\d"])
+    assert all(re.search(numbers, row) for row in rows), "\n".join(rows)
 
 
 # ---------------------------------------------------------------------------- significance
