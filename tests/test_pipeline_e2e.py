@@ -72,7 +72,7 @@ def test_exp_run_end_to_end(repo, tiny_model):
     items = {"val": 3 * TINY_OVERRIDES["data.validation_words"], "test": 3 * TINY_OVERRIDES["data.test_words"]}
     for name in ("base", "eval"):
         metrics = json.loads((repo / "metrics" / f"{name}.json").read_text())
-        metrics = metrics["base"] if name == "base" else metrics  # keys of their own in `dvc exp show`
+        metrics = metrics["base"] if name == "base" else metrics  # nested: compare names them base.val/...
         assert set(metrics) == {f"{split}/{m}" for split in ("val", "test") for m in TASK_METRICS}
         details = json.loads((repo / "metrics" / f"{name}_details.json").read_text())
         for split in ("val", "test"):

@@ -65,15 +65,19 @@ def write(path: Path, sweep: dict) -> Path:
 
 
 def shown_experiments(repo: Path) -> dict[str, dict]:
-    """name -> `dvc exp show --json` data, plus `summary`: the run's metrics/summary.json
-    (an output, not a DVC metric), read from the experiment's commit."""
+    """name -> `dvc exp show --json` data, plus `summary` and `scores`: the run's
+    metrics/summary.json and metrics/eval.json (outputs, not DVC metrics), read from the
+    experiment's commit."""
     shown = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
     exps = {}
     for row in shown:
         for exp in row.get("experiments") or []:
             rev = exp["revs"][0]
-            summary = run(["git", "show", f"{rev['rev']}:metrics/summary.json"], repo, check=False).stdout
-            exps[exp.get("name")] = {**rev["data"], "summary": json.loads(summary) if summary else None}
+            outputs = {}
+            for key, path in (("summary", "metrics/summary.json"), ("scores", "metrics/eval.json")):
+                text = run(["git", "show", f"{rev['rev']}:{path}"], repo, check=False).stdout
+                outputs[key] = json.loads(text) if text else None
+            exps[exp.get("name")] = {**rev["data"], **outputs}
     return exps
 
 
@@ -108,7 +112,7 @@ def test_grid_through_the_queue_with_two_workers(repo_copy, tmp_path):
         data = exps[name]
         params = data["params"]["params.yaml"]["data"]
         seen.add((params["lora"]["r"], params["train"]["lr"]))
-        assert 0 <= data["metrics"]["metrics/eval.json"]["data"]["val/letter_position_accuracy"] <= 1
+        assert 0 <= data["scores"]["val/letter_position_accuracy"] <= 1
     assert seen == {(2, 1e-3), (2, 2e-3), (4, 1e-3), (4, 2e-3)}
     # Each trial got -S train.threads=1 (two workers on two cores); the base model's scores
     # do not depend on it, so no trial scored the base model again.
@@ -348,7 +352,7 @@ def test_wandb_agent_command_line_one_experiment_one_wandb_run(repo_copy):
     exp = shown_experiments(repo_copy)[name]
     params = exp["params"]["params.yaml"]["data"]
     assert (params["train"]["lr"], params["lora"]["r"], params["lora"]["alpha"]) == (0.003, 4, 8)
-    scores = exp["metrics"]["metrics/eval.json"]["data"]
+    scores = exp["scores"]
 
     runs = sorted((repo_copy / "wandb").glob(f"offline-run-*-{RECORDED_RUN['run_id']}"))
     assert len(runs) == 2, runs  # the train stage's run and the evaluate stage's resume of it

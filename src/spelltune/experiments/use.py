@@ -202,15 +202,25 @@ def resolve(repo: str | Path = ".", exp: str | None = None, adapter: str | None 
             tmp.cleanup()
         raise
     facts = _adapter_facts(adapter_dir)
-    model_params, data_params = params.get("model") or {}, params.get("data") or {}
-    prompt_format = (facts or {}).get("prompt_format") or model_params.get("prompt_format") or "compact"
-    facts_data = (facts or {}).get("data") or {}
-    separator = facts_data.get("spelling_separator") or data_params.get("spelling_separator") or "-"
-    letter_answer = facts_data.get("letter_answer") or data_params.get("letter_answer") or "direct"
+
+    on_card = {"model": facts or {}, "data": (facts or {}).get("data") or {}}  # the card keeps model facts on top
+
+    def trained(section: str, key: str, default: str) -> str:
+        """How the adapter was trained: its model card's facts, else its commit's params, else
+        the schema's default (what params older than the key meant)."""
+        for known in (on_card[section], params.get(section) or {}):
+            if known.get(key) is not None:
+                return known[key]
+        return default
+
     extra = {k: params[k] for k in ("data", "eval") if isinstance(params.get(k), dict)} if read is not None else {}
-    batch_size = (params.get("eval") or {}).get("batch_size") or 64
-    return Source(label, adapter_dir, base_dir, prompt_format, separator, facts, read, revision, extra, batch_size, tmp,
-                  letter_answer)
+    return Source(
+        label, adapter_dir, base_dir, facts=facts, read=read, revision=revision, extra_params=extra, _tmp=tmp,
+        prompt_format=trained("model", "prompt_format", "compact"),
+        separator=trained("data", "spelling_separator", "-"),
+        letter_answer=trained("data", "letter_answer", "direct"),
+        batch_size=(params.get("eval") or {}).get("batch_size") or 64,
+    )
 
 
 def _check_base(adapter_dir: Path, base_dir: Path, base_source: str, repo: Path) -> None:
