@@ -289,8 +289,9 @@ def _use_args(parser, batch: bool = False) -> None:
 def _comparison_args(parser) -> None:
     from spelltune.experiments.runs import DEFAULT_METRIC
 
-    parser.add_argument("--metric", help="rank by this metric: `val/letter_position_accuracy` or `file:key` as in "
-                        f"`dvc exp show` (default: {DEFAULT_METRIC}; a test/ metric warns: validation chooses)")
+    parser.add_argument("--metric", help="rank by this metric: `val/letter_position_accuracy` or `file:key` of "
+                        "metrics/eval.json, base.json, train.json (docs/compare.md) "
+                        f"(default: {DEFAULT_METRIC}; a test/ metric warns: validation chooses)")
     parser.add_argument("--ascending", action=argparse.BooleanOptionalAction, default=None,
                         help="lower is better (default: only for losses, error rates and times)")
     parser.add_argument("--repo", default=".", help="the repository (default: the current directory)")
