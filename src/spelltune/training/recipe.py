@@ -189,7 +189,7 @@ def export_checkpoints(trainer, store: Path, checkpoint_dir: Path) -> None:
         checkpoints.export(store / f"checkpoint-{kept}", checkpoint_dir)
 
 
-def train_headline(summary: dict) -> dict:
+def final_losses_and_minutes(summary: dict) -> dict:
     """The final losses and training minutes (metrics/train.json, which `spelltune compare` reads)."""
     final = summary["final"]
     return {
@@ -266,7 +266,7 @@ def export_and_summarise(params, trainer, resume, choice, worker, metrics, prune
         worker=worker.as_dict(),
     )
     write_json(summary, SUMMARY_FILE)
-    write_json(train_headline(summary), TRAIN_METRICS_FILE)
+    write_json(final_losses_and_minutes(summary), TRAIN_METRICS_FILE)
     # The model card with the training facts (evaluate's metrics: `spelltune card`).
     (ADAPTER_DIR / card.CARD_FILE).write_text(card.render(card.training_facts(params, summary)))
     metrics.wandb_run.finish(flat_summary(summary))
