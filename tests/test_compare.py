@@ -181,12 +181,12 @@ TABLE = ["dvc", "exp", "show", "--no-pager", "--only-changed"]
 HEADLINE_COLUMNS = ["val.letter", "val.spell", "test.letter", "test.spell"]
 
 
-def table_at_120_columns(repo: Path) -> tuple[list[str], list[str]]:
-    """`COLUMNS=120 dvc exp show --no-pager --only-changed`: its header's column names and its rows."""
+def table_at_120_columns(repo: Path) -> tuple[str, str, list[str]]:
+    """`COLUMNS=120 dvc exp show --no-pager --only-changed`: the whole text, its header line and its rows."""
     text = run(TABLE, repo, env={"COLUMNS": "120"}).stdout
     lines = [line for line in text.splitlines() if line.strip() and not set(line.strip()) <= {"─"}]
     assert all(len(line) <= 120 for line in lines), text
-    return lines[0].split(), lines[1:]
+    return text, lines[0], lines[1:]
 
 
 def folded_only_after(header: str, column: str, rows: list[str]) -> None:
@@ -200,11 +200,11 @@ def test_exp_show_of_the_real_pipeline_folds_every_changing_dependency(exp_repo)
     """The tiny model scores 0 everywhere, so no metric changes; the params that do are shown
     whole and the changing dependencies (checkpoints, the report's inputs) fold into one `…`
     instead of a 32-character hash column (validate's marker sorts first and never changes)."""
-    text = run(TABLE, exp_repo, env={"COLUMNS": "120"}).stdout
-    columns, rows = table_at_120_columns(exp_repo)
+    text, header, rows = table_at_120_columns(exp_repo)
+    columns = header.split()
     assert {"lora.r", "train.lr", "train.seed"} <= set(columns) and columns[-1] == "…", text
     assert not re.search(r"\b[0-9a-f]{32}\b", text), text
-    folded_only_after(text.splitlines()[1], "train.seed", rows)
+    folded_only_after(header, "train.seed", rows)
 
 
 def test_a_grid_table_fits_120_columns(tmp_path):
@@ -251,10 +251,9 @@ def test_a_grid_table_fits_120_columns(tmp_path):
         for lr in (0.002, 0.004):
             run(["dvc", "exp", "run", "-S", f"lora.r={r}", "-S", f"train.lr={lr}"], repo)
 
-    columns, rows = table_at_120_columns(repo)
-    assert columns[2:] == [*HEADLINE_COLUMNS, "lora.r", "train.lr", "…"], columns
+    text, header, rows = table_at_120_columns(repo)
+    assert header.split()[2:] == [*HEADLINE_COLUMNS, "lora.r", "train.lr", "…"], text
     assert len(rows) == 6  # workspace, main and the four experiments
-    header = run(TABLE, repo, env={"COLUMNS": "120"}).stdout.splitlines()[1]
     folded_only_after(header, "train.lr", rows)
     numbers = r"\s+".join([r"0\.\d+"] * len(HEADLINE_COLUMNS) + [r"(8|16|32)", r"0\.00\d"])
     assert all(re.search(numbers, row) for row in rows), "\n".join(rows)
