@@ -50,6 +50,12 @@ class DataParams(Section):
     # How the model is taught to answer a letter question: "direct" (`n`), or "spelled"
     # (`b1 a2 n3 = n`: the letters with their positions up to the one asked, then the letter).
     letter_answer: Literal["direct", "spelled"] = "direct"
+    # Which words train: "uniform" (a uniform sample of the words not held out) or
+    # "common_first" (every common word not held out first, then a uniform sample).
+    train_sampling: Literal["uniform", "common_first"] = "uniform"
+    # The share of training questions in the canonical wording; the rest take a random
+    # training wording (task/wordings.py). 1.0: every question in the one canonical wording.
+    canonical_share: Annotated[float, Field(ge=0, le=1)] = 1.0
 
     @field_validator("max_word_length")
     @classmethod

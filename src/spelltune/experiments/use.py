@@ -16,7 +16,6 @@ Prompts, generation and parsing are evaluation's own (spelltune.modeling.generat
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import subprocess
 import sys
@@ -38,8 +37,6 @@ COMPACT_CHAT_TEMPLATE = (
     "{%- endfor %}"
     "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
 )
-_LETTER_Q = re.compile(r"^What is the (?:(\d+)(?:st|nd|rd|th)|(last)) letter of '([A-Za-z]+)'\?$")
-_SPELL_Q = re.compile(r"^Spell '([A-Za-z]+)' letter by letter\.$")
 FREE_BUDGET_WORD = "x" * 30  # other questions: generation.max_new_tokens gives them 32 tokens
 
 
@@ -241,21 +238,19 @@ def _check_base(adapter_dir: Path, base_dir: Path, base_source: str, repo: Path)
 
 
 def item_for_question(question: str, separator: str = "-") -> dict:
-    """The evaluation item a question is (task, word, expected answer), or a free question
-    (task "other": answered with a 32-token budget, not scored)."""
+    """The evaluation item a question is (task, word, expected answer), read from the user's
+    own words (task.wordings.read_question) and asked as typed; or a free question (task
+    "other": answered with a 32-token budget, not scored)."""
     from spelltune.task.questions import letter_question, spelling_question
+    from spelltune.task.wordings import read_question
 
     q = question.strip()
-    m = _LETTER_Q.match(q)
-    if m:
-        word = m.group(3)
-        position = len(word) if m.group(2) else int(m.group(1))
-        if 1 <= position <= len(word):
-            return {**letter_question(word, position), "question": q}
-    m = _SPELL_Q.match(q)
-    if m:
-        return {**spelling_question(m.group(1), separator), "question": q}
-    return {"question": q, "task": "other", "word": FREE_BUDGET_WORD, "answer": "", "position": None}
+    found = read_question(q)
+    if found is None:
+        return {"question": q, "task": "other", "word": FREE_BUDGET_WORD, "answer": "", "position": None}
+    task, word, position = found
+    item = letter_question(word, position) if task == "letter_position" else spelling_question(word, separator)
+    return {**item, "question": q}
 
 
 def items_for_word(word: str, separator: str = "-") -> list[dict]:

@@ -4,10 +4,12 @@
     python -m spelltune.stages.evaluate          # base model + checkpoints/adapter
 
 Writes metrics/{base,eval}.json (the val/* and test/* scores that `spelltune compare` and
-the sweeps read; the report stage picks `dvc exp show`'s few columns), metrics/{base,eval}_details.json
-(each metric's n and 95 % interval, evaluation times), the breakdowns by word length and
-letter position, and per-item predictions for error analysis. Every split is scored whole: its size is
-`data.validation_words` / `data.test_words`.
+the sweeps read, over all items and per subset: val/common/..., val/held_out/...; the
+report stage picks `dvc exp show`'s few columns), metrics/{base,eval}_details.json
+(each metric's n and 95 % interval, per subset too, evaluation times), the breakdowns by
+word length, tokens of the word, frequency band and letter position, and per-item
+predictions for error analysis. Every split is scored whole: its size is
+`data.validation_words` / `data.test_words` words, ITEMS_PER_HELD_OUT_WORD items each.
 """
 
 from __future__ import annotations
@@ -45,7 +47,8 @@ def evaluate(params, base: bool) -> None:
     from spelltune.files import read_jsonl, write_json, write_jsonl
     from spelltune.modeling.base import set_threads
     from spelltune.modeling.generation import generate_replies
-    from spelltune.task.scoring import HEADLINE, breakdown, details, score_item
+    from spelltune.task.prompts import word_tokens
+    from spelltune.task.scoring import HEADLINE, breakdown, details, group_details, score_item
     from spelltune.training.devices import claim_worker
 
     # The base model's scores must not depend on train.threads (else every sweep trial that
@@ -63,11 +66,14 @@ def evaluate(params, base: bool) -> None:
             letter_answer=params.data.letter_answer,
         )
         seconds = time.perf_counter() - start
-        rows = [{**it, "split": split, "reply": r, **score_item(it, r)} for it, r in zip(items, replies)]
+        tokens = {w: word_tokens(w, params.model.prompt_format, tokenizer) for w in {it["word"] for it in items}}
+        rows = [{**it, "split": split, "reply": r, "word_tokens": tokens[it["word"]], **score_item(it, r)}
+                for it, r in zip(items, replies)]
         predictions += rows
-        found = details(rows)
+        found, subsets = details(rows), group_details(rows)
         metrics.update({f"{prefix}/{k}": found[k]["value"] for k in HEADLINE if k in found})
-        intervals[prefix] = {**found, "n_items": len(rows), "eval_time_seconds": seconds}
+        metrics.update({f"{prefix}/{g}/{k}": d[k]["value"] for g, d in subsets.items() for k in HEADLINE if k in d})
+        intervals[prefix] = {**found, "n_items": len(rows), "eval_time_seconds": seconds, "groups": subsets}
         breakdowns[prefix] = breakdown(rows)
         log.info("%s %s: %s (%d items, %.1f s)", name, split,
                  ", ".join(f"{k} {v['value']:.3f} [{v['ci_low']:.3f}, {v['ci_high']:.3f}]" for k, v in found.items()),

@@ -27,7 +27,10 @@ def prepare_data(params) -> None:
         write_jsonl(splits[name], DATA_DIR / f"{name}.jsonl")
         words = {item["word"] for item in splits[name]}
         tasks = Counter(item["task"] for item in splits[name])
-        log.info("%s: %d items over %d words %s", name, len(splits[name]), len(words), dict(tasks))
+        bands = Counter(item["band"] for item in splits[name])
+        wordings = Counter(item["wording"] for item in splits[name])
+        log.info("%s: %d items over %d words %s, by band %s, by wording %s", name, len(splits[name]), len(words),
+                 dict(tasks), dict(bands), dict(wordings))
 
 
 def prepare_model(params) -> None:

@@ -2,6 +2,11 @@
 
 Everything here is deterministic from `data.seed` and pure Python (no torch), so tests
 and the prepare stage run it cheaply.
+
+Leakage rule (tested in tests/test_data.py, enforced by `check_no_leakage` in prepare): a
+held-out word (validation or test) is never a training word, in any task or wording and
+in any letter case; the held-out wordings (task/wordings.py HELD_OUT) are never used in
+training.
 """
 
 from __future__ import annotations
@@ -10,53 +15,87 @@ import random
 
 from spelltune.params import DataParams
 from spelltune.paths import SPLITS
+from spelltune.task import wordings
 
 # The word list is cut to the most frequent words first: the model has seen those.
 WORDLIST_POOL = 30_000
+# Frequency bands by wordfreq rank (1 = most frequent), each up to its rank: users ask
+# mostly about common words, which the tokenizer keeps whole, and rare ones it cuts up.
+BANDS = {"common": 2_000, "mid": 10_000, "rare": WORDLIST_POOL}
+# The share of each held-out split's words taken from each band (stratified, so that every
+# band has enough words for an interval; the common band is the set users meet most).
+HELD_OUT_BAND_SHARES = {"common": 0.5, "mid": 0.25, "rare": 0.25}
+ordinal = wordings.ordinal
 
 
-def ordinal(n: int) -> str:
-    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
-    return f"{n}{suffix}"
+def band_of(rank: int) -> str:
+    return next(name for name, top in BANDS.items() if rank <= top)
+
+
+def ranked_words(min_len: int, max_len: int) -> dict[str, int]:
+    """Frequent English words, lowercase a-z only, with their wordfreq rank, most frequent first."""
+    from wordfreq import top_n_list
+
+    words: dict[str, int] = {}
+    for rank, w in enumerate(top_n_list("en", WORDLIST_POOL), 1):
+        if w.isascii() and w.isalpha() and w.islower() and min_len <= len(w) <= max_len:
+            words.setdefault(w, rank)
+    return words
 
 
 def candidate_words(min_len: int, max_len: int) -> list[str]:
     """Frequent English words, lowercase a-z only, in frequency order."""
-    from wordfreq import top_n_list
-
-    seen, words = set(), []
-    for w in top_n_list("en", WORDLIST_POOL):
-        if w.isascii() and w.isalpha() and w.islower() and min_len <= len(w) <= max_len and w not in seen:
-            seen.add(w)
-            words.append(w)
-    return words
+    return list(ranked_words(min_len, max_len))
 
 
-def split_words(words: list[str], params: DataParams) -> dict[str, list[str]]:
-    """Shuffle the word list once with `data.seed` and cut it: validation first, then test,
-    then training words, so that no word is in two splits and the held-out words stay the
-    same whatever `data.train_words` is (experiments over it compare on the same items)."""
-    needed = params.validation_words + params.test_words + params.train_words
-    if len(words) < needed:
+def band_counts(n: int) -> dict[str, int]:
+    """How many of a held-out split's `n` words come from each band (they add up to n)."""
+    common = round(n * HELD_OUT_BAND_SHARES["common"])
+    mid = round(n * HELD_OUT_BAND_SHARES["mid"])
+    return {"common": common, "mid": mid, "rare": n - common - mid}
+
+
+def split_words(ranks: dict[str, int], params: DataParams) -> dict[str, list[str]]:
+    """Shuffle the word list once with `data.seed`; validation, then test take their words
+    band by band (HELD_OUT_BAND_SHARES), then training takes `train_words` of the rest
+    (`data.train_sampling`: common_first takes every remaining common word first). The
+    held-out words stay the same whatever the training params are, so experiments over
+    them are scored on the same items."""
+    shuffled = list(ranks)
+    random.Random(params.seed).shuffle(shuffled)
+    by_band = {name: [w for w in shuffled if band_of(ranks[w]) == name] for name in BANDS}
+    out: dict[str, list[str]] = {}
+    taken = {name: 0 for name in BANDS}
+    for split, n in (("validation", params.validation_words), ("test", params.test_words)):
+        out[split] = []
+        for name, k in band_counts(n).items():
+            if taken[name] + k > len(by_band[name]):
+                raise ValueError(f"data.validation_words + test_words: the {name} band (wordfreq rank <= "
+                                 f"{BANDS[name]}) has only {len(by_band[name])} words of length "
+                                 f"{params.min_word_length}-{params.max_word_length}")
+            out[split] += by_band[name][taken[name] : taken[name] + k]
+            taken[name] += k
+    rest = {name: words[taken[name] :] for name, words in by_band.items()}
+    if params.train_sampling == "common_first":
+        others = set(rest["mid"]) | set(rest["rare"])
+        pool = rest["common"] + [w for w in shuffled if w in others]
+    else:
+        held = set(out["validation"]) | set(out["test"])
+        pool = [w for w in shuffled if w not in held]
+    if len(pool) < params.train_words:
+        needed = params.validation_words + params.test_words + params.train_words
         raise ValueError(
-            f"data.train_words + validation_words + test_words = {needed}: only {len(words)} words of length "
+            f"data.train_words + validation_words + test_words = {needed}: only {len(ranks)} words of length "
             f"{params.min_word_length}-{params.max_word_length} are in the word list"
         )
-    shuffled = list(words)
-    random.Random(params.seed).shuffle(shuffled)
-    n_val, n_test = params.validation_words, params.test_words
-    return {
-        "validation": shuffled[:n_val],
-        "test": shuffled[n_val : n_val + n_test],
-        "train": shuffled[n_val + n_test : needed],
-    }
+    out["train"] = pool[: params.train_words]
+    return out
 
 
 def letter_question(word: str, position: int) -> dict:
-    """position is 1-based; the last letter is asked as 'last'."""
-    label = "last" if position == len(word) else ordinal(position)
+    """position is 1-based; the last letter is asked as 'last'. The canonical wording."""
     return {
-        "question": f"What is the {label} letter of '{word}'?",
+        "question": wordings.canonical_question("letter_position", word, position),
         "answer": word[position - 1],
         "word": word,
         "task": "letter_position",
@@ -79,7 +118,7 @@ def answer_text(item: dict, letter_answer: str = "direct") -> str:
 
 def spelling_question(word: str, separator: str = "-") -> dict:
     return {
-        "question": f"Spell '{word}' letter by letter.",
+        "question": wordings.canonical_question("spelling", word),
         "answer": separator.join(word),
         "word": word,
         "task": "spelling",
@@ -88,12 +127,15 @@ def spelling_question(word: str, separator: str = "-") -> dict:
 
 
 # Held-out words always get these questions, whatever the training mix, so that every
-# experiment is scored on the same items.
+# experiment is scored on the same items: each in the canonical wording and again in a
+# held-out wording (the same word, task and position: a paired comparison).
 HELD_OUT_TASKS = ("letter_position", "spelling")
 HELD_OUT_LETTER_QUESTIONS = 2
+ITEMS_PER_HELD_OUT_WORD = 2 * (HELD_OUT_LETTER_QUESTIONS + 1)
 
 
 def questions_for(word: str, tasks, letter_questions: int, separator: str, rng: random.Random) -> list[dict]:
+    """The canonical questions for `word` (wording "canonical")."""
     items = []
     if "letter_position" in tasks:
         # Always ask for the last letter once per word when there is room for more.
@@ -102,20 +144,57 @@ def questions_for(word: str, tasks, letter_questions: int, separator: str, rng: 
         items += [letter_question(word, p) for p in sorted(positions)]
     if "spelling" in tasks:
         items.append(spelling_question(word, separator))
-    return items
+    return [{**it, "wording": "canonical"} for it in items]
 
 
-def build_splits(params: DataParams, words: list[str] | None = None) -> dict[str, list[dict]]:
-    words = candidate_words(params.min_word_length, params.max_word_length) if words is None else words
-    by_split = split_words(words, params)
+def reworded(item: dict, templates: dict[str, tuple[str, ...]], kind: str, rng: random.Random) -> dict:
+    """`item` asked in one of `templates` (wording `kind`: "training" or "held_out")."""
+    question, index = wordings.varied_question(item["task"], item["word"], item["position"],
+                                               templates[item["task"]], rng)
+    return {**item, "question": question, "wording": kind, "template": index}
+
+
+def training_items(word: str, params: DataParams, rng: random.Random) -> list[dict]:
+    """The training questions of one word: each canonical with `data.canonical_share`, else
+    in a random training wording."""
+    items = questions_for(word, params.tasks, params.letter_questions_per_word, params.spelling_separator, rng)
+    return [it if rng.random() < params.canonical_share else reworded(it, wordings.TRAINING, "training", rng)
+            for it in items]
+
+
+def held_out_items(word: str, separator: str, rng: random.Random) -> list[dict]:
+    """The canonical questions of a held-out word, then the same ones in held-out wordings."""
+    canonical = questions_for(word, HELD_OUT_TASKS, HELD_OUT_LETTER_QUESTIONS, separator, rng)
+    return canonical + [reworded(it, wordings.HELD_OUT, "held_out", rng) for it in canonical]
+
+
+def build_splits(params: DataParams, ranks: dict[str, int] | None = None) -> dict[str, list[dict]]:
+    ranks = ranked_words(params.min_word_length, params.max_word_length) if ranks is None else ranks
+    by_split = split_words(ranks, params)
     out = {}
     for i, name in enumerate(SPLITS):
         rng = random.Random(params.seed * 1000 + i)
-        if name == "train":
-            tasks, letters = params.tasks, params.letter_questions_per_word
-        else:
-            tasks, letters = HELD_OUT_TASKS, HELD_OUT_LETTER_QUESTIONS
-        items = [q for w in by_split[name] for q in questions_for(w, tasks, letters, params.spelling_separator, rng)]
+        items = []
+        for w in by_split[name]:
+            asked = (training_items(w, params, rng) if name == "train"
+                     else held_out_items(w, params.spelling_separator, rng))
+            items += [{**it, "rank": ranks[w], "band": band_of(ranks[w])} for it in asked]
         rng.shuffle(items)
         out[name] = items
+    check_no_leakage(out)
     return out
+
+
+def check_no_leakage(splits: dict[str, list[dict]]) -> None:
+    """The leakage rule (module docstring); raises ValueError naming the first breach."""
+    train_words = {it["word"].lower() for it in splits["train"]}
+    held_out_questions = {q for qs in wordings.HELD_OUT.values() for q in qs}
+    for name in SPLITS[1:]:
+        leaked = sorted(train_words & {it["word"].lower() for it in splits[name]})
+        if leaked:
+            raise ValueError(f"leakage: {len(leaked)} {name} words are also training words, e.g. {leaked[0]!r}")
+    for it in splits["train"]:
+        if it.get("wording") == "held_out" or (
+            it.get("wording") == "training" and wordings.TRAINING[it["task"]][it["template"]] in held_out_questions
+        ):
+            raise ValueError(f"leakage: a training question uses a held-out wording: {it['question']!r}")

@@ -98,19 +98,57 @@ def details(rows: list[dict]) -> dict:
     return out
 
 
+# The subsets every held-out split is also scored on: frequency bands (task/questions.py
+# BANDS), wordings (canonical, held_out) and the common words in each wording. Rows from
+# before bands and wordings existed have neither key, so they form no subset.
+def groups(row: dict) -> list[str]:
+    band, wording = row.get("band"), row.get("wording")
+    names = [g for g in (band, wording) if g]
+    if band == "common" and wording:
+        names.append(f"common_{wording}")
+    return names
+
+
+def group_details(rows: list[dict]) -> dict[str, dict]:
+    """`details` of each subset of `groups`, in a fixed order."""
+    by_group = defaultdict(list)
+    for r in rows:
+        for g in groups(r):
+            by_group[g].append(r)
+    return {g: details(by_group[g]) for g in sorted(by_group, key=GROUP_ORDER.index)}
+
+
+GROUP_ORDER = ["common", "mid", "rare", "canonical", "held_out", "common_canonical", "common_held_out"]
+
+
 def position_label(row: dict) -> str:
     return "last" if row["position"] == len(row["word"]) else str(row["position"])
 
 
 def breakdown(rows: list[dict]) -> dict:
-    """Metrics by word length (all tasks) and letter-position accuracy by position."""
-    by_length, by_position = defaultdict(list), defaultdict(list)
+    """Metrics by word length (all tasks), by the tokens the word takes in the prompt (where
+    rows have `word_tokens`), by frequency band, and letter-position accuracy by position;
+    each with its n and 95 % intervals (`details`)."""
+    by_length, by_tokens, by_band, by_position = (defaultdict(list) for _ in range(4))
     for r in rows:
         by_length[len(r["word"])].append(r)
+        if r.get("word_tokens") is not None:
+            by_tokens[min(r["word_tokens"], 4)].append(r)
+        if r.get("band"):
+            by_band[r["band"]].append(r)
         if r["task"] == "letter_position":
             by_position[position_label(r)].append(r)
     positions = sorted(by_position, key=lambda p: (p == "last", int(p) if p != "last" else 0))
-    return {
-        "by_length": {str(n): summarize(by_length[n]) for n in sorted(by_length)},
-        "by_position": {p: summarize(by_position[p]) for p in positions},
+
+    def scored(group: list[dict]) -> dict:
+        return {**summarize(group), "intervals": details(group)}
+
+    out = {
+        "by_length": {str(n): scored(by_length[n]) for n in sorted(by_length)},
+        "by_position": {p: scored(by_position[p]) for p in positions},
     }
+    if by_tokens:  # "4" holds words of 4 or more tokens
+        out["by_tokens"] = {str(n): scored(by_tokens[n]) for n in sorted(by_tokens)}
+    if by_band:
+        out["by_band"] = {b: scored(by_band[b]) for b in GROUP_ORDER if b in by_band}
+    return out

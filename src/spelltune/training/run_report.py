@@ -20,17 +20,29 @@ SHORT = {
 # metrics/headline.json's names: short, so that `dvc exp show --only-changed` of a grid
 # fits 120 columns with its params (docs/compare.md).
 HEADLINE_KEYS = {"letter_position_accuracy": "letter", "spelling_exact_match": "spell"}
+# The subsets a report table shows (task/scoring.py groups), with their labels.
+GROUP_LABELS = {
+    "common": "common words (rank ≤ 2,000)", "mid": "mid (2,000–10,000)", "rare": "rare (10,000–30,000)",
+    "canonical": "canonical wording", "held_out": "held-out wordings",
+    "common_canonical": "common words, canonical", "common_held_out": "common words, held-out wordings",
+}
 
 
 def headline(details: dict[str, dict]) -> dict:
     """The numbers `dvc exp show` lists, from {"base": base_details, "eval": eval_details}:
-    letter accuracy and spelling exact match on val and test, the base model's under `base`."""
+    letter accuracy and spelling exact match of the fine-tuned model on val and test (all
+    items), and on the common-words test set (`common`), which users meet most. The base
+    model's scores are in metrics/base.json and the report."""
 
-    def scores(split_details: dict) -> dict:
-        return {split: {short: split_details[split][name]["value"] for name, short in HEADLINE_KEYS.items()}
-                for split in ("val", "test")}
+    def scores(found: dict) -> dict:
+        return {short: found[name]["value"] for name, short in HEADLINE_KEYS.items() if name in found}
 
-    return {**scores(details["eval"]), "base": scores(details["base"])}
+    tuned = details["eval"]
+    out = {split: scores(tuned[split]) for split in ("val", "test")}
+    common = tuned["test"].get("groups", {}).get("common")
+    if common:
+        out["common"] = scores(common)
+    return out
 
 
 def read_json(path: Path) -> dict:
@@ -130,6 +142,24 @@ def cell(found: dict | None) -> str:
     return f"{found['value']:.3f} [{found['ci_low']:.3f}, {found['ci_high']:.3f}]"
 
 
+def _group_table(details: dict) -> list[str]:
+    """Letter accuracy and spelling exact match per frequency band and wording, val and test."""
+    tuned = details["eval"]
+    if not any(tuned[split].get("groups") for split in ("val", "test")):
+        return []
+    lines = ["", "By frequency band and by wording (fine-tuned; base model in metrics/base_details.json):", "",
+             "| subset | split | letter n | letter accuracy | spelling n | spelling exact match |",
+             "|---|---|---|---|---|---|"]
+    for group, label in GROUP_LABELS.items():
+        for split in ("val", "test"):
+            found = tuned[split].get("groups", {}).get(group)
+            if found:
+                letter, spell = found.get("letter_position_accuracy"), found.get("spelling_exact_match")
+                lines.append(f"| {label} | {split} | {(letter or {}).get('n', '–')} | {cell(letter)} "
+                             f"| {(spell or {}).get('n', '–')} | {cell(spell)} |")
+    return lines
+
+
 def markdown(params, details: dict, train_summary: dict, run: dict) -> str:
     lines = [
         "# spelltune run report",
@@ -152,6 +182,7 @@ def markdown(params, details: dict, train_summary: dict, run: dict) -> str:
             base, tuned = details["base"][split].get(m), details["eval"][split].get(m)
             n = (tuned or base or {}).get("n", "–")
             lines.append(f"| {split}/{m} | {n} | {cell(base)} | {cell(tuned)} |")
+    lines += _group_table(details)
     time_ = train_summary.get("time", {})
     lines += [
         "",
