@@ -68,6 +68,11 @@ def test_questions_become_evaluation_items():
     assert item_for_question("Spell 'cat' letter by letter.", " ")["answer"] == "c a t"
     assert item_for_question("How are you?")["task"] == "other"
     assert item_for_question("What is the 9th letter of 'cat'?")["task"] == "other"
+    # In the user's own words: asked as typed, scored as the item it is.
+    item = item_for_question("what's the third letter of Banana?")
+    assert (item["task"], item["word"], item["position"], item["question"]) == (
+        "letter_position", "banana", 3, "what's the third letter of Banana?")
+    assert item_for_question("How do you spell necessary?", " ")["answer"] == " ".join("necessary")
 
 
 def test_read_inputs(tmp_path):

@@ -3,14 +3,26 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
 from spelltune.files import write_jsonl
 from spelltune.params import DataParams
-from spelltune.task.questions import SPLITS, build_splits, candidate_words, ordinal
+from spelltune.task import wordings
+from spelltune.task.questions import (
+    ITEMS_PER_HELD_OUT_WORD,
+    SPLITS,
+    band_of,
+    build_splits,
+    candidate_words,
+    check_no_leakage,
+    ordinal,
+    ranked_words,
+)
 
-SMALL = DataParams(train_words=320, validation_words=40, test_words=40)
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = DataParams(train_words=320, validation_words=40, test_words=40, canonical_share=0.3)
 
 
 @pytest.fixture(scope="module")
@@ -43,20 +55,123 @@ def test_answers_are_correct(splits):
     assert {it["task"] for it in items} == {"letter_position", "spelling"}
     for it in items:
         word = it["word"]
-        assert f"'{word}'" in it["question"]
+        assert word in it["question"].lower()
         if it["task"] == "spelling":
             assert it["answer"] == "-".join(word) and it["position"] is None
         else:
             assert it["answer"] == word[it["position"] - 1]
-            label = "last" if it["position"] == len(word) else ordinal(it["position"])
-            assert it["question"] == f"What is the {label} letter of '{word}'?"
+        if it["wording"] == "canonical":
+            if it["task"] == "spelling":
+                assert it["question"] == f"Spell '{word}' letter by letter."
+            else:
+                label = "last" if it["position"] == len(word) else ordinal(it["position"])
+                assert it["question"] == f"What is the {label} letter of '{word}'?"
 
 
 def test_every_word_gets_its_last_letter_asked(splits):
     for name in SPLITS:
         last = {it["word"] for it in splits[name]
-                if it["task"] == "letter_position" and "last letter" in it["question"]}
+                if it["task"] == "letter_position" and it["position"] == len(it["word"])}
         assert last == {it["word"] for it in splits[name]}
+
+
+def test_held_out_words_are_stratified_by_frequency_band(splits):
+    """Half of each held-out split is common words (wordfreq rank <= 2,000), a quarter each
+    mid and rare; the band is the word's real rank's."""
+    ranks = ranked_words(3, 10)
+    for name, n in (("validation", 40), ("test", 40)):
+        bands = {}
+        for it in splits[name]:
+            assert it["rank"] == ranks[it["word"]] and it["band"] == band_of(it["rank"])
+            bands.setdefault(it["band"], set()).add(it["word"])
+        assert {b: len(w) for b, w in bands.items()} == {"common": n // 2, "mid": n // 4, "rare": n // 4}
+        assert len(splits[name]) == n * ITEMS_PER_HELD_OUT_WORD
+
+
+def test_each_held_out_question_is_asked_again_in_a_held_out_wording(splits):
+    """The same word, task and position, once canonical and once in a held-out wording: a
+    paired comparison of the two."""
+    for name in ("validation", "test"):
+        key = lambda it: (it["word"], it["task"], it["position"])  # noqa: E731
+        canonical = sorted(key(it) for it in splits[name] if it["wording"] == "canonical")
+        held_out = [it for it in splits[name] if it["wording"] == "held_out"]
+        assert canonical == sorted(key(it) for it in held_out)
+        assert {it["template"] for it in held_out} == set(range(len(wordings.HELD_OUT["spelling"])))
+
+
+def test_training_mixes_wordings_and_surface_forms(splits):
+    train = splits["train"]
+    share = sum(it["wording"] == "canonical" for it in train) / len(train)
+    assert abs(share - SMALL.canonical_share) < 0.05
+    varied = [it for it in train if it["wording"] == "training"]
+    assert {it["template"] for it in varied} == set(range(len(wordings.TRAINING["spelling"])))
+    assert any('"' in it["question"] for it in varied) and any(it["word"].upper() in it["question"] for it in varied)
+    assert any(it["task"] == "letter_position" and wordings.ORDINAL_WORDS[it["position"] - 1] in it["question"]
+               for it in varied if it["task"] == "letter_position")
+    only_canonical = build_splits(SMALL.model_copy(update={"canonical_share": 1.0}))
+    assert {it["wording"] for it in only_canonical["train"]} == {"canonical"}
+
+
+def test_the_leakage_rule_holds_on_the_default_data():
+    """No held-out word (any case) is a training word, and no training question uses a
+    held-out wording, on the data the default params.yaml builds."""
+    from spelltune.params import load
+
+    splits = build_splits(load(ROOT / "params.yaml").data)
+    train = {it["word"].lower() for it in splits["train"]}
+    for name in ("validation", "test"):
+        assert not train & {it["word"].lower() for it in splits[name]}
+    held_out_shapes = {q for qs in wordings.HELD_OUT.values() for q in qs}
+    assert not held_out_shapes & {q for qs in wordings.TRAINING.values() for q in qs}
+    assert {it["wording"] for it in splits["train"]} <= {"canonical", "training"}
+    assert len({it["word"] for it in splits["test"] if it["band"] == "common"}) >= 300
+
+
+def test_a_leak_fails_the_check(splits):
+    leaked = {**splits, "train": splits["train"] + [splits["test"][0]]}
+    with pytest.raises(ValueError, match="leakage: 1 test words are also training words"):
+        check_no_leakage(leaked)
+    reworded = {**splits, "train": splits["train"] + [{**splits["test"][0], "wording": "held_out"}]}
+    with pytest.raises(ValueError, match="leakage"):
+        check_no_leakage(reworded)
+
+
+def test_common_first_trains_every_common_word_not_held_out():
+    common_first = build_splits(SMALL.model_copy(update={"train_sampling": "common_first", "train_words": 2000}))
+    uniform = build_splits(SMALL.model_copy(update={"train_sampling": "uniform", "train_words": 2000}))
+    held = {it["word"] for name in ("validation", "test") for it in common_first[name]}
+    common = {w for w, r in ranked_words(3, 10).items() if band_of(r) == "common"} - held
+    assert common <= {it["word"] for it in common_first["train"]}
+    assert len(common & {it["word"] for it in uniform["train"]}) < len(common) / 2
+    assert common_first["test"] == uniform["test"]
+
+
+@pytest.mark.parametrize("kind", ["TRAINING", "HELD_OUT"])
+def test_free_form_questions_are_read_back(kind):
+    """ask/predict read task, word and position from a question in any wording (the few
+    misses are words that are themselves wording words, e.g. 'spell' or 'letter')."""
+    import random
+
+    rng = random.Random(0)
+    words = candidate_words(3, 10)[:3000:7]
+    misses = total = 0
+    for task, templates in getattr(wordings, kind).items():
+        for w in words:
+            position = rng.randint(1, len(w)) if task == "letter_position" else None
+            question, _ = wordings.varied_question(task, w, position, templates, rng)
+            total += 1
+            misses += wordings.read_question(question) != (task, w, position)
+    assert misses / total < 0.01
+
+
+def test_free_form_examples():
+    read = wordings.read_question
+    assert read("What is the third letter of banana?") == ("letter_position", "banana", 3)
+    assert read("How do you spell Necessary?") == ("spelling", "necessary", None)
+    assert read('What\'s the final letter of "zebra"?') == ("letter_position", "zebra", 5)
+    assert read("What is the 3rd letter of 'banana'?") == ("letter_position", "banana", 3)
+    assert read("What is the 12th letter of cat?") is None
+    assert read("What time is it?") is None
 
 
 def test_ordinals():
@@ -103,8 +218,10 @@ def test_spelled_letter_answers_count_up_to_the_letter_asked(splits):
 
 
 def test_too_few_words_is_a_clear_error():
-    with pytest.raises(ValueError, match="validation_words \\+ test_words = 900: only 3 words"):
-        build_splits(DataParams(train_words=500, validation_words=100, test_words=300), words=["cat", "dog", "emu"])
+    with pytest.raises(ValueError, match="the common band .* has only 3 words"):
+        build_splits(DataParams(train_words=500, validation_words=100, test_words=300), {"cat": 1, "dog": 2, "emu": 3})
+    with pytest.raises(ValueError, match="train_words \\+ validation_words \\+ test_words = 30000: only"):
+        build_splits(DataParams(train_words=29100, validation_words=300, test_words=600))
 
 
 def test_jsonl_loads_with_pandas(tmp_path, splits):
@@ -114,5 +231,5 @@ def test_jsonl_loads_with_pandas(tmp_path, splits):
         write_jsonl(splits[name], tmp_path / f"{name}.jsonl")
     frames = {n: pd.read_json(tmp_path / f"{n}.jsonl", lines=True) for n in SPLITS}
     assert len(frames["train"]) == len(splits["train"])
-    assert set(frames["train"].columns) == {"question", "answer", "word", "task", "position"}
+    assert {"question", "answer", "word", "task", "position", "wording", "rank", "band"} <= set(frames["train"].columns)
     assert json.loads((tmp_path / "train.jsonl").read_text().splitlines()[0]) == splits["train"][0]

@@ -113,6 +113,9 @@ def test_model_source_checked_by_validate_offline(repo, tmp_path, source, expect
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1, proc.stderr  # one line
     assert proc.stderr.startswith(f"error: params.yaml: model.source = {source!r}: ") and expected in proc.stderr
+    # `spelltune check` is the same check: the same line, the same exit status.
+    checked = run(["spelltune", "check"], repo, check=False, env=env)
+    assert (checked.returncode, checked.stderr) == (2, proc.stderr)
 
 
 # Bad `-S` values and model sources: one line each from the first stage, nothing touched.
@@ -123,6 +126,7 @@ BAD_SET_VALUES = [
     ("train.warmup_steps=500", "train.warmup_steps = 500: must be <= train.max_steps (6)"),
     ("model.source=/nonexistent", "model.source = '/nonexistent': no such directory"),
     ("model.source=someorg/some-model", "model.source = 'someorg/some-model': not a local directory, and not in"),
+    ("data.train_words=30000", "data.train_words + validation_words + test_words = 30008: only"),
 ]
 
 

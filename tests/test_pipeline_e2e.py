@@ -11,6 +11,7 @@ import pytest
 
 from conftest import TINY_OVERRIDES, run, set_args
 from spelltune.params import flatten
+from spelltune.task.questions import ITEMS_PER_HELD_OUT_WORD
 
 pytestmark = pytest.mark.e2e
 
@@ -69,28 +70,36 @@ def test_exp_run_end_to_end(repo, tiny_model):
     assert len(summary["params_fingerprint"]) == 16 and summary["tokens_seen"] > 0
     # evaluate: base and fine-tuned, every item of val and test, the three metrics, each
     # with its n and 95 % interval beside the headline numbers
-    items = {"val": 3 * TINY_OVERRIDES["data.validation_words"], "test": 3 * TINY_OVERRIDES["data.test_words"]}
+    items = {"val": ITEMS_PER_HELD_OUT_WORD * TINY_OVERRIDES["data.validation_words"],
+             "test": ITEMS_PER_HELD_OUT_WORD * TINY_OVERRIDES["data.test_words"]}
+    subsets = ["common", "mid", "rare", "canonical", "held_out", "common_canonical", "common_held_out"]
     for name in ("base", "eval"):
         metrics = json.loads((repo / "metrics" / f"{name}.json").read_text())
         metrics = metrics["base"] if name == "base" else metrics  # nested: compare names them base.val/...
-        assert set(metrics) == {f"{split}/{m}" for split in ("val", "test") for m in TASK_METRICS}
+        assert set(metrics) == {f"{split}/{group}{m}" for split in ("val", "test") for m in TASK_METRICS
+                                for group in ["", *(f"{g}/" for g in subsets)]}
         details = json.loads((repo / "metrics" / f"{name}_details.json").read_text())
         for split in ("val", "test"):
             assert details[split]["n_items"] == items[split]
             assert details[split]["spelling_exact_match"]["n"] == items[split] // 3
+            assert list(details[split]["groups"]) == subsets
+            assert details[split]["groups"]["held_out"]["spelling_exact_match"]["n"] == items[split] // 6
             for m in TASK_METRICS:
                 value = metrics[f"{split}/{m}"]
                 assert 0.0 <= value <= 1.0
                 assert details[split][m]["ci_low"] <= value <= details[split][m]["ci_high"]
         breakdown = json.loads((repo / "metrics" / f"{name}_breakdown.json").read_text())
-        assert set(breakdown["test"]) == {"by_length", "by_position"}
+        assert set(breakdown["test"]) == {"by_length", "by_position", "by_tokens", "by_band"}
+        common = breakdown["test"]["by_band"]["common"]
+        assert {"n", "ci_low", "ci_high"} <= set(common["intervals"]["spelling_exact_match"])
         preds = (repo / "metrics" / "predictions" / f"{name}.jsonl").read_text().splitlines()
         assert len(preds) == items["val"] + items["test"]
         assert {"question", "answer", "reply", "correct", "split"} <= set(json.loads(preds[0]))
     # report
     for png in ("loss", "base_vs_finetuned", "accuracy_by_length", "accuracy_by_position"):
         assert (repo / "plots" / f"{png}.png").read_bytes()[:4] == b"\x89PNG"
-    assert "| test/spelling_exact_match |" in (repo / "plots" / "report.md").read_text()
+    report = (repo / "plots" / "report.md").read_text()
+    assert "| test/spelling_exact_match |" in report and "| common words, held-out wordings | test |" in report
 
     # `dvc exp show` lists the experiment with its params and metrics
     shown = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
@@ -103,9 +112,9 @@ def test_exp_run_end_to_end(repo, tiny_model):
     assert set(data["metrics"]) == {"metrics/headline.json"}
     headline = data["metrics"]["metrics/headline.json"]["data"]
     scores = json.loads((repo / "metrics" / "eval.json").read_text())
-    assert headline["test"]["spell"] == scores["test/spelling_exact_match"]
-    assert headline["val"]["letter"] == scores["val/letter_position_accuracy"]
-    assert len(flatten(headline)) == 8
+    assert headline["val"]["letter"] == round(scores["val/letter_position_accuracy"], 3)
+    assert headline["common"]["spell"] == round(scores["test/common/spelling_exact_match"], 3)
+    assert len(flatten(headline)) == 4
 
     # `dvc plots show` knows the training curves
     plots = json.loads(run(["dvc", "plots", "show", "--json"], repo).stdout)

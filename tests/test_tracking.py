@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import TINY_OVERRIDES, run, set_args
+from spelltune.task.questions import ITEMS_PER_HELD_OUT_WORD
 from spelltune.training.tracking import WandbRun, original_repo_root, scrub, wandb_group, wandb_mode
 
 SECRETS = {
@@ -131,7 +132,7 @@ def test_broken_wandb_package_run_completes(repo, tiny_model, tmp_path):
     assert steps == [2, 4, 6]
     assert (
         json.loads((repo / "metrics/eval_details.json").read_text())["test"]["n_items"]
-        == 3 * TINY_OVERRIDES["data.test_words"]
+        == ITEMS_PER_HELD_OUT_WORD * TINY_OVERRIDES["data.test_words"]
     )
     assert not (repo / "wandb").exists()
 

@@ -14,10 +14,11 @@ import pytest
 import yaml
 
 from conftest import TINY_OVERRIDES, copy_project, git_commit_all, run, set_args
+from spelltune.task.questions import ITEMS_PER_HELD_OUT_WORD
 
 pytestmark = pytest.mark.e2e
 
-N_TEST = 3 * TINY_OVERRIDES["data.test_words"]  # evaluate scores every test item
+N_TEST = ITEMS_PER_HELD_OUT_WORD * TINY_OVERRIDES["data.test_words"]  # evaluate scores every test item
 EVAL_BATCH = str(TINY_OVERRIDES["eval.batch_size"])
 
 
@@ -265,18 +266,22 @@ print(json.dumps({{"replies": generate_replies(model, tokenizer, items, "compact
     )  # the trained prompt
 
 
-def test_outside_scores_words_that_none_of_our_splits_holds(trained, tmp_path):
+@pytest.mark.parametrize("word_list", ["common", "wonderwords"])
+def test_outside_scores_words_that_were_never_trained_on(trained, tmp_path, word_list):
     from spelltune.params import load
-    from spelltune.task.questions import candidate_words, split_words
+    from spelltune.task.questions import ranked_words, split_words
 
     out = tmp_path / "outside.json"
-    proc = spelltune(trained, "outside", "--words", "20", "--out", str(out))
+    proc = spelltune(trained, "outside", "--list", word_list, "--words", "20", "--out", str(out))
     result = json.loads(out.read_text())
-    assert result["words"] == 20 and result["spelling_exact_match"]["n"] == 20
-    assert result["letter_position_accuracy"]["n"] == 40
-    assert "outside/spelling_exact_match:" in proc.stdout
+    # Canonical and held-out wordings of the same questions: 20 spelling items each.
+    assert result["words"] == 20 and result["spelling_exact_match"]["n"] == 40
+    assert result["letter_position_accuracy"]["n"] == 80
+    assert result["groups"]["held_out"]["spelling_exact_match"]["n"] == 20
+    assert "outside/spelling_exact_match:" in proc.stdout and "held_out wording:" in proc.stdout
     rows = read_jsonl((tmp_path / "outside.jsonl").read_text())
     data = load(trained / "params.yaml").data
-    ours = {w for split in split_words(candidate_words(data.min_word_length, data.max_word_length), data).values()
-            for w in split}
-    assert not {r["word"] for r in rows} & ours
+    trained_words = set(split_words(ranked_words(data.min_word_length, data.max_word_length), data)["train"])
+    assert not {r["word"] for r in rows} & trained_words
+    if word_list == "common":  # the most frequent words first: mostly wordfreq's common band
+        assert sum(r["band"] == "common" for r in rows) > len(rows) / 2

@@ -24,13 +24,12 @@ from spelltune.errors import error
 
 
 def cmd_check(args) -> int:
-    from spelltune.modeling.backends import BackendError, check_machine, machine_needs_checking
-    from spelltune.params import ParamsError, load
+    from spelltune.modeling.backends import BackendError
+    from spelltune.params import ParamsError
+    from spelltune.stages.validate import check
 
     try:
-        params = load(args.params)
-        if machine_needs_checking(params):  # e.g. 4-bit or bf16: this machine needs CUDA
-            check_machine(params, import_unsloth=False)
+        check(args.params)  # the validate stage's own checks
     except (ParamsError, BackendError) as exc:
         return error(exc)
     print(f"{args.params}: valid")
@@ -230,16 +229,20 @@ def cmd_outside(args, source) -> int:
     from spelltune.files import write_json
     from spelltune.params import load_or_exit
 
-    items = outside_items(args.words, load_or_exit().data, source.separator)
+    items = outside_items(args.words, load_or_exit().data, source.separator, args.list)
     _set_threads(args.threads)
     replies, _ = load_tuned(source, False, items, args.batch_size or source.batch_size)
     rows = [scored(it, r) for it, r in zip(items, replies)]
-    result = summary(rows, source.label)
+    result = summary(rows, source.label, args.list)
     write_json(result, Path(args.out))
     write_rows(rows, str(Path(args.out).with_suffix(".jsonl")))
     for name in ("letter_position_accuracy", "spelling_exact_match", "char_error_rate"):
         m = result[name]
         print(f"outside/{name}: {m['value']:.3f} [{m['ci_low']:.3f}, {m['ci_high']:.3f}] (n={m['n']})")
+    for group in ("canonical", "held_out"):
+        found = result["groups"].get(group, {})
+        print(f"  {group} wording: " + ", ".join(
+            f"{name} {m['value']:.3f} (n={m['n']})" for name, m in found.items() if name != "char_error_rate"))
     print(f"wrote {args.out} and the answers beside it ({Path(args.out).with_suffix('.jsonl')})", file=sys.stderr)
     return 0
 
@@ -331,6 +334,9 @@ def _add_use_commands(sub) -> None:
         "outside", help="score a trained adapter on common English words from outside this repository"
     )
     outside.add_argument("--words", type=int, default=600, help="outside words to ask about (default: %(default)s)")
+    outside.add_argument("--list", choices=["common", "wonderwords"], default="common",
+                         help="common: the most frequent words of another frequency list; wonderwords: a sample of "
+                              "its noun/verb/adjective lists (default: %(default)s)")
     outside.add_argument("--out", default="outside.json", help="result file (default: %(default)s)")
     _use_args(outside, batch=True)
     outside.set_defaults(func=cmd_outside)

@@ -8,9 +8,12 @@ from spelltune.experiments.runs import DEFAULT_METRIC, EVAL_FILE, Runs, short
 
 # Shown next to the chosen metric in the leaderboard when present: validation first, then
 # the test split's numbers, renamed "(final check)".
-HEADLINE = [f"{EVAL_FILE}:{split}/{k}" for split in ("val", "test") for k in (
-    "spelling_exact_match", "letter_position_accuracy", "char_error_rate",
-)]
+# Each split's common words and held-out wordings follow its overall numbers.
+HEADLINE = [f"{EVAL_FILE}:{split}/{group}{k}" for split in ("val", "test") for group, metrics in (
+    ("", ("spelling_exact_match", "letter_position_accuracy", "char_error_rate")),
+    ("common/", ("spelling_exact_match", "letter_position_accuracy")),
+    ("held_out/", ("spelling_exact_match", "letter_position_accuracy")),
+) for k in metrics]
 
 
 FINAL_CHECK = " (final check)"

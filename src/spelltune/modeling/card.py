@@ -203,7 +203,30 @@ def _metrics_table(details: dict, base: dict | None) -> list[str]:
             b = ((base or {}).get(prefix) or {}).get(metric) or {}
             base_text = f"{b['value']:.3f} ({_interval(b)})" if b.get("value") is not None else "–"
             lines.append(f"| {split} | {label} | {m['value']:.3f} | {_interval(m)} | {m.get('n', '')} | {base_text} |")
-    return lines
+    return lines + _groups_table(details)
+
+
+# The subsets of evaluate's details (task.scoring.groups) the card lists.
+CARD_GROUPS = {"common": "common words (wordfreq rank ≤ 2,000)", "mid": "words of rank 2,000–10,000",
+               "rare": "words of rank 10,000–30,000", "canonical": "canonical wording",
+               "held_out": "held-out wordings", "common_held_out": "common words, held-out wordings"}
+
+
+def _groups_table(details: dict) -> list[str]:
+    """Letter accuracy and spelling exact match by frequency band and wording, where evaluate wrote them."""
+    rows = []
+    for prefix, split in SPLIT_OF_PREFIX.items():
+        for group, label in CARD_GROUPS.items():
+            found = ((details.get(prefix) or {}).get("groups") or {}).get(group)
+            for metric in ("letter_position_accuracy", "spelling_exact_match"):
+                m = (found or {}).get(metric)
+                if m and m.get("value") is not None:
+                    rows.append(f"| {split} | {label} | {TASK_METRICS[metric]} | {m['value']:.3f} | {_interval(m)} "
+                                f"| {m.get('n', '')} |")
+    if not rows:
+        return []
+    return ["", "By word frequency and question wording:", "",
+            "| split | subset | metric | fine-tuned | 95 % interval | n |", "|---|---|---|---|---|---|", *rows]
 
 
 def _four_digits(x):
