@@ -26,7 +26,7 @@ from spelltune.errors import error
 def cmd_check(args) -> int:
     from spelltune.modeling.backends import BackendError
     from spelltune.params import ParamsError
-    from spelltune.stages.validate import check
+    from spelltune.training.preflight import check
 
     try:
         check(args.params)  # the validate stage's own checks

@@ -1,0 +1,31 @@
+"""The checks of params.yaml that run before any stage touches an output: the schema, the
+model source (looked up without the network), split sizes the word list can fill, and what
+only this machine can answer. The validate stage and `spelltune check` both run `check`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from spelltune.params import PARAMS_FILE, Params, ParamsError, load
+
+
+def check(path: str | Path = PARAMS_FILE) -> Params:
+    """Every check of this stage; raises ParamsError or BackendError with the line to show."""
+    from spelltune.modeling.backends import check_machine, machine_needs_checking
+    from spelltune.modeling.sources import source_problem
+    from spelltune.task.questions import ranked_words, split_words
+
+    params = load(path)
+    why = source_problem(params.model.source)
+    if why:
+        raise ParamsError(f"{path}: model.source = {params.model.source!r}: {why}")
+    data = params.data
+    try:
+        split_words(ranked_words(data.min_word_length, data.max_word_length), data)
+    except ValueError as exc:
+        raise ParamsError(f"{path}: {exc}") from None
+    # What only this machine can answer (CUDA for 4-bit, bf16 or model.backend = unsloth);
+    # the default params run anywhere and skip it (no torch import).
+    if machine_needs_checking(params):
+        check_machine(params, import_unsloth=False)
+    return params
