@@ -17,9 +17,9 @@ from spelltune.task.questions import (
     build_splits,
     candidate_words,
     check_no_leakage,
-    ordinal,
     ranked_words,
 )
+from spelltune.task.wordings import ordinal
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = DataParams(train_words=320, validation_words=40, test_words=40, canonical_share=0.3)

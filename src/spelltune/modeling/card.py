@@ -206,17 +206,13 @@ def _metrics_table(details: dict, base: dict | None) -> list[str]:
     return lines + _groups_table(details)
 
 
-# The subsets of evaluate's details (task.scoring.groups) the card lists.
-CARD_GROUPS = {"common": "common words (wordfreq rank ≤ 2,000)", "mid": "words of rank 2,000–10,000",
-               "rare": "words of rank 10,000–30,000", "canonical": "canonical wording",
-               "held_out": "held-out wordings", "common_held_out": "common words, held-out wordings"}
-
-
 def _groups_table(details: dict) -> list[str]:
     """Letter accuracy and spelling exact match by frequency band and wording, where evaluate wrote them."""
+    from spelltune.task.scoring import GROUP_LABELS
+
     rows = []
     for prefix, split in SPLIT_OF_PREFIX.items():
-        for group, label in CARD_GROUPS.items():
+        for group, label in GROUP_LABELS.items():
             found = ((details.get(prefix) or {}).get("groups") or {}).get(group)
             for metric in ("letter_position_accuracy", "spelling_exact_match"):
                 m = (found or {}).get(metric)

@@ -25,7 +25,6 @@ BANDS = {"common": 2_000, "mid": 10_000, "rare": WORDLIST_POOL}
 # The share of each held-out split's words taken from each band (stratified, so that every
 # band has enough words for an interval; the common band is the set users meet most).
 HELD_OUT_BAND_SHARES = {"common": 0.5, "mid": 0.25, "rare": 0.25}
-ordinal = wordings.ordinal
 
 
 def band_of(rank: int) -> str:

@@ -98,10 +98,19 @@ def details(rows: list[dict]) -> dict:
     return out
 
 
-# The subsets every held-out split is also scored on: frequency bands (task/questions.py
-# BANDS), wordings (canonical, held_out) and the common words in each wording. Rows from
-# before bands and wordings existed have neither key, so they form no subset.
+# The subsets every held-out split is also scored on, in report order, with the label that
+# reports and the model card show: frequency bands (task/questions.py BANDS), wordings and
+# the common words in each wording.
+GROUP_LABELS = {
+    "common": "common words (rank ≤ 2,000)", "mid": "mid (rank 2,000–10,000)", "rare": "rare (rank 10,000–30,000)",
+    "canonical": "canonical wording", "held_out": "held-out wordings",
+    "common_canonical": "common words, canonical", "common_held_out": "common words, held-out wordings",
+}
+GROUP_ORDER = list(GROUP_LABELS)
+
+
 def groups(row: dict) -> list[str]:
+    """The subsets a row belongs to; rows from before bands and wordings existed have neither key."""
     band, wording = row.get("band"), row.get("wording")
     names = [g for g in (band, wording) if g]
     if band == "common" and wording:
@@ -116,9 +125,6 @@ def group_details(rows: list[dict]) -> dict[str, dict]:
         for g in groups(r):
             by_group[g].append(r)
     return {g: details(by_group[g]) for g in sorted(by_group, key=GROUP_ORDER.index)}
-
-
-GROUP_ORDER = ["common", "mid", "rare", "canonical", "held_out", "common_canonical", "common_held_out"]
 
 
 def position_label(row: dict) -> str:

@@ -20,12 +20,6 @@ SHORT = {
 # metrics/headline.json's names: short, so that `dvc exp show --only-changed` of a grid
 # fits 120 columns with its params (docs/compare.md).
 HEADLINE_KEYS = {"letter_position_accuracy": "letter", "spelling_exact_match": "spell"}
-# The subsets a report table shows (task/scoring.py groups), with their labels.
-GROUP_LABELS = {
-    "common": "common words (rank ≤ 2,000)", "mid": "mid (2,000–10,000)", "rare": "rare (10,000–30,000)",
-    "canonical": "canonical wording", "held_out": "held-out wordings",
-    "common_canonical": "common words, canonical", "common_held_out": "common words, held-out wordings",
-}
 
 
 def headline(details: dict[str, dict]) -> dict:
@@ -146,6 +140,8 @@ def cell(found: dict | None) -> str:
 
 def _group_table(details: dict) -> list[str]:
     """Letter accuracy and spelling exact match per frequency band and wording, val and test."""
+    from spelltune.task.scoring import GROUP_LABELS
+
     tuned = details["eval"]
     if not any(tuned[split].get("groups") for split in ("val", "test")):
         return []
