@@ -39,6 +39,14 @@ def tiny_model(tmp_path_factory) -> Path:
     return make_tiny_model(tmp_path_factory.mktemp("tiny") / "model")
 
 
+@pytest.fixture(scope="session")
+def other_tiny(tmp_path_factory) -> Path:
+    """Another base model of the same shape (other random weights)."""
+    from spelltune.modeling.base import make_tiny_model
+
+    return make_tiny_model(tmp_path_factory.mktemp("tiny-b") / "model", seed=1)
+
+
 def user_env() -> dict[str, str]:
     """The environment of a user's shell: this venv's tools first on PATH, no DVC run's variables."""
     inherited = {k: v for k, v in os.environ.items() if k not in ("DVC_EXP_BASELINE_REV", "WANDB_DIR")}

@@ -87,3 +87,14 @@ def test_read_inputs(tmp_path):
     questions.write_text('{"question": "Spell \'dog\' letter by letter."}\n[1, 2]\n')
     with pytest.raises(UseError, match=r"q.jsonl line 2: expected a JSON object"):
         read_inputs(questions)
+
+
+def test_reproduce_names_the_commit_and_quotes_a_blank_separator_readably():
+    import shlex
+
+    facts = {"params": {"data": {"spelling_separator": " ", "train_words": 400}, "train": {"lr": 0.003}}}
+    command = card.reproduce_command(facts)
+    assert "-S \"data.spelling_separator=' '\"" in command and "'\"'\"'" not in command
+    assert shlex.split(command)[3:6] == ["-S", "data.spelling_separator=' '", "-S"]  # the shell reads what DVC needs
+    assert card.shell_word("train.lr=0.003") == "train.lr=0.003"
+    assert card.shell_word("x=$HOME'") == "'x=$HOME'\"'\"''"  # expandable text keeps single quotes

@@ -130,6 +130,36 @@ def test_compare_ranks_every_finished_experiment(exp_repo, tmp_path):
         assert section in page
 
 
+def test_experiments_of_other_eval_sets_or_base_models_are_never_ranked_together(exp_repo, runs, tmp_path, other_tiny):
+    """A copy of the repository gains an experiment on another base model with more held-out
+    words: every cross-experiment command refuses the mix in one line naming both groups, and
+    --where / --exp pick one."""
+    repo = tmp_path / "mixed"
+    shutil.copytree(exp_repo, repo, symlinks=True)
+    run(["dvc", "exp", "run", "-n", "other", *set_args({"model.source": str(other_tiny),
+                                                        "data.validation_words": 5})], repo, timeout=900)
+    (ours,) = set(runs.table["eval_set"])  # the fixture's four share one eval set
+    assert ours != "unknown"
+    for command in (["compare", "--out", str(tmp_path / "c")], ["recommend"], ["significance"], ["errors"]):
+        code, _, err = cli(repo, *command)
+        assert code == 2 and len(err.strip().splitlines()) == 1, err
+        assert "2 different eval sets or base models" in err and f"eval_set={ours} (4: " in err
+        assert all(name in err for name in ("other", "main")) and "--where eval_set=" in err
+    code, out, _ = cli(repo, "compare", "--metric", "val/loss", "--where", f"eval_set={ours}",
+                       "--out", str(tmp_path / "ours"))
+    assert code == 0 and "other" not in out and "rank" in out
+    code, out, _ = cli(repo, "recommend", "--exp", "other", "--exp", "main", "--where", f"model.source={other_tiny}")
+    assert code == 0 and "other" in out
+    code, _, err = cli(repo, "compare", "--where", "train.lr")
+    assert code == 2 and "--where 'train.lr': give KEY=VALUE" in err
+
+
+def test_recommend_never_proposes_bookkeeping_params(exp_repo):
+    _, out, _ = cli(exp_repo, "recommend", "--metric", "val/loss")
+    for key in ("save_every", "keep_last", "early_stop", "log_every", "eval_every", "grad_norm_limit", "threads"):
+        assert key not in out
+
+
 def test_default_metric_and_order(exp_repo, runs, tmp_path):
     from spelltune.experiments.leaderboard import leaderboard
 
@@ -289,6 +319,10 @@ def test_mcnemar_on_a_constructed_case():
     assert result.p_value == pytest.approx(0.75390625)
     assert result.ci[0] < 0 < result.ci[1]
     assert "could be noise" in result.sentence()
+
+    # Two runs right and wrong on the same items: identical, not "noise".
+    result = paired_test(items(b), items(b), "test/letter_position_accuracy", "A", "B")
+    assert "identical on this metric" in result.sentence() and "noise" not in result.sentence()
 
 
 def test_paired_test_pairs_items_not_positions():

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -20,14 +21,6 @@ pytestmark = pytest.mark.e2e
 
 N_TEST = ITEMS_PER_HELD_OUT_WORD * TINY_OVERRIDES["data.test_words"]  # evaluate scores every test item
 EVAL_BATCH = str(TINY_OVERRIDES["eval.batch_size"])
-
-
-@pytest.fixture(scope="module")
-def other_tiny(tmp_path_factory) -> Path:
-    """Another base model of the same shape (other random weights)."""
-    from spelltune.modeling.base import make_tiny_model
-
-    return make_tiny_model(tmp_path_factory.mktemp("tiny-b") / "model", seed=1)
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +83,14 @@ def test_ask_answers_like_evaluation(trained):
     replies = [line.split("\n", 1)[1] for line in out.stdout.strip().split("\n\n")]
     assert replies == [r["reply"] or "(empty reply)" for r in rows]
     assert "workspace" in out.stderr and "s from the command's start" in out.stderr
+
+
+def test_chat_loads_once_and_answers_each_line_like_ask(trained):
+    rows = eval_rows(trained)[:4]
+    typed = "\n".join([rows[0]["question"], "", *[r["question"] for r in rows[1:]]]) + "\n"
+    out = run([sys.executable, "-m", "spelltune.cli", "chat"], trained, input=typed, timeout=600)
+    assert out.stdout.splitlines() == [r["reply"] or "(empty reply)" for r in rows]  # the empty line is skipped
+    assert out.stderr.count("loaded in") == 1 and out.stderr.count(" s)") == len(rows)
 
 
 def test_ask_base_side_by_side(trained):
@@ -189,6 +190,7 @@ def test_predict_errors_are_one_line(trained, tmp_path, tiny_model, other_tiny, 
     (tmp_path / "words2.txt").write_text("cat\nice cream\n")
     assert "words2.txt line 2: 'ice cream' is not a word" in error(str(tmp_path / "words2.txt"))
     assert "no such file" in error(str(tmp_path / "nope.txt"))
+    assert "that is the input file" in error(str(words), "-o", str(words)) and words.read_text() == "cat\n"
     # An adapter trained on another base model: experiment `first`'s, in the workspace of `second`.
     spelltune(trained, "export", "--exp", "first", "--peft", str(tmp_path / "first"))
     line = error(str(words), "--adapter", str(tmp_path / "first"))
@@ -257,6 +259,16 @@ print(json.dumps({{"replies": generate_replies(model, tokenizer, items, "compact
     assert result["gguf_replies"] == result["replies"]
     assert result["same_prompt"]  # the saved chat template renders the trained prompt
     assert "library_name: transformers" in (out / "README.md").read_text()
+    umask = os.umask(0)
+    os.umask(umask)
+    assert {f.name: f.stat().st_mode & 0o777 for f in out.iterdir()} == {f.name: 0o666 & ~umask for f in out.iterdir()}
+    # A second export never writes over the first (or a user's files): one line, exit 2.
+    state = {f.name: f.stat().st_mtime_ns for f in out.iterdir()}
+    for flag, target, says in (("--merged", out, "not an empty directory (holds "), ("--gguf", gguf_file, "exists")):
+        proc = spelltune(trained, "export", flag, str(target), check=False)
+        last = proc.stderr.strip().splitlines()[-1]
+        assert proc.returncode == 2 and last.startswith("error: export ") and says in last, proc.stderr
+    assert {f.name: f.stat().st_mtime_ns for f in out.iterdir()} == state
     from gguf import GGUFReader
 
     fields = GGUFReader(gguf_file).fields

@@ -9,6 +9,7 @@
     spelltune outside                 the trained adapter on common English words from outside this repository
     spelltune sweep plan|run [sweep.yaml]   grid / random / Bayesian search, every trial a DVC experiment
     spelltune ask "QUESTION" [--base]  answer with the trained adapter (workspace, --exp NAME or --adapter DIR)
+    spelltune chat                     the same, the model loaded once: a question per line typed, Ctrl-D ends
     spelltune predict FILE -o OUT      batch answers for a words file or questions.jsonl
     spelltune card [-o FILE]          the model card with evaluate's metrics
     spelltune export --merged DIR | --peft DIR | --gguf FILE   share the model
@@ -59,17 +60,18 @@ def _comparison(func):
 
 
 def _runs_and_metric(args):
-    from spelltune.experiments.runs import DEFAULT_METRIC, load_runs
+    from spelltune.experiments.runs import DEFAULT_METRIC, comparable, load_runs, select
 
     runs = load_runs(args.repo, all_commits=args.all_commits, rev=args.rev)
-    metric = runs.resolve_metric(args.metric or DEFAULT_METRIC)
-    if args.metric and metric.split(":", 1)[-1].startswith("test/"):
-        print(f"warning: choosing by {args.metric} uses the test split; the test number of what you choose "
-              "is then optimistic. Choose on val/ and read test/ once per finished recipe.", file=sys.stderr)
     if runs.table.empty:
         from spelltune.experiments.runs import CompareError
 
         raise CompareError(f"no finished experiments in {runs.repo}: run `dvc exp run` first")
+    runs = comparable(select(runs, args.exp, args.where))
+    metric = runs.resolve_metric(args.metric or DEFAULT_METRIC)
+    if args.metric and metric.split(":", 1)[-1].startswith("test/"):
+        print(f"warning: choosing by {args.metric} uses the test split; the test number of what you choose "
+              "is then optimistic. Choose on val/ and read test/ once per finished recipe.", file=sys.stderr)
     return runs, metric
 
 
@@ -210,9 +212,37 @@ def cmd_ask(args, source) -> int:
 
 
 @_use
-def cmd_predict(args, source) -> int:
-    from spelltune.experiments.use import load_tuned, progress_summary, read_inputs, scored, write_rows
+def cmd_chat(args, source) -> int:
+    """ask's prompts and parsing, the model loaded once: one answer per line typed."""
+    import time
 
+    from spelltune.experiments.use import item_for_question, tuned_model, tuned_replies
+
+    _quiet_loading()
+    _set_threads(args.threads)
+    model, tokenizer = tuned_model(source)
+    interactive = sys.stdin.isatty()
+    print(f"({source.label}, loaded in {_seconds_since_start():.1f} s; a question per line, Ctrl-D ends)",
+          file=sys.stderr)
+    while True:
+        if interactive:
+            print("> ", end="", flush=True, file=sys.stderr)
+        line = sys.stdin.readline()
+        if not line:
+            return 0
+        if not line.strip():
+            continue
+        start = time.perf_counter()
+        reply = tuned_replies(model, tokenizer, source, [item_for_question(line, source.separator)], 1)[0]
+        print(reply or "(empty reply)", flush=True)
+        print(f"({time.perf_counter() - start:.2f} s)", file=sys.stderr, flush=True)
+
+
+@_use
+def cmd_predict(args, source) -> int:
+    from spelltune.experiments.use import check_output, load_tuned, progress_summary, read_inputs, scored, write_rows
+
+    check_output(args.out, args.input)
     items = read_inputs(args.input, source.separator)
     _set_threads(args.threads)
     replies, _ = load_tuned(source, False, items, args.batch_size or source.batch_size)
@@ -259,6 +289,7 @@ def cmd_card(args, source) -> int:
 def cmd_export(args, source) -> int:
     from spelltune.experiments import use
 
+    use.check_export_targets(args.peft, args.merged, args.gguf)
     if args.peft:
         use.export_peft(source, Path(args.peft))
         print(f"adapter and model card written to {args.peft}", file=sys.stderr)
@@ -302,6 +333,12 @@ def _comparison_args(parser) -> None:
     parser.add_argument(
         "--rev", help="experiments of this commit instead of HEAD's (one whose experiments ran before later commits)"
     )
+    parser.add_argument("--exp", action="append", metavar="NAME",
+                        help="only this experiment (repeat for more; names, revisions or `workspace`)")
+    parser.add_argument("--where", action="append", metavar="KEY=VALUE",
+                        help="only experiments whose param has this value, e.g. model.source=embedded or "
+                             "eval_set=1a2b3c4d (repeat: all must hold). Experiments of different eval sets "
+                             "or base models are never ranked together")
 
 
 def _add_comparison_commands(sub) -> None:
@@ -345,6 +382,9 @@ def _add_use_commands(sub) -> None:
     ask.add_argument("--base", action="store_true", help="the base model's answer too, side by side")
     _use_args(ask, batch=True)
     ask.set_defaults(func=cmd_ask)
+    chat = sub.add_parser("chat", help="ask, with the model loaded once: answers each question typed (or piped)")
+    _use_args(chat, batch=True)
+    chat.set_defaults(func=cmd_chat)
     predict = sub.add_parser("predict", help="batch answers for a words file or a questions.jsonl file")
     predict.add_argument(
         "input", help='one word per line (both kinds of question each), or JSON lines with "question" or "word"'

@@ -18,8 +18,11 @@ data and hparams; figures to bench/results.json (never asserted by a test).
   spelling answers as "b a n a n a" against (b).
 - tracking: the same short training of (b) with DVCLive + W&B (offline) + the metrics
   callback on and off, interleaved (4 pairs); tracking_overhead = median on / median off − 1.
-- evaluate: batched left-padded greedy generation against a per-example generate loop on
-  the same items; eval_speedup, and the share of identical predictions.
+- evaluate, per task (letter, spelling): the evaluate stage's drafted generation
+  (modeling/generation.py), the plain batched greedy loop it replaced, and a per-example
+  generate loop, on the same validation items; drafted_speedup = drafted / batched and
+  batched_speedup = batched / loop in items/s, the shares of identical replies, and `chat`'s
+  answer time to one 10-letter spelling question, the model loaded.
 - overheads: a no-op `dvc exp run`; the train stage's start-up (process start to its
   first optimizer step, median of 3 fresh processes); DVC's cache type.
 """
@@ -167,14 +170,19 @@ def tracking_overhead(model_dir: Path, items: list[dict], steps: int, batch: int
             "tracking_share_in_process": sum(seconds["in_trackers"]) / sum(seconds["on"])}
 
 
-def eval_rate(model_dir: Path, items: list[dict], batch: int) -> dict:
-    """Batched generation against a per-example loop, on the same items."""
+def eval_rate(model_dir: Path, items: list[dict], batch: int, letter_answer: str) -> dict:
+    """Per task: the evaluate stage's drafted generation, the plain batched loop it replaced
+    and a per-example generate loop, on the same items, with their agreement; and `chat`'s
+    answer time to one 10-letter spelling question with the model loaded."""
+    import statistics
+
     import torch
 
     from spelltune.modeling.base import load_base_model
     from spelltune.modeling.generation import generate_replies, max_new_tokens
     from spelltune.paths import ADAPTER_DIR
     from spelltune.task.prompts import render_prompt
+    from spelltune.task.questions import spelling_question
 
     model, tokenizer = load_base_model(model_dir)
     if (ADAPTER_DIR / "adapter_config.json").exists() and model_dir.resolve() == Path("data/base_model").resolve():
@@ -183,31 +191,57 @@ def eval_rate(model_dir: Path, items: list[dict], batch: int) -> dict:
         model = PeftModel.from_pretrained(model, ADAPTER_DIR).merge_and_unload()
     model.eval()
 
-    def one_by_one() -> list[str]:
+    def one_by_one(rows: list[dict]) -> list[str]:
         replies = []
         with torch.inference_mode():
-            for it in items:
+            for it in rows:
                 enc = tokenizer(
                     render_prompt(it["question"], "compact", tokenizer), return_tensors="pt", add_special_tokens=False
                 )
-                out = model.generate(**enc, max_new_tokens=max_new_tokens(it), do_sample=False,
-                                     eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+                out = model.generate(**enc, max_new_tokens=max_new_tokens(it, letter_answer=letter_answer),
+                                     do_sample=False, eos_token_id=tokenizer.eos_token_id,
+                                     pad_token_id=tokenizer.pad_token_id)
                 replies.append(tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True).strip())
         return replies
 
-    start = time.perf_counter()
-    looped = one_by_one()
-    loop_seconds = time.perf_counter() - start
-    start = time.perf_counter()
-    batched = generate_replies(model, tokenizer, items, "compact", batch)
-    batched_seconds = time.perf_counter() - start
-    return {
-        "items": len(items),
-        "loop_items_per_second": len(items) / loop_seconds,
-        "batched_items_per_second": len(items) / batched_seconds,
-        "eval_speedup": loop_seconds / batched_seconds,
-        "identical_predictions": sum(a == b for a, b in zip(looped, batched)) / len(items),
+    paths = {
+        "loop": one_by_one,
+        "batched": lambda rows: generate_replies(model, tokenizer, rows, "compact", batch,
+                                                 letter_answer=letter_answer, speculate=False),
+        "drafted": lambda rows: generate_replies(model, tokenizer, rows, "compact", batch,
+                                                 letter_answer=letter_answer),
     }
+    found: dict = {"adapter": (ADAPTER_DIR / "adapter_config.json").exists(), "batch_size": batch}
+    for task in ("letter_position", "spelling"):
+        rows = [it for it in items if it["task"] == task]
+        replies, rate = {}, {}
+        for name, generate in paths.items():
+            start = time.perf_counter()
+            replies[name] = generate(rows)
+            rate[name] = len(rows) / (time.perf_counter() - start)
+        found[task] = {
+            "items": len(rows), **{f"{name}_items_per_second": r for name, r in rate.items()},
+            "drafted_speedup": rate["drafted"] / rate["batched"], "batched_speedup": rate["batched"] / rate["loop"],
+            "identical_drafted_batched": _agreement(replies["drafted"], replies["batched"]),
+            "identical_batched_loop": _agreement(replies["batched"], replies["loop"]),
+        }
+    question = [spelling_question("strawberry", " ")]  # ten letters
+    seconds = [_timed(lambda: paths["drafted"](question)) for _ in range(5)]
+    found["chat_seconds_10_letter_spelling"] = statistics.median(seconds)
+    return found
+
+
+def _agreement(a: list[str], b: list[str]) -> float:
+    return sum(x == y for x, y in zip(a, b)) / len(a)
+
+
+def _workspace_params():
+    """params.yaml's values, or the schema's defaults where there is none."""
+    import yaml
+
+    from spelltune.params import Params
+
+    return Params(**yaml.safe_load(Path("params.yaml").read_text())) if Path("params.yaml").exists() else Params()
 
 
 def train_startup(model_dir: Path, data_dir: Path, runs: int) -> list[float]:
@@ -220,10 +254,7 @@ def train_startup(model_dir: Path, data_dir: Path, runs: int) -> list[float]:
 
     import yaml
 
-    from spelltune.params import Params
-
-    params = Params(**yaml.safe_load(Path("params.yaml").read_text())) if Path("params.yaml").exists() else Params()
-    config = params.model_dump()
+    config = _workspace_params().model_dump()
     config["train"].update(max_steps=1, warmup_steps=0, log_every=1, save_every=1, val_loss_items=0,
                            val_generate_items=0, early_stop_patience=0)
     seconds = []
@@ -286,8 +317,8 @@ def _arguments(argv):
     parser.add_argument("--steps", type=int, default=10, help="timed optimizer steps (default: %(default)s)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (default: %(default)s)")
     parser.add_argument("--batch", type=int, default=16)
-    # Three batches of the evaluate stage's eval.batch_size: a full spelling batch (docs/results.md).
-    parser.add_argument("--eval-items", type=int, default=192)
+    # Four batches of the evaluate stage's eval.batch_size, about half of each task (docs/results.md).
+    parser.add_argument("--eval-items", type=int, default=256)
     parser.add_argument(
         "--tracking-pairs", type=int, default=4, help="tracked/untracked run pairs (default: %(default)s)"
     )
@@ -359,7 +390,7 @@ def speedups(results: dict) -> dict:
 
 HEADLINE = ("train_speedup", "compact_prompt_speedup", "answer_logits_speedup", "packing_speedup",
             "packed_attention_speedup", "no_dropout_speedup", "all_threads_speedup", "spaced_speedup", "mfu",
-            "eval_speedup", "gemm_gflops")
+            "eval_letter_position_drafted_speedup", "eval_spelling_drafted_speedup", "gemm_gflops")
 
 
 def main(argv=None) -> int:
@@ -373,6 +404,7 @@ def main(argv=None) -> int:
     model_dir = Path(args.model)
     train_items = read_jsonl(Path(args.data) / "train.jsonl")[: (args.warmup + args.steps) * args.batch]
     val_items = read_jsonl(Path(args.data) / "validation.jsonl")[: args.eval_items]
+    letter_answer = _workspace_params().data.letter_answer
     results: dict = {"model": str(model_dir), "threads": torch.get_num_threads(), "steps": args.steps,
                      "warmup": args.warmup, "batch_size": args.batch}
     results["gemm_gflops"] = gemm_gflops()
@@ -383,8 +415,9 @@ def main(argv=None) -> int:
         model_dir, train_items, args.warmup + args.steps, args.batch, args.tracking_pairs
     )
     log.info("tracking: %s", results["tracking"])
-    results["eval"] = eval_rate(model_dir, val_items, batch=64)
-    results["eval_speedup"] = results["eval"]["eval_speedup"]
+    results["eval"] = eval_rate(model_dir, val_items, batch=64, letter_answer=letter_answer)
+    for task in ("letter_position", "spelling"):
+        results[f"eval_{task}_drafted_speedup"] = results["eval"][task]["drafted_speedup"]
     log.info("eval: %s", results["eval"])
     results["overheads"] = overheads(model_dir, Path(args.data), args.startup_runs)
     log.info("overheads: %s", results["overheads"])

@@ -10,9 +10,12 @@ import pandas as pd
 from spelltune.experiments.leaderboard import ranked
 from spelltune.experiments.runs import DEFAULT_METRIC, LOG_SCALE, Runs, short
 
-# Params not worth tuning against a metric (they change the test items, the logging, or nothing).
-NOT_TUNED_PREFIXES = ("data.", "eval.", "model.source", "train.seed", "train.threads", "train.log_every",
-                      "train.eval_every", "train.val_loss_items", "train.val_generate_items")
+# Params not worth tuning against a metric: they change the test items, or the bookkeeping
+# (logging, checkpoints, stopping guards, where it runs) and not the model.
+NOT_TUNED_PREFIXES = ("data.", "eval.", "model.source", "model.backend", "train.seed", "train.threads",
+                      "train.processes", "train.log_every", "train.eval_every", "train.val_loss_items",
+                      "train.val_generate_items", "train.save_every", "train.keep_last", "train.early_stop_",
+                      "train.grad_norm_limit")
 
 
 DEFAULT_KNOBS = ("train.lr", "lora.r")

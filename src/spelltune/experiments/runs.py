@@ -171,6 +171,7 @@ def load_runs(repo: str | Path = ".", all_commits: bool = False, rev: str | None
             return
         params = flatten(((data.get("params") or {}).get("params.yaml") or {}).get("data") or {})
         rows.append({"name": name, "rev": rev, "kind": kind, "created": data.get("timestamp"),
+                     "eval_set": eval_set(repo, rev),
                      **{f"p:{k}": _param_value(v) for k, v in params.items()},
                      **{f"m:{k}": v for k, v in metrics.items()}})
 
@@ -187,7 +188,7 @@ def load_runs(repo: str | Path = ".", all_commits: bool = False, rev: str | None
 
     table = pd.DataFrame(rows)
     if table.empty:
-        return Runs(repo, pd.DataFrame(columns=["rev", "kind", "created"]), [], [], pending)
+        return Runs(repo, pd.DataFrame(columns=["rev", "kind", "created", "eval_set"]), [], [], pending)
     table = table.drop_duplicates("name", keep="last").set_index("name")
     params = [c for c in table.columns if c.startswith("p:")]
     metrics = [c for c in table.columns if c.startswith("m:")]
@@ -197,6 +198,54 @@ def load_runs(repo: str | Path = ".", all_commits: bool = False, rev: str | None
         table = table.drop(index="workspace")
     table = table.rename(columns=lambda c: c[2:] if c[:2] in ("p:", "m:") else c)
     return Runs(repo, table, [p[2:] for p in params], [m[2:] for m in metrics], pending)
+
+
+def eval_set(repo: Path, rev: str) -> str:
+    """What makes two experiments' scores comparable: the base model and the held-out items
+    they were scored on, as one short hash of the content hashes dvc.lock records for
+    data/base_model, data/validation.jsonl and data/test.jsonl ("unknown" without them)."""
+    import hashlib
+
+    import yaml
+
+    try:
+        stages = (yaml.safe_load(_read(repo, rev, "dvc.lock") or "{}") or {}).get("stages") or {}
+    except yaml.YAMLError:
+        stages = {}
+    outs = {out["path"]: out.get("md5") for stage in stages.values() for out in stage.get("outs") or []}
+    parts = [outs.get(path) for path in ("data/base_model", "data/validation.jsonl", "data/test.jsonl")]
+    return hashlib.sha1(" ".join(parts).encode()).hexdigest()[:8] if all(parts) else "unknown"
+
+
+def select(runs: Runs, names: list[str] | None = None, where: list[str] | None = None) -> Runs:
+    """The experiments named (`--exp`, names or revisions) and those whose param (or
+    `eval_set`) has the value given (`--where key=value`, every one must hold)."""
+    table = runs.table
+    if names:
+        table = table.loc[list(dict.fromkeys(runs.resolve(n) for n in names))]
+    for condition in where or []:
+        key, sep, value = condition.partition("=")
+        if not sep or key not in [*runs.params, "eval_set"]:
+            raise CompareError(f"--where {condition!r}: give KEY=VALUE with KEY a param (e.g. train.lr) or eval_set")
+        table = table[table[key].map(str) == value]
+    return Runs(runs.repo, table, runs.params, runs.metrics, runs.pending)
+
+
+def comparable(runs: Runs) -> Runs:
+    """`runs` when they were all scored on one eval set with one base model; otherwise one
+    line naming the groups and how to pick one (scores of different items or models do
+    not rank)."""
+    groups = runs.table.groupby("eval_set", sort=False)
+    if len(groups) <= 1:
+        return runs
+    described = []
+    for key, group in sorted(groups, key=lambda kv: -len(kv[1])):
+        source = group["model.source"].iloc[0] if "model.source" in group else "?"
+        sizes = "+".join(str(group[k].iloc[0]) for k in ("data.validation_words", "data.test_words") if k in group)
+        names = ", ".join(list(group.index[:3]) + (["..."] if len(group) > 3 else []))
+        described.append(f"eval_set={key} ({len(group)}: {names}; model.source {source}, {sizes} held-out words)")
+    raise CompareError(f"these experiments were scored on {len(described)} different eval sets or base models and do "
+                       f"not rank together: {'; '.join(described)}. Pick one: --where eval_set=..., or --exp NAME")
 
 
 def read_curves_dir(directory: str | Path) -> dict[str, pd.DataFrame]:

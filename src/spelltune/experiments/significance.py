@@ -73,7 +73,10 @@ class PairedResult:
         return self.p_value < ALPHA
 
     def sentence(self) -> str:
-        verdict = f"the difference is real at p<{ALPHA:g}" if self.real else "the difference could be noise"
+        if self.only_a == self.only_b == 0:
+            verdict = "no item is scored differently: the two are identical on this metric, nothing to test"
+        else:
+            verdict = f"the difference is real at p<{ALPHA:g}" if self.real else "the difference could be noise"
         return (
             f"{self.a} vs {self.b} on {self.metric}: {self.acc_a:.3f} vs {self.acc_b:.3f} "
             f"(difference {self.diff:+.3f}, 95% CI [{self.ci[0]:+.3f}, {self.ci[1]:+.3f}], {self.n} paired items; "

@@ -16,6 +16,7 @@ Prompts, generation and parsing are evaluation's own (spelltune.modeling.generat
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -183,14 +184,13 @@ def resolve(repo: str | Path = ".", exp: str | None = None, adapter: str | None 
         base_source = local_source
     elif exp is not None:
         rev, adapter_dir, base_dir, base_source, read, params, tmp = _from_experiment(repo, exp, local_source)
-        label, revision = f"experiment {exp}", f"{exp} ({rev[:7]})" if exp != rev else rev[:7]
+        label, revision = f"experiment {exp}", rev[:7]
     else:
         adapter_dir, label, base_dir, base_source = repo / ADAPTER_DIR, "workspace", repo / BASE_MODEL_DIR, local_source
         if not (adapter_dir / "adapter_config.json").is_file():
             raise UseError(f"{ADAPTER_DIR}: no trained adapter in {repo}; run `make run` or `dvc exp run` first, "
                            "or pass --exp NAME or --adapter DIR")
-        head = _git(repo, "rev-parse", "--short", "HEAD")
-        revision = f"workspace at {head}" if head else None
+        revision = _git(repo, "rev-parse", "--short", "HEAD") or None
 
     try:
         _check_base(adapter_dir, base_dir, base_source, repo)
@@ -335,20 +335,35 @@ def scored(item: dict, reply: str) -> dict:
 def load_tuned(source: Source, with_base: bool, items: list[dict], batch_size: int):
     """(fine-tuned replies, base replies or None), the way evaluation makes them: the adapter
     merged into the fp32 base model, greedy, batched; the base model with its chatty budget."""
-    import torch
-
-    from spelltune.modeling.base import load_base_model
     from spelltune.modeling.generation import generate_replies
 
-    model, tokenizer = load_base_model(source.base_dir)
-    if torch.cuda.is_available():
-        model = model.to("cuda")
+    model, tokenizer = _base_model(source)
     base_replies = None
     if with_base:
         base_replies = generate_replies(model, tokenizer, items, source.prompt_format, batch_size, chatty=True)
-    model = merged_model(model, source)
+    return tuned_replies(merged_model(model, source), tokenizer, source, items, batch_size), base_replies
+
+
+def tuned_model(source: Source):
+    """(the adapter merged into the fp32 base model, tokenizer): loaded once, for `chat`."""
+    model, tokenizer = _base_model(source)
+    return merged_model(model, source), tokenizer
+
+
+def tuned_replies(model, tokenizer, source: Source, items: list[dict], batch_size: int) -> list[str]:
+    from spelltune.modeling.generation import generate_replies
+
     return generate_replies(model, tokenizer, items, source.prompt_format, batch_size,
-                            letter_answer=source.letter_answer), base_replies
+                            letter_answer=source.letter_answer)
+
+
+def _base_model(source: Source):
+    import torch
+
+    from spelltune.modeling.base import load_base_model
+
+    model, tokenizer = load_base_model(source.base_dir)
+    return (model.to("cuda") if torch.cuda.is_available() else model), tokenizer
 
 
 # What _merge_plain_lora handles; any other adapter goes through PEFT.
@@ -463,6 +478,29 @@ def export_merged(source: Source, out_dir: Path) -> None:
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
     (out_dir / card.CARD_FILE).write_text(full_card(source, merged=True))
+    _readable_by_all(out_dir)
+
+
+def _readable_by_all(out_dir: Path) -> None:
+    """The modes a plain file write gives (0644 under the usual umask): transformers writes
+    the weights through a private temporary file (0600), which others could not read."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for f in out_dir.iterdir():
+        if f.is_file():
+            f.chmod(0o666 & ~umask)
+
+
+def check_export_targets(peft: str | None, merged: str | None, gguf: str | None) -> None:
+    """Refuse, before any work, to write into a directory that holds files or over a file:
+    an export never overwrites what a user has there."""
+    for flag, target in (("--peft", peft), ("--merged", merged)):
+        if target and Path(target).exists() and (not Path(target).is_dir() or any(Path(target).iterdir())):
+            held = sorted(p.name for p in Path(target).iterdir())[:3] if Path(target).is_dir() else []
+            raise UseError(f"export {flag} {target}: not an empty directory"
+                           f"{' (holds ' + ', '.join(held) + ')' if held else ''}; give a new or empty one")
+    if gguf and Path(gguf).exists():
+        raise UseError(f"export --gguf {gguf}: the file exists; remove it or give another path")
 
 
 def progress_summary(rows: list[dict]) -> str:
@@ -478,6 +516,12 @@ def progress_summary(rows: list[dict]) -> str:
     if s["spelling_exact_match"] is not None:
         parts.append(f"spelling exact match {s['spelling_exact_match']:.3f}")
     return ", ".join(parts)
+
+
+def check_output(out: str, input_path: str) -> None:
+    """predict never writes its answers over its own input file."""
+    if out != "-" and Path(out).resolve() == Path(input_path).resolve():
+        raise UseError(f"predict -o {out}: that is the input file; give another output path")
 
 
 def write_rows(rows: list[dict], out: str) -> None:

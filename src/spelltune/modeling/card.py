@@ -183,8 +183,17 @@ def reproduce_command(facts: dict, extra_params: dict | None = None) -> str:
         for key, value in values.items():
             if defaults.get(section, {}).get(key) != value:
                 text = yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("\n...").strip()
-                flags.append(f"-S {shlex.quote(f'{section}.{key}={text}')}")
+                flags.append(f"-S {shell_word(f'{section}.{key}={text}')}")
     return " ".join(["dvc exp run", *flags])
+
+
+def shell_word(text: str) -> str:
+    """`text` as one shell word, readably: bare when it can be, in double quotes when it holds
+    single quotes and nothing double quotes expand (`"data.spelling_separator=' '"`)."""
+    quoted = shlex.quote(text)
+    if quoted != text and "'" in text and not any(c in text for c in '"$`\\!'):
+        return f'"{text}"'
+    return quoted
 
 
 def _interval(m: dict) -> str:
@@ -403,7 +412,7 @@ def render(facts: dict, *, merged: bool = False, details: dict | None = None, de
     ]
     if details:
         lines += [(f"Greedy answers on held-out words (no word of these splits was trained on); "
-                  f"from `{details_source}`{' at ' + revision if revision else ''}."), "",
+                  f"from `{details_source}`{' at commit ' + revision if revision else ''}."), "",
                   *_metrics_table(details, base_details), ""]
     else:
         lines += [("Not in this file: it was written by the train stage, and evaluation runs after it (DVC keeps "
@@ -412,7 +421,7 @@ def render(facts: dict, *, merged: bool = False, details: dict | None = None, de
     lines += _training_lines(base, facts)
     lines += _data_lines(facts)
     lines += ["", "## Reproduce", "",
-              "In a clone of the spelltune repository" + (f" at `{revision}`" if revision else "") + ":", "",
+              "In a clone of the spelltune repository" + (f" at commit `{revision}`" if revision else "") + ":", "",
               "```bash", f"make install && {reproduce_command(facts, extra_params)}", "```", ""]
     if not extra_params:
         lines[-1:] = ["(The data and eval sections as in that commit's params.yaml; `spelltune card` adds them.)", ""]
