@@ -159,3 +159,23 @@ def test_early_stopping_needs_what_it_follows(train, key, message):
     with pytest.raises(ParamsError) as err:
         parse({"train": train})
     assert str(err.value) == f"params.yaml: {key}: {message}"
+
+
+def billion_laughs(nested: int = 9) -> str:
+    """A short YAML file whose aliases expand to 9**nested values."""
+    lines = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, nested)]
+    return "\n".join(lines) + "\n"
+
+
+def test_a_yaml_alias_bomb_is_one_line_at_once(tmp_path):
+    """params.yaml and sweep files: refused before anything walks or prints the values."""
+    bomb = tmp_path / "params.yaml"
+    bomb.write_text(billion_laughs() + "lora:\n  target_modules: *a8\n")
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text(billion_laughs() + "method: grid\nparameters:\n  lora.target_modules:\n    values: *a8\n")
+    for args in (["check", str(bomb)], ["sweep", "plan", str(sweep)]):
+        proc = subprocess.run([sys.executable, "-m", "spelltune.cli", *args], capture_output=True, text=True,
+                              cwd=tmp_path, timeout=60)
+        assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert "expands to more than 100,000 values" in proc.stderr

@@ -104,6 +104,27 @@ def test_sweep_schema_rejects(sweep, message):
         parse_sweep(sweep)
 
 
+@pytest.mark.parametrize("parameters", [
+    {"train.max_steps": {"distribution": "int_uniform", "min": 1, "max": 10**10}},
+    {"lora.dropout": {"distribution": "q_uniform", "min": 0.0, "max": 0.5, "q": 1e-10}},
+    {f"train.{k}": {"values": list(range(1, 11))} for k in ("max_steps", "warmup_steps", "seed", "log_every",
+                                                           "save_every", "eval_every")},  # 10**6 points
+])
+def test_a_grid_too_large_to_run_is_one_line_at_once(tmp_path, parameters):
+    proc = cli("sweep", "plan", write(tmp_path, {"method": "grid", "run_cap": 5, "parameters": parameters}))
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "points (" in proc.stderr and "at most 10,000: narrow the ranges" in proc.stderr
+
+
+def test_constraints_that_would_never_finish_simply_do_not_hold():
+    from spelltune.sweeps.space import Constraint, _safe_holds
+
+    # Unbounded, the first two would run for hours or fill the memory.
+    for expr in ("lora.r ** 10 ** 10 > 0", "'x' * 10 ** 12 == 'x'", "lora.r * 'x' != ''"):
+        assert _safe_holds(Constraint(expr), {"lora.r": 8}) is False
+    assert _safe_holds(Constraint("lora.r ** 2 >= 64"), {"lora.r": 8}) is True
+
+
 def test_search_space_outside_the_params_schema_fails_before_anything_runs(tmp_path):
     path = write(tmp_path, {"method": "random", "run_cap": 3,
                             "parameters": {"lora.r": {"min": 0, "max": 8}, "train.lr": {"values": [0.1, 2.0]}}})

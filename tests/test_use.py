@@ -189,6 +189,8 @@ def test_predict_errors_are_one_line(trained, tmp_path, tiny_model, other_tiny, 
     assert "keys.jsonl line 1: needs a \"question\" or a \"word\"" in error(str(tmp_path / "keys.jsonl"))
     (tmp_path / "words2.txt").write_text("cat\nice cream\n")
     assert "words2.txt line 2: 'ice cream' is not a word" in error(str(tmp_path / "words2.txt"))
+    (tmp_path / "long.txt").write_text("a" * 3000 + "\n")  # an hour of generation, refused at once
+    assert f"long.txt line 1: {'a' * 20!r}... has 3000 letters; at most 40" in error(str(tmp_path / "long.txt"))
     assert "no such file" in error(str(tmp_path / "nope.txt"))
     assert "that is the input file" in error(str(words), "-o", str(words)) and words.read_text() == "cat\n"
     # An adapter trained on another base model: experiment `first`'s, in the workspace of `second`.

@@ -295,9 +295,31 @@ def missing(raw: dict, dvc_yaml: Path | None = None) -> list[str]:
     return gone
 
 
+# Far more values than any params or sweep file holds; YAML aliases can make a short file
+# expand to billions (a "billion laughs" file), which nothing should walk or print.
+MAX_YAML_VALUES = 100_000
+
+
+def yaml_values(raw, source: str):
+    """`raw` (parsed YAML) as it is, or one line when it expands to more than MAX_YAML_VALUES
+    values; counted without expanding it beyond that."""
+    seen, stack = 0, [raw]
+    while stack:
+        node = stack.pop()
+        seen += 1
+        if seen > MAX_YAML_VALUES:
+            raise ParamsError(f"{source}: expands to more than {MAX_YAML_VALUES:,} values (YAML aliases nested "
+                              "inside each other?); a params or sweep file holds a few hundred")
+        if isinstance(node, dict):
+            stack += [*node.keys(), *node.values()]
+        elif isinstance(node, list):
+            stack += node
+    return raw
+
+
 def _read(path: Path) -> dict:
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml_values(yaml.safe_load(path.read_text()), str(path))
     except FileNotFoundError:
         raise ParamsError(f"{path}: not found (run from the repository root)") from None
     except yaml.YAMLError as exc:

@@ -260,9 +260,14 @@ def items_for_word(word: str, separator: str = "-") -> list[dict]:
     return [letter_question(word, p) for p in range(1, len(word) + 1)] + [spelling_question(word, separator)]
 
 
+MAX_WORD_LETTERS = 40  # the longest English words; each letter costs a question and tokens to answer
+
+
 def _check_word(word, where: str) -> str:
     if not isinstance(word, str) or not word.isascii() or not word.isalpha():
         raise UseError(f"{where}: {word!r} is not a word (letters a-z only, one word per line)")
+    if len(word) > MAX_WORD_LETTERS:
+        raise UseError(f"{where}: {word[:20]!r}... has {len(word)} letters; at most {MAX_WORD_LETTERS}")
     return word.lower()
 
 

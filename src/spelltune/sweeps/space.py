@@ -35,7 +35,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from spelltune.params import Params, ParamsError, error_line, flatten, parse
+from spelltune.params import Params, ParamsError, error_line, flatten, parse, yaml_values
 
 DISTRIBUTIONS = ("constant", "categorical", "uniform", "int_uniform", "q_uniform", "log_uniform_values")
 FINITE = ("constant", "categorical", "int_uniform", "q_uniform")
@@ -218,6 +218,15 @@ class ParamSpec(Strict):
         return float(self.min).is_integer() and float(self.max).is_integer()
 
     # ---- the values a grid enumerates / a random draw picks from
+    def grid_size(self) -> int:
+        """How many values grid() gives, without building them."""
+        d = self.distribution
+        if d == "int_uniform":
+            return int(self.max) - int(self.min) + 1
+        if d == "q_uniform":
+            return int(math.floor((self.max - self.min) / self.q + 1e-9)) + 1
+        return len(self.grid())
+
     def grid(self) -> list[Any]:
         d = self.distribution
         if d == "constant":
@@ -283,6 +292,9 @@ ParamKey = Annotated[str, AfterValidator(_known_key)]
 ConstraintText = Annotated[str, AfterValidator(_valid_constraint)]
 
 
+MAX_GRID = 10_000  # grid points planned; a CPU trial takes minutes, so more would never finish
+
+
 class Sweep(Strict):
     method: Literal["grid", "random", "bayes"]
     metric: Metric | None = None
@@ -309,6 +321,11 @@ class Sweep(Strict):
                     f"method grid needs a finite set for every parameter; {', '.join(continuous)} "
                     "is continuous: use values, int_uniform or q_uniform"
                 )
+            sizes = {k: p.grid_size() for k, p in self.parameters.items()}
+            if math.prod(sizes.values()) > MAX_GRID:
+                shown = " x ".join(f"{n:,} {k}" for k, n in sizes.items() if n > 1)
+                raise ValueError(f"a grid of {math.prod(sizes.values()):,} points ({shown}); at most {MAX_GRID:,}: "
+                                 "narrow the ranges, or use method random with a run_cap")
         else:
             if self.run_cap is None:
                 raise ValueError(f"method {self.method} needs run_cap (the number of trials)")
@@ -328,8 +345,24 @@ class Sweep(Strict):
 
 _CMP = {ast.Lt: operator.lt, ast.LtE: operator.le, ast.Gt: operator.gt, ast.GtE: operator.ge,
         ast.Eq: operator.eq, ast.NotEq: operator.ne}
-_BIN = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
-        ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow}
+
+
+def _bounded_pow(base, exponent):
+    """** within what a params comparison needs: `lora.r ** 10 ** 10` would run for hours."""
+    if abs(exponent) > 64:
+        raise OverflowError(f"exponent {exponent} is too large")
+    return operator.pow(base, exponent)
+
+
+def _number_mul(a, b):
+    """* of numbers only: `"x" * 10 ** 12` would fill the memory."""
+    if isinstance(a, str) or isinstance(b, str):
+        raise TypeError("no arithmetic on strings")
+    return operator.mul(a, b)
+
+
+_BIN = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: _number_mul, ast.Div: operator.truediv,
+        ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: _bounded_pow}
 
 
 class Constraint:
@@ -442,7 +475,9 @@ def extensions_path(path: str | Path) -> Path:
 
 def _read_yaml(path: Path) -> Any:
     try:
-        return yaml_load(path.read_text())
+        return yaml_values(yaml_load(path.read_text()), str(path))
+    except ParamsError as exc:
+        raise SweepError(str(exc)) from None
     except FileNotFoundError:
         raise SweepError(f"{path}: not found") from None
     except yaml.YAMLError as exc:
@@ -673,7 +708,7 @@ def field_adapter(key: str):
 def _safe_holds(constraint: Constraint, flat: dict[str, Any]) -> bool:
     try:
         return constraint.holds(flat)
-    except (TypeError, ZeroDivisionError, KeyError):
+    except (TypeError, ZeroDivisionError, KeyError, OverflowError):
         return False
 
 
