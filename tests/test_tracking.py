@@ -76,13 +76,17 @@ def test_queued_style_run_tracked_in_dvclive_and_wandb_without_secrets(repo, tin
     run(["dvc", "exp", "run", "--temp", "--name", "tracked", *set_args(overrides)], repo, env=env, timeout=900)
     assert not list((repo / ".dvc/tmp/exps").glob("tmp*")), "the temporary copy is expected to be gone"
 
-    # W&B: one offline run named after the experiment, in the original repo's wandb/.
-    (run_dir,) = (repo / "wandb").glob("offline-run-*")
-    wb = read_wandb_run(run_dir)
+    # W&B: one offline run named after the experiment, in the original repo's wandb/; the
+    # evaluate stage resumed it (a second offline directory of the same run id) for the scores.
+    runs = [read_wandb_run(d) for d in (repo / "wandb").glob("offline-run-*")]
+    assert len(runs) == 2 and len({d.name.rsplit("-", 1)[1] for d in (repo / "wandb").glob("offline-run-*")}) == 1
+    (wb,) = [r for r in runs if r["history"]]
+    (scores,) = [r["summary"] for r in runs if not r["history"]]
     assert wb["name"] == "tracked" and wb["group"] == "grid-lr"
-    assert set(wb["tags"]) == {tiny_model.name, "spelling", "hf-cpu"}
+    fingerprint = wb["config"]["params_fingerprint"]
+    assert set(wb["tags"]) == {tiny_model.name, "spelling", "hf-cpu", f"params-{fingerprint}"}
+    assert len(fingerprint) == 16
     assert wb["config"]["train"]["max_steps"] == TINY_OVERRIDES["train.max_steps"]
-    assert len(wb["config"]["params_fingerprint"]) == 16
 
     # The same metrics at the same steps in both trackers.
     run(["dvc", "exp", "apply", "tracked"], repo)
@@ -96,6 +100,11 @@ def test_queued_style_run_tracked_in_dvclive_and_wandb_without_secrets(repo, tin
         assert in_wandb == pytest.approx(dvclive), name
 
     summary = json.loads((repo / "metrics/summary.json").read_text())
+    run_id = next((repo / "wandb").glob("offline-run-*")).name.rsplit("-", 1)[1]
+    assert (repo / ".spelltune/wandb-runs" / summary["params_fingerprint"]).read_text().strip() == run_id
+    assert "wandb_run_id" not in summary  # not in DVC's outputs: a rerun stays bit-identical
+    evaluated = json.loads((repo / "metrics/eval.json").read_text())
+    assert evaluated and {k: scores[k] for k in evaluated} == pytest.approx(evaluated)  # every final score
     assert wb["summary"]["best_step"] == summary["best_step"]
     assert wb["summary"]["best/val/loss"] == pytest.approx(summary["best"]["val/loss"])
     assert wb["summary"]["early_stop_reason"] == summary["early_stop_reason"]

@@ -79,7 +79,8 @@ def start_trackers(params, fingerprint: str, choice, resume: ResumePoint):
     wandb_run = WandbRun(
         name=os.environ.get("DVC_EXP_NAME", "workspace"),
         config={**params.model_dump(), "params_fingerprint": fingerprint},
-        tags=[model_tag(params.model.source), "spelling", f"{choice.name}-{choice.device}"],
+        tags=[model_tag(params.model.source), "spelling", f"{choice.name}-{choice.device}",
+              f"params-{fingerprint}"],
         group=wandb_group(),
         run_id=resume.state.get("wandb_run_id"),
     )
@@ -250,6 +251,7 @@ def export_and_summarise(params, trainer, resume, choice, worker, metrics, prune
     from spelltune.modeling import card
     from spelltune.modeling.lora import save_adapter
     from spelltune.training.tracking import flat_summary
+    from spelltune.training.wandb_eval import record_run_id
 
     step = trainer.state.global_step
     export_checkpoints(trainer, resume.store, CHECKPOINT_DIR)
@@ -270,6 +272,7 @@ def export_and_summarise(params, trainer, resume, choice, worker, metrics, prune
     # The model card with the training facts (evaluate's metrics: `spelltune card`).
     (ADAPTER_DIR / card.CARD_FILE).write_text(card.render(card.training_facts(params, summary)))
     metrics.wandb_run.finish(flat_summary(summary))
+    record_run_id(trainer.fingerprint, metrics.wandb_run.id)  # where evaluate adds the final scores
     shutil.rmtree(resume.store)  # finished: nothing left to resume
     log.info("%s after %d steps; adapter saved to %s", reason, step, ADAPTER_DIR)
     return summary

@@ -118,6 +118,26 @@ def skip_unstaged_launch_inputs(wandb) -> None:
 INIT_TIMEOUT_SECONDS = 3.0
 
 
+def init_or_offline(wandb, **kwargs):
+    """wandb.init in wandb_mode(), waiting at most INIT_TIMEOUT_SECONDS (or WANDB_INIT_TIMEOUT)
+    for the server; a run that cannot start online (no network, a bad key) starts offline
+    instead, with one warning, so its data is kept for `wandb sync`."""
+    timeout = float(os.environ.get("WANDB_INIT_TIMEOUT") or INIT_TIMEOUT_SECONDS)
+    kwargs = {"project": os.environ.get("WANDB_PROJECT", "spelltune"), **kwargs,
+              "settings": wandb.Settings(x_disable_stats=True, console="off", init_timeout=timeout, silent=True)}
+    mode = wandb_mode()
+    try:
+        return wandb.init(mode=mode, **kwargs)
+    except Exception as exc:  # noqa: BLE001 - no server, bad key: keep the run's data offline
+        if mode == "offline":
+            raise
+        wandb.teardown()  # else W&B's service still holds the run id it failed to start
+        run = wandb.init(mode="offline", **kwargs)
+        log.warning("W&B could not start %s (%s); logging offline to %s instead (`wandb sync` it later)",
+                    mode, _first_line(exc), Path(run.dir).parent)
+        return run
+
+
 def new_run_id() -> str:
     """A W&B run id (8 of [a-z0-9], like wandb.util.generate_id), chosen before W&B starts
     so that a checkpoint can record it without waiting for the start."""
@@ -165,31 +185,9 @@ class WandbRun:
             root.mkdir(parents=True, exist_ok=True)  # W&B itself would fall back to a temp dir
             if not os.access(root, os.W_OK):
                 raise PermissionError(f"{root} is not writable")
-            timeout = float(os.environ.get("WANDB_INIT_TIMEOUT") or INIT_TIMEOUT_SECONDS)
-            kwargs = {
-                "project": os.environ.get("WANDB_PROJECT", "spelltune"),
-                "name": name,
-                "id": self._id,
-                "resume": "allow" if resuming else None,
-                "config": scrub(config),
-                "tags": tags,
-                "group": group,
-                "job_type": "train",
-                "dir": str(root),
-                "settings": wandb.Settings(x_disable_stats=True, console="off", init_timeout=timeout, silent=True),
-            }
-            mode = wandb_mode()
-            try:
-                self.run = wandb.init(mode=mode, **kwargs)
-            except Exception as exc:  # noqa: BLE001 - no server, bad key: keep the run's data offline
-                if mode == "offline":
-                    raise
-                wandb.teardown()  # else W&B's service still holds the run id it failed to start
-                self.run = wandb.init(mode="offline", **kwargs)
-                log.warning("W&B could not start %s (%s); logging offline to %s instead (`wandb sync` it later)",
-                            mode, _first_line(exc), Path(self.run.dir).parent)
-            else:
-                log.info("W&B run %s (%s) in %s", name, self.run.settings.mode, self.run.dir)
+            self.run = init_or_offline(wandb, name=name, id=self._id, resume="allow" if resuming else None,
+                                       config=scrub(config), tags=tags, group=group, job_type="train", dir=str(root))
+            log.info("W&B run %s (%s) in %s", name, self.run.settings.mode, self.run.dir)
         except Exception as exc:  # noqa: BLE001 - any tracker failure must not stop training
             self._fail("start", exc)
         finally:

@@ -8,8 +8,12 @@ validation accuracy (a few dozen items) rather than what `spelltune sweep` and
 - `WANDB_RUN_ID` in the environment: `wandb agent` sets it for each run of a W&B sweep,
   `spelltune sweep run` for each trial; every stage of the `dvc exp run` inherits it (the
   train stage's wandb.init takes it as the run's id);
-- else an id recorded in metrics/summary.json (`wandb_run_id`), should the train stage
-  record one; today it does not, and a plain `dvc exp run` leaves W&B alone here.
+- else the id the train stage recorded under its params fingerprint in
+  `<repo>/.spelltune/wandb-runs/` (outside DVC's outputs, so that reruns stay
+  bit-identical): every plain or queued `dvc exp run`; none when W&B failed in training.
+
+Like training's, this run logs offline when it cannot reach the server within
+tracking.INIT_TIMEOUT_SECONDS (`wandb sync` merges both into one run).
 
 Only the summary is updated (no history row), so W&B's hyperband, which counts how often
 the metric was logged, still counts validation evaluations during training.
@@ -27,14 +31,30 @@ log = logging.getLogger("spelltune.training.wandb_eval")
 SUMMARY_FILE = Path("metrics/summary.json")
 
 
+def _recorded(fingerprint: str) -> Path:
+    from spelltune.training.devices import original_repo_root
+
+    return Path(original_repo_root()) / ".spelltune" / "wandb-runs" / fingerprint
+
+
+def record_run_id(fingerprint: str, run_id: str | None) -> None:
+    """The train stage's W&B run, for the evaluate stage of the same experiment."""
+    path = _recorded(fingerprint)
+    if run_id is None:
+        path.unlink(missing_ok=True)
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(run_id + "\n")
+
+
 def training_run_id(summary_file: Path = SUMMARY_FILE) -> str | None:
     if os.environ.get("WANDB_RUN_ID"):
         return os.environ["WANDB_RUN_ID"]
     try:
-        recorded = json.loads(summary_file.read_text()).get("wandb_run_id")
-    except (OSError, ValueError, AttributeError):
+        fingerprint = json.loads(summary_file.read_text())["params_fingerprint"]
+        return _recorded(fingerprint).read_text().strip() or None
+    except (OSError, ValueError, KeyError, TypeError):
         return None
-    return recorded if isinstance(recorded, str) and recorded else None
 
 
 def add_to_training_run(metrics: dict[str, float], summary_file: Path = SUMMARY_FILE) -> str | None:
@@ -50,18 +70,11 @@ def add_to_training_run(metrics: dict[str, float], summary_file: Path = SUMMARY_
         import wandb
 
         from spelltune.training.devices import original_repo_root
-        from spelltune.training.tracking import scrub, wandb_mode
+        from spelltune.training.tracking import init_or_offline, scrub
 
         logging.getLogger("wandb").propagate = False
         root = Path(os.environ.get("WANDB_DIR") or original_repo_root())
-        run = wandb.init(
-            project=os.environ.get("WANDB_PROJECT", "spelltune"),
-            id=run_id,
-            resume="allow",
-            dir=str(root),
-            mode=wandb_mode(),
-            settings=wandb.Settings(x_disable_stats=True, console="off"),
-        )
+        run = init_or_offline(wandb, id=run_id, resume="allow", job_type="train", dir=str(root))
         run.summary.update(scrub(dict(metrics)))
         run.finish()
         log.info("W&B run %s: summary has the eval metrics (%s)", run_id, ", ".join(sorted(metrics)))
