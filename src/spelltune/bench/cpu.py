@@ -18,11 +18,12 @@ data and hparams; figures to bench/results.json (never asserted by a test).
   spelling answers as "b a n a n a" against (b).
 - tracking: the same short training of (b) with DVCLive + W&B (offline) + the metrics
   callback on and off, interleaved (4 pairs); tracking_overhead = median on / median off − 1.
-- evaluate, per task (letter, spelling): the evaluate stage's drafted generation
-  (modeling/generation.py), the plain batched greedy loop it replaced, and a per-example
-  generate loop, on the same validation items; drafted_speedup = drafted / batched and
-  batched_speedup = batched / loop in items/s, the shares of identical replies, and `chat`'s
-  answer time to one 10-letter spelling question, the model loaded.
+- evaluate, per task (letter, spelling): the evaluate stage's batched greedy generation
+  with batches of eval.batch_size, twice and four times it (batched, batched_x2,
+  batched_x4) against a per-example generate loop, on the same validation items;
+  <path>_speedup in items/s over the loop, the shares of
+  replies identical to the loop's, and `chat`'s answer time to one 10-letter spelling
+  question, the model loaded.
 - overheads: a no-op `dvc exp run`; the train stage's start-up (process start to its
   first optimizer step, median of 3 fresh processes); DVC's cache type.
 """
@@ -171,9 +172,10 @@ def tracking_overhead(model_dir: Path, items: list[dict], steps: int, batch: int
 
 
 def eval_rate(model_dir: Path, items: list[dict], batch: int, letter_answer: str) -> dict:
-    """Per task: the evaluate stage's drafted generation, the plain batched loop it replaced
-    and a per-example generate loop, on the same items, with their agreement; and `chat`'s
-    answer time to one 10-letter spelling question with the model loaded."""
+    """Per task: the evaluate stage's batched generation at eval.batch_size, twice and four
+    times it, against a per-example generate loop on the same items, with each one's share
+    of replies identical to the loop's; and `chat`'s answer time to one 10-letter spelling
+    question with the model loaded."""
     import statistics
 
     import torch
@@ -204,13 +206,10 @@ def eval_rate(model_dir: Path, items: list[dict], batch: int, letter_answer: str
                 replies.append(tokenizer.decode(out[0, enc["input_ids"].shape[1]:], skip_special_tokens=True).strip())
         return replies
 
-    paths = {
-        "loop": one_by_one,
-        "batched": lambda rows: generate_replies(model, tokenizer, rows, "compact", batch,
-                                                 letter_answer=letter_answer, speculate=False),
-        "drafted": lambda rows: generate_replies(model, tokenizer, rows, "compact", batch,
-                                                 letter_answer=letter_answer),
-    }
+    paths = {"loop": one_by_one, **{
+        name: (lambda rows, size=size: generate_replies(model, tokenizer, rows, "compact", size,
+                                                        letter_answer=letter_answer))
+        for name, size in (("batched", batch), ("batched_x2", 2 * batch), ("batched_x4", 4 * batch))}}
     found: dict = {"adapter": (ADAPTER_DIR / "adapter_config.json").exists(), "batch_size": batch}
     for task in ("letter_position", "spelling"):
         rows = [it for it in items if it["task"] == task]
@@ -219,14 +218,11 @@ def eval_rate(model_dir: Path, items: list[dict], batch: int, letter_answer: str
             start = time.perf_counter()
             replies[name] = generate(rows)
             rate[name] = len(rows) / (time.perf_counter() - start)
-        found[task] = {
-            "items": len(rows), **{f"{name}_items_per_second": r for name, r in rate.items()},
-            "drafted_speedup": rate["drafted"] / rate["batched"], "batched_speedup": rate["batched"] / rate["loop"],
-            "identical_drafted_batched": _agreement(replies["drafted"], replies["batched"]),
-            "identical_batched_loop": _agreement(replies["batched"], replies["loop"]),
-        }
+        found[task] = {"items": len(rows), **{f"{name}_items_per_second": r for name, r in rate.items()},
+                       **{f"{name}_speedup": rate[name] / rate["loop"] for name in rate if name != "loop"},
+                       **{f"{name}_identical": _agreement(replies[name], replies["loop"]) for name in rate}}
     question = [spelling_question("strawberry", " ")]  # ten letters
-    seconds = [_timed(lambda: paths["drafted"](question)) for _ in range(5)]
+    seconds = [_timed(lambda: paths["batched"](question)) for _ in range(5)]
     found["chat_seconds_10_letter_spelling"] = statistics.median(seconds)
     return found
 
@@ -325,6 +321,8 @@ def _arguments(argv):
     parser.add_argument(
         "--startup-runs", type=int, default=3, help="fresh train-stage processes timed (default: %(default)s)"
     )
+    parser.add_argument("--eval-only", action="store_true",
+                        help="only the GEMM rate and the evaluate figures (a minute or two; give another --out)")
     parser.add_argument("--out", default="bench/results.json")
     return parser.parse_args(argv)
 
@@ -390,7 +388,7 @@ def speedups(results: dict) -> dict:
 
 HEADLINE = ("train_speedup", "compact_prompt_speedup", "answer_logits_speedup", "packing_speedup",
             "packed_attention_speedup", "no_dropout_speedup", "all_threads_speedup", "spaced_speedup", "mfu",
-            "eval_letter_position_drafted_speedup", "eval_spelling_drafted_speedup", "gemm_gflops")
+            "eval_letter_position_speedup", "eval_spelling_speedup", "gemm_gflops")
 
 
 def main(argv=None) -> int:
@@ -404,20 +402,28 @@ def main(argv=None) -> int:
     model_dir = Path(args.model)
     train_items = read_jsonl(Path(args.data) / "train.jsonl")[: (args.warmup + args.steps) * args.batch]
     val_items = read_jsonl(Path(args.data) / "validation.jsonl")[: args.eval_items]
-    letter_answer = _workspace_params().data.letter_answer
+    workspace = _workspace_params()
     results: dict = {"model": str(model_dir), "threads": torch.get_num_threads(), "steps": args.steps,
                      "warmup": args.warmup, "batch_size": args.batch}
     results["gemm_gflops"] = gemm_gflops()
     log.info("gemm: %.1f GFLOP/s", results["gemm_gflops"])
+    if args.eval_only:
+        results["eval"] = eval_rate(model_dir, val_items, batch=workspace.eval.batch_size,
+                                    letter_answer=workspace.data.letter_answer)
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+        print(json.dumps(results["eval"], indent=2))
+        return 0
     results.update(train_levers(model_dir, train_items, args))
     results.update(speedups(results))
     results["tracking"] = tracking_overhead(
         model_dir, train_items, args.warmup + args.steps, args.batch, args.tracking_pairs
     )
     log.info("tracking: %s", results["tracking"])
-    results["eval"] = eval_rate(model_dir, val_items, batch=64, letter_answer=letter_answer)
+    results["eval"] = eval_rate(model_dir, val_items, batch=workspace.eval.batch_size,
+                                letter_answer=workspace.data.letter_answer)
     for task in ("letter_position", "spelling"):
-        results[f"eval_{task}_drafted_speedup"] = results["eval"][task]["drafted_speedup"]
+        results[f"eval_{task}_speedup"] = results["eval"][task]["batched_speedup"]
     log.info("eval: %s", results["eval"])
     results["overheads"] = overheads(model_dir, Path(args.data), args.startup_runs)
     log.info("overheads: %s", results["overheads"])
