@@ -320,6 +320,19 @@ def test_mcnemar_on_a_constructed_case():
     assert result.ci[0] < 0 < result.ci[1]
     assert "could be noise" in result.sentence()
 
+    # A subset (band, wording): only its items are paired.
+    a_rows, b_rows = items(a).assign(band="common", wording="canonical"), items(b).assign(band="common",
+                                                                                          wording="canonical")
+    a_rows.loc[:9, "band"] = b_rows.loc[:9, "band"] = "rare"  # the first 10: 6 only A, 4 only B
+    common = paired_test(a_rows, b_rows, "test/common/letter_position_accuracy", "A", "B")
+    assert (common.n, common.only_a, common.only_b) == (20, 0, 0)
+    rare = paired_test(a_rows, b_rows, "test/rare/letter_position_accuracy", "A", "B")
+    assert (rare.n, rare.only_a, rare.only_b) == (10, 6, 4)
+    from spelltune.experiments.runs import CompareError
+
+    with pytest.raises(CompareError, match="or one subset of them: test/"):
+        paired_test(a_rows, b_rows, "test/frequent/letter_position_accuracy", "A", "B")
+
     # Two runs right and wrong on the same items: identical, not "noise".
     result = paired_test(items(b), items(b), "test/letter_position_accuracy", "A", "B")
     assert "identical on this metric" in result.sentence() and "noise" not in result.sentence()

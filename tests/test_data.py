@@ -146,6 +146,19 @@ def test_common_first_trains_every_common_word_not_held_out():
     assert common_first["test"] == uniform["test"]
 
 
+def test_common_repeats_draws_common_words_questions_again_and_nothing_else():
+    once = build_splits(SMALL.model_copy(update={"train_sampling": "common_first"}))
+    thrice = build_splits(SMALL.model_copy(update={"train_sampling": "common_first", "common_repeats": 3}))
+
+    def per_band(items):
+        return {band: sum(it["band"] == band for it in items) for band in ("common", "mid", "rare")}
+
+    before, after = per_band(once["train"]), per_band(thrice["train"])
+    assert after["common"] == 3 * before["common"] and (after["mid"], after["rare"]) == (before["mid"], before["rare"])
+    assert {it["word"] for it in once["train"]} == {it["word"] for it in thrice["train"]}
+    assert once["validation"] == thrice["validation"] and once["test"] == thrice["test"]
+
+
 @pytest.mark.parametrize("kind", ["TRAINING", "HELD_OUT"])
 def test_free_form_questions_are_read_back(kind):
     """ask/predict read task, word and position from a question in any wording (the few

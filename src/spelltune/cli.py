@@ -59,7 +59,9 @@ def _comparison(func):
     return wrapped
 
 
-def _runs_and_metric(args):
+def _runs_and_metric(args, named: list[str] | None = None):
+    """The experiments to compare (--exp/--where, or `named` on the command line) and the
+    metric; experiments of different eval sets or base models are refused, not ranked."""
     from spelltune.experiments.runs import DEFAULT_METRIC, comparable, load_runs, select
 
     runs = load_runs(args.repo, all_commits=args.all_commits, rev=args.rev)
@@ -67,7 +69,7 @@ def _runs_and_metric(args):
         from spelltune.experiments.runs import CompareError
 
         raise CompareError(f"no finished experiments in {runs.repo}: run `dvc exp run` first")
-    runs = comparable(select(runs, args.exp, args.where))
+    runs = comparable(select(runs, [*(args.exp or []), *(named or [])], args.where))
     metric = runs.resolve_metric(args.metric or DEFAULT_METRIC)
     if args.metric and metric.split(":", 1)[-1].startswith("test/"):
         print(f"warning: choosing by {args.metric} uses the test split; the test number of what you choose "
@@ -93,7 +95,7 @@ def cmd_compare(args) -> int:
 def cmd_significance(args) -> int:
     from spelltune.experiments.significance import BASE, compare_two, default_comparisons, seed_groups, split_and_task
 
-    runs, metric = _runs_and_metric(args)
+    runs, metric = _runs_and_metric(args, [n for n in (args.a, args.b) if n and n != BASE])
     split_and_task(metric)  # an accuracy metric, or one line saying which are allowed
     if args.a and args.b:
         results = [compare_two(runs, args.a, args.b, metric)]
@@ -125,7 +127,7 @@ def cmd_errors(args) -> int:
     from spelltune.experiments.leaderboard import ranked
     from spelltune.experiments.significance import predictions
 
-    runs, metric = _runs_and_metric(args)
+    runs, metric = _runs_and_metric(args, [args.experiment] if args.experiment else None)
     name = runs.resolve(args.experiment) if args.experiment else ranked(runs, metric, args.ascending).index[0]
     text = errors_markdown(name, error_analysis(predictions(runs, name), args.split, args.top), args.split)
     return _emit(text, args.out)

@@ -56,6 +56,9 @@ class DataParams(Section):
     # The share of training questions in the canonical wording; the rest take a random
     # training wording (task/wordings.py). 1.0: every question in the one canonical wording.
     canonical_share: Annotated[float, Field(ge=0, le=1)] = 1.0
+    # How many times each common training word's questions are drawn (fresh positions and
+    # wordings each time): more of the training steps on the words users ask most.
+    common_repeats: Annotated[int, Field(ge=1, le=20)] = 1
 
     @field_validator("max_word_length")
     @classmethod

@@ -38,14 +38,20 @@ def predictions(runs: Runs, name: str, base: bool = False) -> pd.DataFrame:
     return pd.DataFrame([json.loads(line) for line in text.splitlines() if line.strip()])
 
 
-def split_and_task(metric: str) -> tuple[str, str]:
-    """`metrics/eval.json:test/letter_position_accuracy` -> ("test", "letter_position")."""
+def split_and_task(metric: str) -> tuple[str, str, str | None]:
+    """`metrics/eval.json:test/letter_position_accuracy` -> ("test", "letter_position", None);
+    `val/common/spelling_exact_match` -> ("validation", "spelling", "common"): a subset of
+    task.scoring.GROUP_ORDER (band, wording, or both)."""
+    from spelltune.task.scoring import GROUP_ORDER
+
     key = metric.split(":")[-1]
-    prefix, _, name = key.partition("/")
-    if prefix not in SPLIT_OF_PREFIX or name not in TASKS:
+    prefix, *group, name = key.split("/")
+    if prefix not in SPLIT_OF_PREFIX or name not in TASKS or len(group) > 1 or (group and group[0] not in GROUP_ORDER):
         allowed = ", ".join(f"{p}/{t}" for p in SPLIT_OF_PREFIX for t in TASKS)
-        raise CompareError(f"significance needs an accuracy metric, got {key!r}; allowed: {allowed}")
-    return SPLIT_OF_PREFIX[prefix], TASKS[name]
+        raise CompareError(f"significance needs an accuracy metric, got {key!r}; allowed: {allowed}, "
+                           f"or one subset of them: {prefix if prefix in SPLIT_OF_PREFIX else 'val'}/"
+                           f"{{{','.join(GROUP_ORDER)}}}/…")
+    return SPLIT_OF_PREFIX[prefix], TASKS[name], group[0] if group else None
 
 
 # ---------------------------------------------------------------------------- significance
@@ -112,11 +118,16 @@ def bootstrap_diff_ci(correct_a, correct_b, n_resamples: int = 9999, seed: int =
 
 def paired_test(preds_a: pd.DataFrame, preds_b: pd.DataFrame, metric: str, a: str = "A", b: str = "B") -> PairedResult:
     """McNemar + paired bootstrap on the items both were scored on (same split, task, question)."""
-    split, task = split_and_task(metric)
+    from spelltune.task.scoring import groups
+
+    split, task, group = split_and_task(metric)
     keys = ["split", "question"]
 
     def pick(p):
-        return p[(p["split"] == split) & (p["task"] == task)][[*keys, "correct"]]
+        rows = p[(p["split"] == split) & (p["task"] == task)]
+        if group is not None:
+            rows = rows[[group in groups(r) for r in rows.to_dict("records")]]
+        return rows[[*keys, "correct"]]
 
     pairs = pick(preds_a).merge(pick(preds_b), on=keys, suffixes=("_a", "_b"))
     if pairs.empty:

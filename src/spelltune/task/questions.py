@@ -175,8 +175,11 @@ def build_splits(params: DataParams, ranks: dict[str, int] | None = None) -> dic
         rng = random.Random(params.seed * 1000 + i)
         items = []
         for w in by_split[name]:
-            asked = (training_items(w, params, rng) if name == "train"
-                     else held_out_items(w, params.spelling_separator, rng))
+            if name != "train":
+                asked = held_out_items(w, params.spelling_separator, rng)
+            else:
+                times = params.common_repeats if band_of(ranks[w]) == "common" else 1
+                asked = [it for _ in range(times) for it in training_items(w, params, rng)]
             items += [{**it, "rank": ranks[w], "band": band_of(ranks[w])} for it in asked]
         rng.shuffle(items)
         out[name] = items
