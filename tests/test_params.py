@@ -59,6 +59,9 @@ def test_yaml_exponent_floats_are_accepted():
         ("train.early_stop_metric", "val/f1",
          "'val/loss', 'val/letter_position_accuracy' or 'val/spelling_exact_match'"),
         ("train.grad_norm_limit", 0, "greater than 0"),
+        ("lora.r", True, "a number, not a boolean"),  # else r = 1
+        ("train.weight_decay", float("inf"), "finite number"),
+        ("train.lr", float("nan"), "finite number"),
     ],
 )
 def test_bad_value_names_key_value_and_allowed(key, value, allowed):

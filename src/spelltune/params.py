@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Literal
+from types import UnionType
+from typing import Annotated, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
@@ -30,7 +31,19 @@ class ParamsError(ValueError):
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    # allow_inf_nan=False: `train.weight_decay=inf` is refused here, not by the NaN guard
+    # after DVC has already removed the checkpoints.
+    model_config = ConfigDict(extra="forbid", validate_default=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_boolean_numbers(cls, value, info: ValidationInfo):
+        """`lora.r: true` would be r = 1: a number key takes a number, never a boolean."""
+        annotation = cls.model_fields[info.field_name].annotation
+        kinds = get_args(annotation) if get_origin(annotation) in (Union, UnionType) else (annotation,)
+        if isinstance(value, bool) and bool not in kinds and {int, float} & set(kinds):
+            raise ValueError("Input should be a number, not a boolean")
+        return value
 
 
 class DataParams(Section):
