@@ -55,8 +55,16 @@ def _comparison(func):
             return func(args)
         except CompareError as exc:
             return error(exc)
+        except OSError as exc:  # --out under a file, an unwritable directory, a full disk
+            return error(_os_error(exc))
 
     return wrapped
+
+
+def _os_error(exc: OSError) -> str:
+    """An OSError as one line: the path and what went wrong there."""
+    where = exc.filename or ""
+    return f"{where}: {exc.strerror or exc}" if where else str(exc.strerror or exc)
 
 
 def _runs_and_metric(args, named: list[str] | None = None):
@@ -155,6 +163,8 @@ def _use(func):
             return func(args, source)
         except UseError as exc:
             return error(exc)
+        except OSError as exc:  # -o under a file, an unwritable directory, a full disk
+            return error(_os_error(exc))
         finally:
             if source is not None:
                 source.close()
@@ -306,6 +316,17 @@ def cmd_export(args, source) -> int:
     return 0
 
 
+def _positive(text: str) -> int:
+    """argparse type: an integer >= 1 (argparse prints the one line and exits 2)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a whole number of 1 or more")
+    return value
+
+
 def _use_args(parser, batch: bool = False) -> None:
     which = parser.add_mutually_exclusive_group()
     which.add_argument(
@@ -316,9 +337,10 @@ def _use_args(parser, batch: bool = False) -> None:
         "--repo", default=".", help="the repository with data/base_model (default: the current directory)"
     )
     if batch:
-        parser.add_argument("--batch-size", type=int, help="questions per batch (default: eval.batch_size)")
+        parser.add_argument("--batch-size", type=_positive, help="questions per batch (default: eval.batch_size)")
         parser.add_argument(
-            "--threads", type=int, help="torch threads (default: torch's, one per core; 1 is faster on busy cores)"
+            "--threads", type=_positive,
+            help="torch threads (default: torch's, one per core; 1 is faster on busy cores)"
         )
 
 
