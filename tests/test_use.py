@@ -193,7 +193,7 @@ def test_predict_errors_are_one_line(trained, tmp_path, tiny_model, other_tiny, 
     assert f"long.txt line 1: {'a' * 20!r}... has 3000 letters; at most 40" in error(str(tmp_path / "long.txt"))
     assert "no such file" in error(str(tmp_path / "nope.txt"))
     assert "that is the input file" in error(str(words), "-o", str(words)) and words.read_text() == "cat\n"
-    assert f"{words}/out.jsonl: Not a directory" in error(str(words), "-o", f"{words}/out.jsonl")  # under a file
+    assert f"{words} is a file, not a directory" in error(str(words), "-o", f"{words}/out.jsonl")
     proc = spelltune(trained, "ask", "--threads", "-1", "Spell 'cat' letter by letter.", check=False)
     assert proc.returncode == 2 and "'-1': give a whole number of 1 or more" in proc.stderr.strip().splitlines()[-1]
     # An adapter trained on another base model: experiment `first`'s, in the workspace of `second`.

@@ -524,9 +524,15 @@ def progress_summary(rows: list[dict]) -> str:
 
 
 def check_output(out: str, input_path: str) -> None:
-    """predict never writes its answers over its own input file."""
-    if out != "-" and Path(out).resolve() == Path(input_path).resolve():
+    """Before any work: predict never writes its answers over its own input file, nor
+    into a directory that is a file."""
+    if out == "-":
+        return
+    if Path(out).resolve() == Path(input_path).resolve():
         raise UseError(f"predict -o {out}: that is the input file; give another output path")
+    file_above = next((p for p in Path(out).parents if p.exists() and not p.is_dir()), None)
+    if file_above is not None:
+        raise UseError(f"predict -o {out}: {file_above} is a file, not a directory")
 
 
 def write_rows(rows: list[dict], out: str) -> None:
