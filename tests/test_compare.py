@@ -145,9 +145,10 @@ def test_experiments_of_other_eval_sets_or_base_models_are_never_ranked_together
         assert code == 2 and len(err.strip().splitlines()) == 1, err
         assert "2 different eval sets or base models" in err and f"eval_set={ours} (4: " in err
         assert all(name in err for name in ("other", "main")) and "--where eval_set=" in err
-    code, out, _ = cli(repo, "compare", "--metric", "val/loss", "--where", f"eval_set={ours}",
-                       "--out", str(tmp_path / "ours"))
-    assert code == 0 and "other" not in out and "rank" in out
+    code, _, _ = cli(repo, "compare", "--metric", "val/loss", "--where", f"eval_set={ours}",
+                     "--out", str(tmp_path / "ours"))
+    with open(tmp_path / "ours" / "leaderboard.csv") as f:
+        assert code == 0 and {r["experiment"] for r in csv.DictReader(f)} == {"main", "lr", "rank", "seed"}
     code, out, _ = cli(repo, "recommend", "--exp", "other", "--exp", "main", "--where", f"model.source={other_tiny}")
     assert code == 0 and "other" in out
     code, _, err = cli(repo, "compare", "--where", "train.lr")
@@ -355,7 +356,8 @@ def test_significance_command(exp_repo):
     assert " vs " in lines[0] and "vs base model" in lines[1]
     for line in lines[:2]:
         assert "McNemar exact p=" in line and "95% CI" in line
-        assert line.endswith(("the difference could be noise.", "the difference is real at p<0.05."))
+        assert line.endswith(("the difference could be noise.", "the difference is real at p<0.05.",
+                              "identical on this metric, nothing to test."))
     assert "Same config, different seeds (mean ± 95% CI" in default
     _, explicit, _ = cli(exp_repo, "significance", "rank", "lr", "--metric", "test/spelling_exact_match")
     assert explicit.startswith("rank vs lr on test/spelling_exact_match:")

@@ -332,3 +332,25 @@ def test_wandb_without_a_server_logs_offline_and_never_holds_training(tmp_path):
     # Secrets scan: the key reaches neither the log nor any file written.
     assert FAKE_KEY not in proc.stdout + proc.stderr
     assert not [p for p in tmp_path.rglob("*") if p.is_file() and FAKE_KEY.encode() in p.read_bytes()]
+
+
+def test_evaluates_wandb_summary_without_a_server_lands_offline(tmp_path):
+    """`spelltune sweep run` sets WANDB_RUN_ID for every trial: with W&B online and no
+    reachable server, evaluate's scores go to an offline run of that id (one warning)
+    instead of waiting for W&B's own 90-s timeout."""
+    code = (
+        "import logging\n"
+        "logging.basicConfig(level=logging.INFO, format='%(name)s: %(levelname)s: %(message)s')\n"
+        "from spelltune.training.wandb_eval import add_to_training_run\n"
+        "print('added to', add_to_training_run({'val/spelling_exact_match': 0.5}))\n"
+    )
+    env = {**os.environ, **NO_SERVER, "WANDB_DIR": str(tmp_path), "WANDB_RUN_ID": "rid00001"}
+    env.pop("WANDB_INIT_TIMEOUT", None)
+    proc = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert proc.returncode == 0 and "added to rid00001" in proc.stdout, proc.stderr
+    assert "W&B could not start online" in proc.stderr and "logging offline" in proc.stderr
+    (run_dir,) = tmp_path.glob("wandb/offline-run-*-rid00001")
+    from test_tracking import read_wandb_run
+
+    assert read_wandb_run(run_dir)["summary"]["val/spelling_exact_match"] == 0.5

@@ -22,12 +22,12 @@ def main(argv=None) -> int:
 
     from spelltune.files import read_jsonl
     from spelltune.modeling.generation import generate_replies
+    from spelltune.modeling.lora import load_merged
     from spelltune.params import load_or_exit
-    from spelltune.paths import METRIC_PREFIX, METRICS_DIR
-    from spelltune.stages.evaluate import load_model
+    from spelltune.paths import ADAPTER_DIR, METRIC_PREFIX, METRICS_DIR
 
     params = load_or_exit()
-    model, tokenizer = load_model(base=False)
+    model, tokenizer = load_merged(ADAPTER_DIR)
     recorded = read_jsonl(METRICS_DIR / "predictions" / "eval.jsonl")
     stage = json.loads((METRICS_DIR / "eval_details.json").read_text())
     result = {}

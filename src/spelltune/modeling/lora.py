@@ -39,3 +39,22 @@ def save_adapter(model, out_dir: Path, base_model: str | None = None) -> None:
     config_file.write_text(json.dumps(config, indent=2, sort_keys=True))
     shutil.rmtree(out_dir, ignore_errors=True)
     os.replace(staging, out_dir)
+
+
+def load_merged(adapter_dir: Path | None):
+    """(model, tokenizer): the fp32 base model of data/base_model with the adapter in
+    `adapter_dir` merged into it (None: the base model alone), on this worker's GPU when
+    there is one. The adapter is device- and backend-independent safetensors: one trained
+    with Unsloth on a GPU loads here onto the fp32 base model like one trained on the CPU."""
+    import torch
+
+    from spelltune.modeling.base import load_base_model
+
+    model, tokenizer = load_base_model()
+    if adapter_dir is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
+    if torch.cuda.is_available():  # this worker's GPU (spelltune.training.devices), fp32 weights
+        model = model.to("cuda")
+    return model, tokenizer

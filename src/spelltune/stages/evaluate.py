@@ -25,28 +25,12 @@ from spelltune.training.startup import loaded, pause_collector
 log = logging.getLogger("spelltune.stages.evaluate")
 
 
-def load_model(base: bool):
-    import torch
-
-    from spelltune.modeling.base import load_base_model
-    from spelltune.paths import ADAPTER_DIR
-
-    model, tokenizer = load_base_model()
-    if not base:
-        from peft import PeftModel
-
-        # The adapter is device- and backend-independent safetensors: one trained with
-        # Unsloth on a GPU loads here onto the fp32 base model like one trained on the CPU.
-        model = PeftModel.from_pretrained(model, ADAPTER_DIR).merge_and_unload()
-    if torch.cuda.is_available():  # this worker's GPU (spelltune.training.devices), fp32 weights
-        model = model.to("cuda")
-    return model, tokenizer
-
-
 def evaluate(params, base: bool) -> None:
     from spelltune.files import read_jsonl, write_json, write_jsonl
     from spelltune.modeling.base import set_threads
     from spelltune.modeling.generation import generate_replies
+    from spelltune.modeling.lora import load_merged
+    from spelltune.paths import ADAPTER_DIR
     from spelltune.task.prompts import word_tokens
     from spelltune.task.scoring import HEADLINE, breakdown, details, group_details, score_item
     from spelltune.training.devices import claim_worker
@@ -55,7 +39,7 @@ def evaluate(params, base: bool) -> None:
     # sets it would score the base model again): it takes its share of the cores.
     set_threads(claim_worker(0 if base else params.train.threads).threads)  # before torch touches CUDA
     name = "base" if base else "eval"
-    model, tokenizer = load_model(base)
+    model, tokenizer = load_merged(None if base else ADAPTER_DIR)
     loaded()
     metrics, intervals, breakdowns, predictions = {}, {}, {}, []
     for split, prefix in METRIC_PREFIX.items():
