@@ -509,6 +509,11 @@ def test_error_analysis_on_constructed_predictions():
             "cer": 1 / 3,
         },
     ]
+    cut = {**rows[3], "question": "What is the 2nd letter of 'horse'? (cut)", "reply": "h1 o2 r3 s4 e5",
+           "correct": False}  # counted past the position until the budget ran out: not "no letter"
+    result = error_analysis(pd.DataFrame([{**r, "split": "test"} for r in [*rows, cut]]), "test")
+    pairs = {(r.expected, r.predicted): r.count for r in result["confusions"].itertuples()}
+    assert pairs[("o", "…")] == 1 and ("o", "∅") not in pairs
     result = error_analysis(pd.DataFrame([{**r, "split": "test"} for r in rows]), "test")
     top = result["confusions"].iloc[0]
     assert (top["expected"], top["predicted"], top["count"]) == ("t", "d", 3)  # two letter answers, one spelling

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 
 import numpy as np
 import pandas as pd
@@ -13,6 +14,15 @@ from spelltune.experiments.runs import CompareError
 def _clip(text: str, width: int = 40) -> str:
     text = str(text).replace("\n", " ")
     return text if len(text) <= width else text[: width - 1] + "…"
+
+
+# A spelled letter answer that never reached its "= x": the model went on counting past the
+# position asked until the token budget cut the reply ("b1 a2 n3 a4 n5").
+_COUNTING = re.compile(r"^(?:[A-Za-z]\d+\s*)+$")
+
+
+def _cut(reply: str) -> bool:
+    return bool(_COUNTING.match(str(reply).strip()))
 
 
 def _substitutions(expected: str, got: str) -> list[tuple[str, str]]:
@@ -38,7 +48,7 @@ def error_analysis(preds: pd.DataFrame, split: str = "validation", examples: int
     letters = p[p["task"] == "letter_position"].copy()
     spells = p[p["task"] == "spelling"].copy()
     letters["position"] = letters.assign(position=letters["position"].astype(int)).apply(position_label, axis=1)
-    letters["predicted"] = letters["reply"].map(lambda r: parse_letter(r) or "∅")
+    letters["predicted"] = letters["reply"].map(lambda r: parse_letter(r) or ("…" if _cut(r) else "∅"))
 
     by_length = p.groupby("length").apply(lambda g: pd.Series({
         "letter_accuracy": g.loc[g["task"] == "letter_position", "correct"].mean(),
@@ -108,7 +118,8 @@ def plot_errors(result: dict[str, pd.DataFrame], title: str = ""):
 def errors_markdown(name: str, result: dict[str, pd.DataFrame], split: str) -> str:
     titles = {"summary": "Overall", "by_length": "By word length", "by_position": "Letter questions by position asked",
               "by_letter": "Letter questions by expected letter (worst first)",
-              "confusions": "Most common confusions (expected → predicted; ∅: no letter / dropped)",
+              "confusions": "Most common confusions (expected → predicted; ∅: no letter / dropped; "
+                            "…: counting on until the token budget cut the reply)",
               "worst_words": "Worst words"}
     parts = [f"# Errors of {name} ({split} split)"]
     for key, title in titles.items():
