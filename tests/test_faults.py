@@ -325,7 +325,7 @@ def test_wandb_without_a_server_logs_offline_and_never_holds_training(tmp_path):
     assert len(warnings) == 1 and "W&B could not start online" in warnings[0] and "logging offline" in warnings[0]
     run_id = proc.stderr.split("id ")[-1].strip()
     (run_dir,) = tmp_path.glob(f"wandb/offline-run-*-{run_id}")
-    from test_tracking import read_wandb_run
+    from spelltune.experiments.wandb_runs import read_wandb_run
 
     history = read_wandb_run(run_dir)["history"]
     assert [row["_step"] for row in history if "train/loss" in row] == [1, 2, 3]
@@ -351,6 +351,6 @@ def test_evaluates_wandb_summary_without_a_server_lands_offline(tmp_path):
     assert proc.returncode == 0 and "added to rid00001" in proc.stdout, proc.stderr
     assert "W&B could not start online" in proc.stderr and "logging offline" in proc.stderr
     (run_dir,) = tmp_path.glob("wandb/offline-run-*-rid00001")
-    from test_tracking import read_wandb_run
+    from spelltune.experiments.wandb_runs import read_wandb_run
 
     assert read_wandb_run(run_dir)["summary"]["val/spelling_exact_match"] == 0.5

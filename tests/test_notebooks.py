@@ -3,6 +3,7 @@ real tiny experiments, and are stored without outputs."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import nbformat
@@ -14,7 +15,7 @@ from test_compare import build_experiments_repo
 pytestmark = pytest.mark.e2e
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
-NAMES = ["training_monitor", "performance_analysis", "error_analysis"]
+NAMES = ["training_monitor", "performance_analysis", "error_analysis", "wandb_sweeps"]
 
 
 @pytest.fixture(scope="session")
@@ -36,6 +37,8 @@ def test_notebook_is_stored_without_outputs(name):
 def test_notebook_runs_top_to_bottom(name, exp_repo, tmp_path, monkeypatch):
     monkeypatch.setenv("SPELLTUNE_REPO", str(exp_repo))
     monkeypatch.setenv("SPELLTUNE_COMPARE_OUT", str(tmp_path / "compare"))
+    monkeypatch.setenv("SPELLTUNE_SCRATCH", str(tmp_path / "scratch"))
+    monkeypatch.setenv("WANDB_MODE", "offline")
     nb = nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4)
     NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}).execute()
     outputs = [o for cell in nb.cells if cell.cell_type == "code" for o in cell.outputs]
@@ -49,3 +52,7 @@ def test_notebook_runs_top_to_bottom(name, exp_repo, tmp_path, monkeypatch):
         assert (tmp_path / "compare" / "compare.html").exists() and "vs base model" in text
     if name == "error_analysis":
         assert "experiment:" in text
+    if name == "wandb_sweeps":  # offline: W&B's calls, a tracked pipeline run and a two-trial sweep, read back
+        assert re.search(r"history: \[\(1, 2(\.0)?\), \(2, 1(\.0)?\)", text) and "summary: 0.42" in text, text
+        assert re.search(r"'val/spelling_exact_match': 0(\.0)?[,}]", text) and "trials: 2" in text, text
+        assert len(re.findall(r"val/spelling_exact_match 0(\.0)? group sweep-nb", text)) == 2, text

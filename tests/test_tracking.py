@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 import logging
 import os
-import struct
 from pathlib import Path
 
 import pytest
 
 from conftest import TINY_OVERRIDES, run, set_args
+from spelltune.experiments.wandb_runs import read_wandb_run
 from spelltune.task.questions import ITEMS_PER_HELD_OUT_WORD
 from spelltune.training.tracking import WandbRun, original_repo_root, scrub, wandb_group, wandb_mode
 
@@ -22,46 +22,6 @@ SECRETS = {
     "PAYMENTS_KEY": "paymentskey-13579",
 }
 CURVES = "metrics/train/plots/metrics"
-
-
-def wandb_records(path: Path):
-    """The records of a W&B run file (.wandb): a LevelDB-style log of protobuf records
-    after a 7-byte header, in 32 KiB blocks of chunks (crc32c, length, type, data)."""
-    from wandb.proto import wandb_internal_pb2 as pb
-
-    data, pos, block, pending = path.read_bytes(), 7, 32768, b""
-    while pos + 7 <= len(data):
-        if block - pos % block < 7:  # a block's tail too short for a chunk header is padding
-            pos += block - pos % block
-            continue
-        length, kind = struct.unpack("<HB", data[pos + 4 : pos + 7])
-        chunk, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
-        pending = chunk if kind in (1, 2) else pending + chunk
-        if kind in (1, 4):  # FULL or LAST
-            record = pb.Record()
-            record.ParseFromString(pending)
-            yield record
-
-
-def read_wandb_run(run_dir: Path) -> dict:
-    """Name, config, tags, group, history rows and summary, read back from the run's file."""
-    out = {"history": [], "summary": {}, "config": {}}
-    (run_file,) = run_dir.glob("run-*.wandb")
-    for record in wandb_records(run_file):
-        kind = record.WhichOneof("record_type")
-        if kind == "run":
-            out.update(name=record.run.display_name, group=record.run.run_group, tags=list(record.run.tags))
-            out["config"].update({i.key: json.loads(i.value_json) for i in record.run.config.update})
-        elif kind == "config":
-            out["config"].update({i.key: json.loads(i.value_json) for i in record.config.update})
-        elif kind == "history":
-            row = {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.history.item}
-            out["history"].append(row)
-        elif kind == "summary":
-            out["summary"].update(
-                {i.key or "/".join(i.nested_key): json.loads(i.value_json) for i in record.summary.update}
-            )
-    return out
 
 
 def tsv_rows(path: Path) -> list[list[str]]:
