@@ -68,8 +68,31 @@ def latest_curves(repo: str | Path = ".", experiment: str = "") -> tuple[str, di
     return label, read_curves_dir(dirs[label])
 
 
-def status_line(curves: dict[str, pd.DataFrame]) -> str:
-    """One line: where the run is and how it goes."""
+def phase(repo: str | Path, label: str) -> str:
+    """What the run of `label` (a key of running_dirs) is doing beyond its curves: a queued
+    run whose train stage has not started still holds the baseline's curves (DVC copies the
+    commit into its temporary workspace), and a run past training is evaluating until its
+    metrics/eval.json is written. "" when the curves tell it all."""
+    from spelltune.repo import git_show
+
+    dirs = running_dirs(repo)
+    if label not in dirs:
+        return ""
+    curves_dir = dirs[label]
+    workspace = curves_dir.parents[len(Path(CURVES_DIR).parts) - 1]
+    loss = curves_dir / "train" / "loss.tsv"
+    committed = git_show("HEAD", f"{CURVES_DIR}/train/loss.tsv", cwd=Path(repo))
+    if label != "workspace" and loss.exists() and committed is not None and loss.read_text() == committed:
+        return "waiting for its train stage (the curves on disk are the baseline's)"
+    progress = read_curves_dir(curves_dir).get("progress/completion_pct")
+    if progress is not None and len(progress) and progress["value"].iloc[-1] >= 100 and not (
+            workspace / "metrics" / "eval.json").exists():
+        return "training done, evaluating (metrics/eval.json not written yet)"
+    return ""
+
+
+def status_line(curves: dict[str, pd.DataFrame], now: str = "") -> str:
+    """One line: where the run is and how it goes (`now`: its phase, when there is one)."""
     def last(name):
         frame = curves.get(name)
         return frame["value"].iloc[-1] if frame is not None and len(frame) else None
@@ -87,4 +110,6 @@ def status_line(curves: dict[str, pd.DataFrame]) -> str:
     ):
         if (value := last(name)) is not None:
             parts.append(fmt.format(value))
+    if now:
+        return now if not parts else f"{now}; curves: {', '.join(parts)}"
     return ", ".join(parts) or "no curves yet"
