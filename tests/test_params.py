@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from spelltune.params import Params, ParamsError, load, parse
+from spelltune.params import BEFORE_THE_KEY, Params, ParamsError, flatten, load, parse, schema_default
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -101,6 +101,17 @@ def test_unknown_section():
         parse(raw)
 
 
+def test_schema_defaults_are_params_yaml_but_for_the_one_old_experiment_rule():
+    """One place for defaults: the schema's equal params.yaml's for every key but those
+    BEFORE_THE_KEY names, whose schema default is what an older experiment without the key did."""
+    differ = {key for key, value in flatten(committed()).items() if schema_default(key) != value}
+    assert differ == set(BEFORE_THE_KEY)
+    old = parse({"data": {k: v for k, v in committed()["data"].items()
+                          if f"data.{k}" not in BEFORE_THE_KEY}})
+    assert (old.data.spelling_separator, old.data.letter_answer) == ("-", "direct")
+    assert (old.data.train_sampling, old.data.canonical_share) == ("uniform", 1.0)
+
+
 def test_defaults_fill_missing_sections():
     assert parse({"train": {"lr": 0.01}}) == Params(train={"lr": 0.01})
 
@@ -151,7 +162,7 @@ def test_training_fingerprint_tracks_what_shapes_the_weights():
     [
         ({"early_stop_patience": 2, "save_every": 40}, "train.early_stop_patience = 2",
          "early stopping restores the best checkpoint, so train.save_every (40) must be a multiple of "
-         "train.eval_every (50)"),
+         "train.eval_every (80)"),
         ({"early_stop_patience": 2, "val_loss_items": 0}, "train.early_stop_patience = 2",
          "early stopping needs train.val_loss_items > 0"),
         ({"early_stop_metric": "val/spelling_exact_match", "val_generate_items": 0},

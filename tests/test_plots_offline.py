@@ -28,9 +28,9 @@ def exp_repo(tmp_path_factory, tiny_model) -> Path:
     return build_experiments_repo(tmp_path_factory.getbasetemp() / "experiments_repo", tiny_model)
 
 
-def chromium(*args: str, cwd: Path) -> str:
+def chromium(*args: str, cwd: Path, flags: list[str] = OFFLINE) -> str:
     profile = cwd / "profile"
-    proc = subprocess.run([CHROMIUM, *OFFLINE, f"--user-data-dir={profile}", *args], cwd=cwd,
+    proc = subprocess.run([CHROMIUM, *flags, f"--user-data-dir={profile}", *args], cwd=cwd,
                           capture_output=True, text=True, timeout=180, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return proc.stdout

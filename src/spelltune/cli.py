@@ -365,7 +365,33 @@ def _comparison_args(parser) -> None:
                              "or base models are never ranked together")
 
 
+@_comparison
+def cmd_dashboard(args) -> int:
+    from spelltune.experiments.dashboard import serve
+    from spelltune.sweeps.bayes import default_storages
+    from spelltune.training.pruning import open_storage
+
+    repo = Path(args.repo).resolve()
+    storages = {url: open_storage(url) for url in [*default_storages(repo), *(args.storage or [])]}
+    serve(repo, storages, args.host, args.port, args.every, args.metric, "minimize" if args.ascending else "maximize")
+    return 0
+
+
 def _add_comparison_commands(sub) -> None:
+    from spelltune.experiments.runs import DEFAULT_METRIC
+
+    dashboard = sub.add_parser("dashboard", help="every sweep and experiment, live, in optuna-dashboard")
+    dashboard.add_argument("--repo", default=".", help="the repository (default: the current directory)")
+    dashboard.add_argument("--host", default="127.0.0.1", help="address to serve on (default: %(default)s)")
+    dashboard.add_argument("--port", type=int, default=8080, help="port (default: %(default)s; 0: any free one)")
+    dashboard.add_argument("--every", type=float, default=5.0, help="seconds between refreshes (default: %(default)s)")
+    dashboard.add_argument("--metric", default=DEFAULT_METRIC,
+                           help="the trials' value, with its in-training curve (default: %(default)s)")
+    dashboard.add_argument("--ascending", action="store_true", help="lower is better")
+    dashboard.add_argument("--storage", action="append", metavar="URL",
+                           help="another Bayesian sweep's storage (a database URL or journal file; repeat), "
+                                "besides the journals under .spelltune/sweeps/")
+    dashboard.set_defaults(func=cmd_dashboard)
     compare = sub.add_parser("compare", help="leaderboard, plots, importance and next configs over all experiments")
     _comparison_args(compare)
     compare.add_argument("--out", default="compare", help="output directory (default: %(default)s)")

@@ -108,7 +108,7 @@ class Runs:
 
     def read(self, name: str, path: str) -> str | None:
         """A git-tracked output of one experiment (the workspace's from disk)."""
-        return _read(self.repo, self.table.loc[name, "rev"], path)
+        return read_at(self.repo, self.table.loc[name, "rev"], path)
 
     def curves(self, name: str) -> dict[str, pd.DataFrame]:
         """The DVCLive curves of one experiment: {"train/loss": DataFrame(step, value), ...}."""
@@ -120,23 +120,23 @@ class Runs:
         out = {}
         for path in listed:
             if path.endswith(".tsv"):
-                out[path[len(CURVES_DIR) + 1: -4]] = _curve(io.StringIO(self.read(name, path)))
+                out[path[len(CURVES_DIR) + 1: -4]] = read_curve(io.StringIO(self.read(name, path)))
         return out
 
 
-def _read(repo: Path, rev: str, path: str) -> str | None:
+def read_at(repo: Path, rev: str, path: str) -> str | None:
     if rev == "workspace":
         file = repo / path
         return file.read_text() if file.exists() else None
     return git_show(rev, path, cwd=repo)
 
 
-def _scores(repo: Path, rev: str) -> dict[str, float]:
+def scores_at(repo: Path, rev: str) -> dict[str, float]:
     """The numbers of SCORE_FILES at one revision, named FILE:KEY."""
     scores = {}
     for file in SCORE_FILES:
         try:
-            content = json.loads(_read(repo, rev, file) or "{}")
+            content = json.loads(read_at(repo, rev, file) or "{}")
         except json.JSONDecodeError:
             continue
         for key, value in flatten(content).items():
@@ -145,7 +145,7 @@ def _scores(repo: Path, rev: str) -> dict[str, float]:
     return scores
 
 
-def _dvc_exp_show(repo: Path, all_commits: bool, rev: str | None = None) -> list[dict]:
+def dvc_exp_show(repo: Path, all_commits: bool, rev: str | None = None) -> list[dict]:
     """`dvc exp show --json`: the experiments, their params and states. Not dvc.api.exp_show:
     it has no --all-commits."""
     cmd = [sys.executable, "-m", "dvc", "exp", "show", "--json", *(["--all-commits"] if all_commits else []),
@@ -164,7 +164,7 @@ def load_runs(repo: str | Path = ".", all_commits: bool = False, rev: str | None
 
     def add(name: str, rev: str, kind: str, data: dict | None, state: str | None, error) -> None:
         finished = not error and (data or {}).get("metrics") and state in (None, "success", "done")
-        metrics = _scores(repo, rev) if finished else {}
+        metrics = scores_at(repo, rev) if finished else {}
         if not metrics:
             if kind == "experiment":
                 pending[name] = state or ("failed" if error else "no metrics")
@@ -175,7 +175,7 @@ def load_runs(repo: str | Path = ".", all_commits: bool = False, rev: str | None
                      **{f"p:{k}": _param_value(v) for k, v in params.items()},
                      **{f"m:{k}": v for k, v in metrics.items()}})
 
-    for row in _dvc_exp_show(repo, all_commits, rev):
+    for row in dvc_exp_show(repo, all_commits, rev):
         rev = row["rev"]
         kind = "workspace" if rev == "workspace" else "baseline"
         name = row.get("name") or ("workspace" if kind == "workspace" else rev[:7])
@@ -209,7 +209,7 @@ def eval_set(repo: Path, rev: str) -> str:
     import yaml
 
     try:
-        stages = (yaml.safe_load(_read(repo, rev, "dvc.lock") or "{}") or {}).get("stages") or {}
+        stages = (yaml.safe_load(read_at(repo, rev, "dvc.lock") or "{}") or {}).get("stages") or {}
     except yaml.YAMLError:
         stages = {}
     outs = {out["path"]: out.get("md5") for stage in stages.values() for out in stage.get("outs") or []}
@@ -251,10 +251,10 @@ def comparable(runs: Runs) -> Runs:
 def read_curves_dir(directory: str | Path) -> dict[str, pd.DataFrame]:
     """DVCLive curves from a directory of TSVs (also while a run is still writing them)."""
     directory = Path(directory)
-    return {str(p.relative_to(directory))[:-4]: _curve(p) for p in sorted(directory.rglob("*.tsv"))}
+    return {str(p.relative_to(directory))[:-4]: read_curve(p) for p in sorted(directory.rglob("*.tsv"))}
 
 
-def _curve(source) -> pd.DataFrame:
+def read_curve(source) -> pd.DataFrame:
     frame = pd.read_csv(source, sep="\t")
     return frame.rename(columns={frame.columns[-1]: "value"})[["step", "value"]]
 

@@ -28,6 +28,7 @@ from pathlib import Path
 import yaml
 
 from spelltune.modeling import card
+from spelltune.params import schema_default
 from spelltune.paths import ADAPTER_DIR, BASE_MODEL_DIR
 
 # A chat template that renders exactly spelltune.task.prompts.COMPACT_PROMPT for one user turn (ChatML, no
@@ -202,21 +203,21 @@ def resolve(repo: str | Path = ".", exp: str | None = None, adapter: str | None 
 
     on_card = {"model": facts or {}, "data": (facts or {}).get("data") or {}}  # the card keeps model facts on top
 
-    def trained(section: str, key: str, default: str) -> str:
+    def trained(section: str, key: str) -> str:
         """How the adapter was trained: its model card's facts, else its commit's params, else
-        the schema's default (what params older than the key meant)."""
+        the schema's default (params.BEFORE_THE_KEY: what params older than the key meant)."""
         for known in (on_card[section], params.get(section) or {}):
             if known.get(key) is not None:
                 return known[key]
-        return default
+        return schema_default(f"{section}.{key}")
 
     extra = {k: params[k] for k in ("data", "eval") if isinstance(params.get(k), dict)} if read is not None else {}
     return Source(
         label, adapter_dir, base_dir, facts=facts, read=read, revision=revision, extra_params=extra, _tmp=tmp,
-        prompt_format=trained("model", "prompt_format", "compact"),
-        separator=trained("data", "spelling_separator", "-"),
-        letter_answer=trained("data", "letter_answer", "direct"),
-        batch_size=(params.get("eval") or {}).get("batch_size") or 64,
+        prompt_format=trained("model", "prompt_format"),
+        separator=trained("data", "spelling_separator"),
+        letter_answer=trained("data", "letter_answer"),
+        batch_size=(params.get("eval") or {}).get("batch_size") or schema_default("eval.batch_size"),
     )
 
 

@@ -22,6 +22,7 @@ import shlex
 from pathlib import Path
 
 from spelltune.modeling.sources import EMBEDDED, EMBEDDED_HF_ID
+from spelltune.params import schema_default
 from spelltune.paths import METRIC_PREFIX, SPLIT_OF_PREFIX
 
 TASK_METRICS = {
@@ -367,7 +368,7 @@ def _head_lines(facts: dict, merged: bool, details: dict | None) -> list[str]:
         eval_results=_eval_results(details) if details else None,
         spelltune=facts,
     )
-    sep = facts.get("data", {}).get("spelling_separator", "-")
+    sep = facts.get("data", {}).get("spelling_separator", schema_default("data.spelling_separator"))
     letter_reply = "b1 a2 n3 = n" if facts.get("data", {}).get("letter_answer") == "spelled" else "n"
     shown_base = f"[{base}](https://huggingface.co/{base})" if base == EMBEDDED_HF_ID else f"`{base}`"
     return [

@@ -16,6 +16,7 @@ from spelltune.repo import dvc, tool
 from spelltune.sweeps.ledger import TrialLedger
 from spelltune.sweeps.space import FINITE, Space, Sweep, format_value, overrides_args, six_digits_within
 from spelltune.sweeps.trials import (
+    STATE_DIR,
     exp_refs,
     new_wandb_run_id,
     say,
@@ -87,6 +88,11 @@ def distributions(sweep: Sweep) -> tuple[dict, dict, dict]:
 
 def default_storage(name: str) -> str:
     return str(state_dir() / "sweeps" / f"{name}.journal")
+
+
+def default_storages(repo: Path) -> list[str]:
+    """The journal files of the Bayesian sweeps run in `repo` on the default storage."""
+    return [str(p) for p in sorted((repo / STATE_DIR / "sweeps").glob("*.journal"))]
 
 
 def absolute_storage(url: str) -> str:
