@@ -1,9 +1,9 @@
-"""Draw docs/quality_vs_compute.png from docs/quality_vs_compute.csv (one row per finished
+"""Draw docs/quality_vs_compute.png from research/quality_vs_compute.csv (one row per finished
 run: its recipe, training minutes on the 2-core CPU, held-out test scores with their 95 %
 intervals). The rows come from each run's metrics/{summary,eval_details}.json;
 see docs/results.md for the commands.
 
-    python docs/research_curve.py
+    python research/quality_vs_compute.py
 """
 
 from pathlib import Path
@@ -15,6 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 HERE = Path(__file__).parent
+FIGURE = HERE.parent / "docs" / "quality_vs_compute.png"
 rows = pd.read_csv(HERE / "quality_vs_compute.csv")
 fig, ax = plt.subplots(figsize=(7.5, 4.6))
 TARGETS = {"spelling": 0.60, "letter": 0.80}
@@ -37,5 +38,5 @@ ax.set(xscale="log", xlabel="training minutes (2-core CPU; log scale)", ylabel="
 ax.grid(alpha=0.3)
 ax.legend(loc="lower right", fontsize=7)
 fig.tight_layout()
-fig.savefig(HERE / "quality_vs_compute.png", dpi=110)
-print(f"wrote {HERE / 'quality_vs_compute.png'}")
+fig.savefig(FIGURE, dpi=110)
+print(f"wrote {FIGURE}")
