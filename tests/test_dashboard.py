@@ -146,7 +146,8 @@ def paused_at_first_validation(repo: Path, max_steps: int, timeout: float = 600)
     while time.time() < deadline:
         for proc in psutil.process_iter(["cmdline", "cwd"]):
             cwd = Path(proc.info["cwd"] or "/nonexistent")
-            if "spelltune.stages.train" not in " ".join(proc.info["cmdline"] or []) or cwd == repo:
+            # The stage's Python itself, not the shell DVC runs it through.
+            if (proc.info["cmdline"] or [])[1:3] != ["-m", "spelltune.stages.train"] or cwd == repo:
                 continue
             try:
                 steps = yaml.safe_load((cwd / "params.yaml").read_text())["train"]["max_steps"]

@@ -294,16 +294,18 @@ def test_reporter_from_env_is_none_outside_a_sweep():
 def test_reporter_prunes_a_trial_behind_at_a_rung(tmp_path, pruner):
     import optuna
 
+    from spelltune import handoff
     from spelltune.training import pruning as tr
 
     storage = str(tmp_path / "s.journal")
     study = optuna.create_study(study_name="st", storage=tr.open_storage(storage), direction="minimize",
                                 pruner=tr.make_pruner(pruner))
-    env = {tr.ENV_STORAGE: storage, tr.ENV_STUDY: "st", tr.ENV_METRIC: "val/loss", tr.ENV_PRUNER: json.dumps(pruner)}
+    env = {handoff.OPTUNA_STORAGE: storage, handoff.STUDY: "st", handoff.METRIC: "val/loss",
+           handoff.PRUNER: json.dumps(pruner)}
     outcomes = []
     for loss in (1.0, 0.9, 0.8, 0.7, 5.0, 6.0, 7.0, 8.0):  # good trials first, then bad ones
         trial = study.ask()
-        reporter = tr.reporter_from_env({**env, tr.ENV_TRIAL: str(trial.number)})
+        reporter = tr.reporter_from_env({**env, handoff.TRIAL_NUMBER: str(trial.number)})
         assert reporter.number == trial.number
         pruned = False
         for step in (1, 2, 3, 4):
@@ -319,6 +321,7 @@ def test_reporter_prunes_a_trial_behind_at_a_rung(tmp_path, pruner):
 def test_reporter_without_the_metric_never_prunes(tmp_path):
     import optuna
 
+    from spelltune import handoff
     from spelltune.training import pruning as tr
 
     storage = str(tmp_path / "s.journal")
@@ -326,11 +329,11 @@ def test_reporter_without_the_metric_never_prunes(tmp_path):
     trial = study.ask()
     reporter = tr.reporter_from_env(
         {
-            tr.ENV_STORAGE: storage,
-            tr.ENV_STUDY: "st",
-            tr.ENV_TRIAL: str(trial.number),
-            tr.ENV_METRIC: "val/spelling_exact_match",
-            tr.ENV_PRUNER: json.dumps({"type": "median"}),
+            handoff.OPTUNA_STORAGE: storage,
+            handoff.STUDY: "st",
+            handoff.TRIAL_NUMBER: str(trial.number),
+            handoff.METRIC: "val/spelling_exact_match",
+            handoff.PRUNER: json.dumps({"type": "median"}),
         }
     )
     assert reporter.should_prune(5, {"val/loss": 1.0}) is False

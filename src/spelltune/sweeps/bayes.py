@@ -12,13 +12,13 @@ import time
 import zlib
 from pathlib import Path
 
+from spelltune import handoff
 from spelltune.repo import dvc, tool
 from spelltune.sweeps.ledger import TrialLedger
 from spelltune.sweeps.space import FINITE, Space, Sweep, format_value, overrides_args, six_digits_within
 from spelltune.sweeps.trials import (
     STATE_DIR,
     exp_refs,
-    new_wandb_run_id,
     say,
     show_config,
     state_dir,
@@ -283,7 +283,6 @@ class BayesRunner:
         return out
 
     def run_trial(self, trial, config: dict, retry_of: int | None) -> float:
-        from spelltune.training import pruning as tr
 
         TS = self.TS
         refs = exp_refs()
@@ -292,18 +291,18 @@ class BayesRunner:
         while name in refs:  # a name left by an earlier study of the same name: do not clash
             name, k = f"{self.sweep.name}-t{trial.number:03d}-{k}", k + 1
         overrides = {**self.space.fixed, **self.threads, **config}
-        wandb_id = new_wandb_run_id()
+        wandb_id = handoff.new_run_id()
         for key, value in {"dvc_exp": name, "worker": f"{self.host}:{os.getpid()}", "heartbeat": time.time(),
                            "config": {k: format_value(v) for k, v in config.items()}, "wandb_run_id": wandb_id}.items():
             trial.set_user_attr(key, value)
         env = {
             **os.environ,
-            tr.ENV_STORAGE: absolute_storage(self.storage_url),
-            tr.ENV_STUDY: self.sweep.name,
-            tr.ENV_TRIAL: str(trial.number),
-            tr.ENV_METRIC: self.sweep.metric_key,
-            tr.ENV_PRUNER: json.dumps(self.spec),
-            "WANDB_RUN_ID": wandb_id,  # train creates the run, evaluate adds its scores to it
+            handoff.OPTUNA_STORAGE: absolute_storage(self.storage_url),
+            handoff.STUDY: self.sweep.name,
+            handoff.TRIAL_NUMBER: str(trial.number),
+            handoff.METRIC: self.sweep.metric_key,
+            handoff.PRUNER: json.dumps(self.spec),
+            handoff.WANDB_RUN_ID: wandb_id,  # train creates the run, evaluate adds its scores to it
         }
         env.pop("DVC_EXP_BASELINE_REV", None)
         cmd = [tool("dvc"), "exp", "run", "--temp", "-n", name, *overrides_args(overrides)]

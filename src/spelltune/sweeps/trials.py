@@ -4,7 +4,6 @@ its params and its metric read back from git, and its share of the cores."""
 from __future__ import annotations
 
 import json
-import secrets
 import sys
 from pathlib import Path
 from typing import Any
@@ -115,12 +114,6 @@ def state_dir() -> Path:
     if not ignore.exists():
         ignore.write_text("*\n")
     return STATE_DIR
-
-
-def new_wandb_run_id() -> str:
-    """A W&B run id for one trial: its train stage creates the run, its evaluate stage adds
-    the final val/test scores to the same run (spelltune.training.wandb_eval)."""
-    return "".join(secrets.choice("abcdefghijklmnopqrstuvwxyz0123456789") for _ in range(8))
 
 
 def load_all(args) -> tuple[Sweep, Space]:

@@ -37,13 +37,13 @@ import shutil
 from itertools import count
 from pathlib import Path
 
+from spelltune import handoff
+
 log = logging.getLogger("spelltune.training.checkpoints")
 
 MANIFEST = "manifest.json"
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 STAGING_PREFIX = ".staging-"
-# DDP: the launcher claims the store and passes it to the processes torchrun starts.
-STORE_ENV = "SPELLTUNE_RESUME_STORE"
 _held: dict[Path, object] = {}  # store -> its open, locked lock file (held for the process's life)
 
 
@@ -75,8 +75,8 @@ def claim_store(repo_root: Path, fingerprint: str) -> Path:
     `<fingerprint>.<n>/` (the lowest n free) while other live runs hold the ones before.
     The lock files live in `.spelltune/locks/` and are never removed, so that a store being
     deleted by its finished run can never be locked by two runs at once."""
-    if os.environ.get(STORE_ENV):  # a DDP process: its launcher holds the lock
-        return Path(os.environ[STORE_ENV])
+    if os.environ.get(handoff.RESUME_STORE):  # a DDP process: its launcher holds the lock
+        return Path(os.environ[handoff.RESUME_STORE])
     base = repo_root / ".spelltune" / "resume"
     locks = repo_root / ".spelltune" / "locks"  # beside resume/, which holds only stores
     locks.mkdir(parents=True, exist_ok=True)

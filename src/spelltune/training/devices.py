@@ -31,9 +31,10 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from spelltune import handoff
+
 log = logging.getLogger("spelltune.training.devices")
 
-WORKERS_ENV = "SPELLTUNE_WORKERS"
 MAX_CPU_SLOTS = 256
 WAIT_SECONDS = 1.0  # poll for a free GPU slot
 # `dvc exp queue-worker dvc-exp-<hash of the queue's directory>-<n>@localhost`
@@ -122,15 +123,15 @@ def dvc_queue_workers() -> int | None:
 
 
 def worker_count() -> tuple[int, str]:
-    value = os.environ.get(WORKERS_ENV)
+    value = os.environ.get(handoff.WORKERS)
     if value:
         try:
             n = int(value)
         except ValueError:
             n = 0
         if n < 1:
-            raise ValueError(f"{WORKERS_ENV} = {value!r}: must be a whole number >= 1 (concurrent workers)")
-        return n, WORKERS_ENV
+            raise ValueError(f"{handoff.WORKERS} = {value!r}: must be a whole number >= 1 (concurrent workers)")
+        return n, handoff.WORKERS
     n = dvc_queue_workers()
     if n is not None:
         return n, "dvc queue workers"

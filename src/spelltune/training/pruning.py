@@ -20,11 +20,7 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-ENV_STORAGE = "SPELLTUNE_OPTUNA_STORAGE"  # journal file path or a database URL
-ENV_STUDY = "SPELLTUNE_STUDY"  # study name (= sweep name)
-ENV_TRIAL = "SPELLTUNE_TRIAL_NUMBER"  # the trial's number in that study
-ENV_METRIC = "SPELLTUNE_METRIC"  # the key reported, e.g. val/letter_position_accuracy
-ENV_PRUNER = "SPELLTUNE_PRUNER"  # JSON: {"type": "hyperband", "min_resource": 50, ...}
+from spelltune import handoff
 
 log = logging.getLogger("spelltune.training.pruning")
 
@@ -83,7 +79,7 @@ def make_pruner(spec: Mapping | None):
             n_startup_trials=int(spec.get("n_startup_trials", 2)),
             n_warmup_steps=int(spec.get("min_resource") or 0),
         )
-    raise ValueError(f"{ENV_PRUNER}: unknown pruner type {spec['type']!r}; allowed: hyperband, median")
+    raise ValueError(f"{handoff.PRUNER}: unknown pruner type {spec['type']!r}; allowed: hyperband, median")
 
 
 class TrialReporter:
@@ -127,15 +123,15 @@ class TrialReporter:
 def reporter_from_env(environ: Mapping[str, str] | None = None) -> TrialReporter | None:
     """The trial reporter when this process runs inside a bayes sweep, else None."""
     env = os.environ if environ is None else environ
-    if not env.get(ENV_STORAGE) or not env.get(ENV_STUDY) or not env.get(ENV_TRIAL):
+    if not env.get(handoff.OPTUNA_STORAGE) or not env.get(handoff.STUDY) or not env.get(handoff.TRIAL_NUMBER):
         return None
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    spec = json.loads(env.get(ENV_PRUNER) or "null")
-    storage = open_storage(env[ENV_STORAGE])
-    study = optuna.load_study(study_name=env[ENV_STUDY], storage=storage, pruner=make_pruner(spec))
-    study_id = storage.get_study_id_from_name(env[ENV_STUDY])
-    trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, int(env[ENV_TRIAL]))
-    metric = env.get(ENV_METRIC) or "val/loss"
+    spec = json.loads(env.get(handoff.PRUNER) or "null")
+    storage = open_storage(env[handoff.OPTUNA_STORAGE])
+    study = optuna.load_study(study_name=env[handoff.STUDY], storage=storage, pruner=make_pruner(spec))
+    study_id = storage.get_study_id_from_name(env[handoff.STUDY])
+    trial_id = storage.get_trial_id_from_study_id_trial_number(study_id, int(env[handoff.TRIAL_NUMBER]))
+    metric = env.get(handoff.METRIC) or "val/loss"
     return TrialReporter(optuna.trial.Trial(study, trial_id), metric)

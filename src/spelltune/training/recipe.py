@@ -12,6 +12,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from spelltune import handoff
 from spelltune.paths import ADAPTER_DIR, CHECKPOINT_DIR, LIVE_DIR, SUMMARY_FILE, TRAIN_METRICS_FILE
 from spelltune.training import checkpoints
 from spelltune.training.devices import original_repo_root
@@ -34,7 +35,7 @@ def launch_torchrun(params) -> int:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}",
            "-m", "spelltune.stages.train"]
     store = checkpoints.claim_store(original_repo_root(), training_fingerprint(params))
-    return subprocess.call(cmd, env={**os.environ, checkpoints.STORE_ENV: str(store)})
+    return subprocess.call(cmd, env={**os.environ, handoff.RESUME_STORE: str(store)})
 
 
 @dataclass
@@ -49,7 +50,7 @@ def resume_point(fingerprint: str) -> ResumePoint:
     a resumed one brings back the DVCLive curves up to its checkpoint."""
     # Locked for this process's life: another live run of this fingerprint gets its own.
     # (A DDP process gets the store its launcher claimed, through the environment.)
-    if main_process() or os.environ.get(checkpoints.STORE_ENV):
+    if main_process() or os.environ.get(handoff.RESUME_STORE):
         store = checkpoints.claim_store(original_repo_root(), fingerprint)
     else:
         store = checkpoints.resume_store(original_repo_root(), fingerprint)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from spelltune import handoff
 from spelltune.training.devices import original_repo_root
 
 log = logging.getLogger("spelltune.training.tracking")
@@ -138,15 +139,6 @@ def init_or_offline(wandb, **kwargs):
         return run
 
 
-def new_run_id() -> str:
-    """A W&B run id (8 of [a-z0-9], like wandb.util.generate_id), chosen before W&B starts
-    so that a checkpoint can record it without waiting for the start."""
-    import secrets
-    import string
-
-    return "".join(secrets.choice(string.ascii_lowercase + string.digits) for _ in range(8))
-
-
 class WandbRun:
     """One W&B run per DVC experiment. A tracker that fails (import error, bad key, no
     network, unwritable directory) costs one warning: the run goes on without it. One
@@ -160,7 +152,7 @@ class WandbRun:
     def __init__(self, name: str, config: dict, tags: list[str], group: str | None, run_id: str | None = None):
         self.run = None
         self.failed = False
-        self._id = run_id or new_run_id()
+        self._id = run_id or handoff.new_run_id()
         self._lock = threading.Lock()
         self._pending: list[tuple[dict, int]] | None = []  # (metrics, step) logged during the start; None after
         # W&B's own log records go to its debug.log, not through our handlers to stderr.

@@ -26,6 +26,8 @@ import logging
 import os
 from pathlib import Path
 
+from spelltune import handoff
+
 log = logging.getLogger("spelltune.training.wandb_eval")
 
 SUMMARY_FILE = Path("metrics/summary.json")
@@ -48,8 +50,8 @@ def record_run_id(fingerprint: str, run_id: str | None) -> None:
 
 
 def training_run_id(summary_file: Path = SUMMARY_FILE) -> str | None:
-    if os.environ.get("WANDB_RUN_ID"):
-        return os.environ["WANDB_RUN_ID"]
+    if os.environ.get(handoff.WANDB_RUN_ID):
+        return os.environ[handoff.WANDB_RUN_ID]
     try:
         fingerprint = json.loads(summary_file.read_text())["params_fingerprint"]
         return _recorded(fingerprint).read_text().strip() or None
