@@ -26,6 +26,16 @@ EXPERIMENTS = {"lr": {"train.lr": 0.005}, "rank": {"lora.r": 4}, "seed": {"train
 FAST = {**TINY_OVERRIDES, "train.val_generate_items": 4, "train.threads": 1}  # threads: two queued runs share 2 cores
 
 
+def fast_project(dest: Path, tiny_model: Path) -> None:
+    """This project in `dest` with the tiny model and the FAST params."""
+    copy_project(dest)
+    params = yaml.safe_load((dest / "params.yaml").read_text())
+    for key, value in {"model.source": str(tiny_model), **FAST}.items():
+        section, name = key.split(".")
+        params[section][name] = value
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
 def build_experiments_repo(dest: Path, tiny_model: Path) -> Path:
     """A git + DVC repository holding: the baseline run, committed (`main`), one workspace
     `dvc exp run` (`lr`), and two queued experiments (`rank`, `seed`) run with `dvc queue start -j 2`.
@@ -33,12 +43,7 @@ def build_experiments_repo(dest: Path, tiny_model: Path) -> Path:
     if (dest / ".built").exists():
         return dest
     shutil.rmtree(dest, ignore_errors=True)
-    copy_project(dest)
-    params = yaml.safe_load((dest / "params.yaml").read_text())
-    for key, value in {"model.source": str(tiny_model), **FAST}.items():
-        section, name = key.split(".")
-        params[section][name] = value
-    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    fast_project(dest, tiny_model)
     with pytest.MonkeyPatch.context() as env:
         env.setenv("WANDB_MODE", "disabled")  # for these runs only: they need no W&B files
         _run_experiments(dest)

@@ -14,10 +14,9 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-import yaml
 
 from conftest import copy_project, git_commit_all, run, set_args, user_env
-from test_compare import FAST
+from test_compare import fast_project
 from test_plots_offline import CHROMIUM, OFFLINE, chromium
 
 pytestmark = pytest.mark.e2e
@@ -83,12 +82,7 @@ def bayes_journal(path: Path) -> None:
 
 def test_dashboard_lists_trials_live_and_after(tmp_path, tiny_model):
     repo = tmp_path / "repo"
-    copy_project(repo)
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    for key, value in {"model.source": str(tiny_model), **FAST}.items():
-        section, name = key.split(".")
-        params[section][name] = value
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    fast_project(repo, tiny_model)
     git_commit_all(repo)
     bayes_journal(repo / ".spelltune" / "sweeps" / "bo.journal")
     env = {"WANDB_MODE": "disabled"}
