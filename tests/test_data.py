@@ -246,3 +246,28 @@ def test_jsonl_loads_with_pandas(tmp_path, splits):
     assert len(frames["train"]) == len(splits["train"])
     assert {"question", "answer", "word", "task", "position", "wording", "rank", "band"} <= set(frames["train"].columns)
     assert json.loads((tmp_path / "train.jsonl").read_text().splitlines()[0]) == splits["train"][0]
+
+
+def test_token_level_training_adds_the_tokenizers_pieces_and_never_a_held_out_word(tiny_model):
+    """data.token_pieces: the real tokenizer's alphabetic pieces train as extra words
+    (band "piece"); a held-out word that is itself one token is never among them."""
+    from spelltune.modeling.pieces import alphabetic_pieces
+
+    pieces = alphabetic_pieces(tiny_model)
+    assert len(pieces) > 20_000 and {"ion", "banana"} <= set(pieces)
+    params = SMALL.model_copy(update={"token_pieces": 500})
+    with_pieces = build_splits(params, pieces=pieces)
+    plain = build_splits(SMALL)
+    assert with_pieces["validation"] == plain["validation"] and with_pieces["test"] == plain["test"]
+    trained = [it for it in with_pieces["train"] if it["band"] == "piece"]
+    assert len({it["word"] for it in trained}) == 500
+    held = {it["word"] for name in ("validation", "test") for it in plain[name]}
+    single_token_held = held & set(pieces)
+    assert single_token_held, "the check needs held-out words that are single tokens"
+    assert not single_token_held & {it["word"] for it in with_pieces["train"]}
+    # A piece that were a held-out word fails the leakage check.
+    leaked = {**with_pieces, "train": with_pieces["train"] + [{**trained[0], "word": sorted(single_token_held)[0]}]}
+    with pytest.raises(ValueError, match="leakage"):
+        check_no_leakage(leaked)
+    with pytest.raises(ValueError, match="data.token_pieces = 20000: the tokenizer has only"):
+        build_splits(SMALL.model_copy(update={"token_pieces": 20_000}), pieces=pieces[:1000])

@@ -72,6 +72,10 @@ class DataParams(Section):
     # How many times each common training word's questions are drawn (fresh positions and
     # wordings each time): more of the training steps on the words users ask most.
     common_repeats: Annotated[int, Field(ge=1, le=20)] = 1
+    # Token-level training: this many of the tokenizer's alphabetic pieces (in its merge
+    # order, held-out words left out) train as extra words, so that the model learns the
+    # letters of single tokens, which most common words are.
+    token_pieces: Annotated[int, Field(ge=0, le=20_000)] = 0
 
     @field_validator("max_word_length")
     @classmethod

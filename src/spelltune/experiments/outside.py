@@ -41,7 +41,12 @@ def outside_words(n: int, data, name: str = "common", seed: int = 0) -> list[str
     training words of our splits: the common list's `n` most frequent such words, or a
     seeded sample of the wonderwords lists."""
     min_len, max_len = data.min_word_length, data.max_word_length
-    trained = set(split_words(ranked_words(min_len, max_len), data)["train"])
+    pieces = ()
+    if data.token_pieces:
+        from spelltune.modeling.pieces import alphabetic_pieces
+
+        pieces = alphabetic_pieces()
+    trained = set(split_words(ranked_words(min_len, max_len), data, pieces)["train"])
     words = [w for w in dict.fromkeys(_listed(name)) if w.isascii() and w.isalpha() and w.islower()
              and min_len <= len(w) <= max_len and w not in trained]
     if len(words) < n:

@@ -22,7 +22,15 @@ def prepare_data(params) -> None:
     from spelltune.files import write_jsonl
     from spelltune.task.questions import SPLITS, build_splits
 
-    splits = build_splits(params.data)
+    pieces = ()
+    if params.data.token_pieces:
+        from spelltune.modeling.pieces import alphabetic_pieces
+
+        pieces = alphabetic_pieces()
+    try:
+        splits = build_splits(params.data, pieces=pieces)
+    except ValueError as exc:
+        raise SystemExit(f"error: params.yaml: {exc}") from None
     for name in SPLITS:
         write_jsonl(splits[name], DATA_DIR / f"{name}.jsonl")
         words = {item["word"] for item in splits[name]}

@@ -5,7 +5,8 @@ and the prepare stage run it cheaply.
 
 Leakage rule (tested in tests/test_data.py, enforced by `check_no_leakage` in prepare): a
 held-out word (validation or test) is never a training word, in any task or wording and
-in any letter case; the held-out wordings (task/wordings.py HELD_OUT) are never used in
+in any letter case, nor a tokenizer piece trained by token-level training
+(`data.token_pieces`); the held-out wordings (task/wordings.py HELD_OUT) are never used in
 training.
 """
 
@@ -54,12 +55,13 @@ def band_counts(n: int) -> dict[str, int]:
     return {"common": common, "mid": mid, "rare": n - common - mid}
 
 
-def split_words(ranks: dict[str, int], params: DataParams) -> dict[str, list[str]]:
+def split_words(ranks: dict[str, int], params: DataParams, pieces=()) -> dict[str, list[str]]:
     """Shuffle the word list once with `data.seed`; validation, then test take their words
     band by band (HELD_OUT_BAND_SHARES), then training takes `train_words` of the rest
-    (`data.train_sampling`: common_first takes every remaining common word first). The
-    held-out words stay the same whatever the training params are, so experiments over
-    them are scored on the same items."""
+    (`data.train_sampling`: common_first takes every remaining common word first), then
+    the first `data.token_pieces` of the tokenizer's `pieces` that are in the length range
+    and not yet in any split. The held-out words stay the same whatever the training params
+    are, so experiments over them are scored on the same items."""
     shuffled = list(ranks)
     random.Random(params.seed).shuffle(shuffled)
     by_band = {name: [w for w in shuffled if band_of(ranks[w]) == name] for name in BANDS}
@@ -88,6 +90,15 @@ def split_words(ranks: dict[str, int], params: DataParams) -> dict[str, list[str
             f"{params.min_word_length}-{params.max_word_length} are in the word list"
         )
     out["train"] = pool[: params.train_words]
+    if params.token_pieces:
+        taken_words = {w for words in out.values() for w in words}
+        extra = [p for p in dict.fromkeys(p.lower() for p in pieces)
+                 if params.min_word_length <= len(p) <= params.max_word_length and p not in taken_words]
+        if len(extra) < params.token_pieces:
+            raise ValueError(f"data.token_pieces = {params.token_pieces}: the tokenizer has only {len(extra)} "
+                             f"alphabetic pieces of length {params.min_word_length}-{params.max_word_length} "
+                             "that are not already words of a split")
+        out["train"] += extra[: params.token_pieces]
     return out
 
 
@@ -167,20 +178,23 @@ def held_out_items(word: str, separator: str, rng: random.Random) -> list[dict]:
     return canonical + [reworded(it, wordings.HELD_OUT, "held_out", rng) for it in canonical]
 
 
-def build_splits(params: DataParams, ranks: dict[str, int] | None = None) -> dict[str, list[dict]]:
+def build_splits(params: DataParams, ranks: dict[str, int] | None = None, pieces=()) -> dict[str, list[dict]]:
+    """Every split's items; `pieces`: the tokenizer's alphabetic pieces, for `data.token_pieces`."""
     ranks = ranked_words(params.min_word_length, params.max_word_length) if ranks is None else ranks
-    by_split = split_words(ranks, params)
+    by_split = split_words(ranks, params, pieces)
     out = {}
     for i, name in enumerate(SPLITS):
         rng = random.Random(params.seed * 1000 + i)
         items = []
-        for w in by_split[name]:
+        for k, w in enumerate(by_split[name]):
             if name != "train":
                 asked = held_out_items(w, params.spelling_separator, rng)
             else:
-                times = params.common_repeats if band_of(ranks[w]) == "common" else 1
+                times = params.common_repeats if w in ranks and band_of(ranks[w]) == "common" else 1
                 asked = [it for _ in range(times) for it in training_items(w, params, rng)]
-            items += [{**it, "rank": ranks[w], "band": band_of(ranks[w])} for it in asked]
+            # Training words past train_words are tokenizer pieces: band "piece", a rank where they have one.
+            band = "piece" if name == "train" and k >= params.train_words else band_of(ranks[w])
+            items += [{**it, "rank": ranks.get(w), "band": band} for it in asked]
         rng.shuffle(items)
         out[name] = items
     check_no_leakage(out)

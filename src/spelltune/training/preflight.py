@@ -21,7 +21,9 @@ def check(path: str | Path = PARAMS_FILE) -> Params:
         raise ParamsError(f"{path}: model.source = {params.model.source!r}: {why}")
     data = params.data
     try:
-        split_words(ranked_words(data.min_word_length, data.max_word_length), data)
+        # The tokenizer's pieces (data.token_pieces) are counted by prepare, which has the model.
+        without_pieces = data.model_copy(update={"token_pieces": 0})
+        split_words(ranked_words(data.min_word_length, data.max_word_length), without_pieces)
     except ValueError as exc:
         raise ParamsError(f"{path}: {exc}") from None
     # What only this machine can answer (CUDA for 4-bit, bf16 or model.backend = unsloth);
