@@ -249,34 +249,69 @@ def test_live_runs_of_one_fingerprint_never_share_resume_state(repo, tiny_model)
 # ------------------------------------------------------------------ concurrent dvc exp run
 
 
-def test_params_changed_under_a_running_stage_are_never_recorded(repo, tiny_model):
-    """Two `dvc exp run` in one workspace: the second writes its -S value into params.yaml
-    before DVC's lock refuses it. The first run's train stage must not exit 0 then: DVC
-    would record (and run-cache) a seed-21 model under seed 22."""
-    overrides = {"model.source": str(tiny_model), **TINY_OVERRIDES, "train.max_steps": 8, "train.seed": 21}
-    first = popen(["dvc", "exp", "run", "-n", "f1a", *set_args(overrides)], repo)
-    wait_for(".spelltune/resume/*/checkpoint-2", repo, first)
+def stage_process(proc: subprocess.Popen, module: str, timeout: float = 600):
+    """The process of `python -m <module>` under `proc`, as soon as it starts."""
     import psutil
 
-    stage = next(p for p in psutil.Process(first.pid).children(recursive=True)
-                 if "spelltune.stages.train" in " ".join(p.cmdline()))
-    stage.suspend()  # hold train mid-run while the second command starts
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"the run ended before {module} started"
+        for p in psutil.Process(proc.pid).children(recursive=True):
+            try:
+                if module in " ".join(p.cmdline()):
+                    return p
+            except psutil.Error:
+                continue
+        time.sleep(0.02)
+    raise AssertionError(f"no {module} after {timeout} s")
+
+
+@pytest.mark.parametrize("stage", ["train", "report"])
+def test_a_second_dvc_exp_run_never_costs_the_first_its_experiment(repo, tiny_model, stage):
+    """Two `dvc exp run` in one workspace, the second started while the first is in `stage`.
+    In train, DVC's lock refuses the second after it wrote its -S value into params.yaml;
+    in report (whose paths do not collide with validate's), DVC lets it start, and its
+    validate stage refuses it in one line. Either way the first run's params.yaml is put
+    back, the changed file kept, and the first experiment is recorded with its own params."""
+    overrides = {"model.source": str(tiny_model), **TINY_OVERRIDES, "train.max_steps": 8, "train.seed": 21}
+    first = popen(["dvc", "exp", "run", "-n", "f1a", *set_args(overrides)], repo)
+    held = stage_process(first, f"spelltune.stages.{stage}")
+    held.suspend()
     try:
         second = run(["dvc", "exp", "run", "-n", "f1b", "-S", "train.seed=22"], repo, check=False)
-        assert second.returncode != 0  # DVC's lock refuses it...
-        if yaml.safe_load((repo / "params.yaml").read_text())["train"]["seed"] != 22:
-            set_params(repo, {"train.seed": 22})  # ...after writing params.yaml (DVC 3.67.1); if not, do it
     finally:
-        stage.resume()
+        held.resume()
+    assert second.returncode != 0
+    if stage == "report":
+        (line,) = error_lines(second)
+        assert "another `dvc exp run` (pid " in line and "params.yaml is back to that run's values" in line
+        assert yaml.safe_load((repo / "params.yaml").read_text())["train"]["seed"] == 21
     out, _ = first.communicate(timeout=600)
-    assert first.returncode != 0, out[-3000:]
+    assert first.returncode == 0, out[-3000:]
+    assert yaml.safe_load((repo / "params.yaml").read_text())["train"]["seed"] == 21
+    if stage == "train":
+        assert "was changed by another command during this `dvc exp run`" in out
+        assert yaml.safe_load((repo / "params.yaml.changed").read_text())["train"]["seed"] == 22
+    names = run(["dvc", "exp", "list", "--name-only"], repo).stdout.split()
+    assert "f1a" in names and "f1b" not in names
+    shown = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
+    (exp,) = [e for row in shown for e in row.get("experiments") or [] if e.get("name") == "f1a"]
+    assert exp["revs"][0]["data"]["params"]["params.yaml"]["data"]["train"]["seed"] == 21
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())["stages"]
+    assert all(s.get("params", {}).get("params.yaml", {}).get("train", {}).get("seed", 21) == 21 for s in lock.values())
+
+
+def test_a_stage_run_by_hand_still_refuses_params_changed_under_it(repo, tiny_model):
+    """Outside a claimed `dvc exp run` there is no run to restore to: a stage whose
+    params.yaml changed under it exits 3, so that nothing would be recorded."""
+    set_params(repo, {"model.source": str(tiny_model), **TINY_OVERRIDES, "train.max_steps": 8, "train.seed": 21})
+    run(["dvc", "exp", "run", "prepare", "prepare_model"], repo, timeout=600)
+    train = popen([sys.executable, "-m", "spelltune.stages.train"], repo)
+    wait_for(".spelltune/resume/*/checkpoint-2", repo, train)
+    set_params(repo, {"train.seed": 22})
+    out, _ = train.communicate(timeout=600)
+    assert train.returncode == 3, out[-3000:]
     assert "error: params.yaml changed while stage train ran (train.seed: 21 -> 22)" in out
-    lock = yaml.safe_load((repo / "dvc.lock").read_text()) if (repo / "dvc.lock").exists() else {}
-    assert "train" not in (lock or {}).get("stages", {})
-    cached = [p for p in (repo / ".dvc/cache/runs").rglob("*") if p.is_file() and "checkpoints" in p.read_text()] \
-        if (repo / ".dvc/cache/runs").exists() else []
-    assert not cached, "a train run was cached"
-    assert "f1a" not in run(["dvc", "exp", "list", "--name-only"], repo).stdout.split()
 
 
 # ------------------------------------------------------------------ data and trackers

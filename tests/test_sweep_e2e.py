@@ -4,6 +4,7 @@ worker processes through one Optuna journal file, one of them killed mid-trial a
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -284,6 +285,51 @@ def test_bayes_two_workers_share_one_study_prune_and_resume(repo_copy, tmp_path)
     for t in pruned:  # stopped cleanly, and its experiment is kept
         summary = exps[t.user_attrs["dvc_exp"]]["summary"]
         assert summary["early_stop_reason"] == "pruned"
+
+
+def test_bayes_runner_killed_alone_lets_its_trial_finish_and_never_runs_it_twice(repo_copy, tmp_path):
+    """kill -9 of the Bayesian runner only: its trial's own `dvc exp run` goes on. A rerun
+    sees that process alive (not the runner's dead pid), neither fails the trial nor runs its
+    configuration again, and records its result when it ends."""
+    import psutil
+    from optuna.trial import TrialState as TS
+
+    write(repo_copy / "solo.yaml", {
+        "name": "solo", "method": "bayes", "metric": {"name": "val/loss", "goal": "minimize"},
+        "parameters": {"train.lr": {"distribution": "log_uniform_values", "min": 1e-4, "max": 0.1}},
+        "run_cap": 2,
+    })
+    journal = tmp_path / "solo.journal"
+    cmd = spelltune("sweep", "run", "solo.yaml", "--storage", str(journal))
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    env.pop("DVC_EXP_BASELINE_REV", None)
+    runner = subprocess.Popen(cmd, cwd=repo_copy, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    deadline, first = time.time() + 300, None
+    while time.time() < deadline and first is None:
+        first = next((t for t in study_trials(journal, "solo") if t.user_attrs.get("process")), None)
+        time.sleep(0.5)
+    assert first is not None, "the runner never launched a trial"
+    orphan = psutil.Process(first.user_attrs["process"]["pid"])
+    os.kill(runner.pid, signal.SIGKILL)  # the runner alone, not its process group
+    runner.wait(30)
+    try:
+        assert orphan.is_running()
+        rerun = run(cmd, repo_copy, timeout=900)
+    finally:
+        with contextlib.suppress(psutil.Error):
+            orphan.kill()
+    out = rerun.stdout + rerun.stderr
+    assert f"trial {first.number} (solo-t{first.number:03d}): its runner stopped, its run goes on" in out
+    assert "interrupted" not in out
+    trials = [t for t in study_trials(journal, "solo") if t.user_attrs.get("spelltune_run")]
+    assert [t.state for t in trials] == [TS.COMPLETE, TS.COMPLETE], [(t.number, t.state) for t in trials]
+    assert not [t for t in trials if "failed_trial" in t.system_attrs]  # nothing was retried
+    exps = shown_experiments(repo_copy)
+    names = [t.user_attrs["dvc_exp"] for t in trials]
+    assert len(set(names)) == 2 and set(names) <= set(exps)
+    orphaned = next(t for t in trials if t.number == first.number)
+    assert orphaned.value == pytest.approx(exps[orphaned.user_attrs["dvc_exp"]]["summary"]["final"]["val/loss"])
 
 
 def wandb_records(path: Path):

@@ -439,8 +439,12 @@ class ParamsPin:
         ]
 
     def check_or_exit(self) -> None:
-        """Exit 3 with one line when params.yaml changed under this stage, so that DVC
-        neither records nor caches its outputs."""
+        """In a `dvc exp run` that claimed the workspace: params.yaml back to that run's
+        values (spelltune/workspace.py). Otherwise exit 3 with one line when params.yaml
+        changed under this stage, so that DVC neither records nor caches its outputs."""
+        from spelltune.workspace import keep_params
+
+        keep_params(self.path)
         changed = self.changed()
         if changed:
             print(
@@ -453,8 +457,12 @@ class ParamsPin:
 
 
 def load_pinned_or_exit(stage: str, path: str | Path = PARAMS_FILE) -> tuple[Params, ParamsPin]:
-    """load_or_exit, plus the pin of what this stage read (from the same read of the file)."""
+    """load_or_exit, plus the pin of what this stage read (from the same read of the file),
+    which in a claimed `dvc exp run` is params.yaml as that run validated it."""
+    from spelltune.workspace import keep_params
+
     path = Path(path)
+    keep_params(path)
     try:
         raw = _read(path)
         return _check(raw, path), ParamsPin(stage, raw, path)

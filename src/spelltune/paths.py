@@ -21,6 +21,8 @@ HEADLINE_FILE = METRICS_DIR / "headline.json"
 # path sorts before every other dependency, and `dvc exp show` never folds the first
 # dependency column: as this one never changes, the changing ones fold into one `…`.
 PARAMS_OK = Path(".spelltune/params.ok")
+# Which `dvc exp run` holds this workspace, and the params.yaml it validated (spelltune/workspace.py).
+PIPELINE_CLAIM = Path(".spelltune/pipeline.json")
 
 # The data splits (data/<split>.jsonl); the held-out ones name their metrics val/..., test/....
 SPLITS = ("train", "validation", "test")

@@ -12,7 +12,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from spelltune.params import load_or_exit
+from spelltune.params import load_pinned_or_exit
 
 log = logging.getLogger("spelltune.stages.prepare")
 DATA_DIR = Path("data")
@@ -53,9 +53,10 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(prog="python -m spelltune.stages.prepare", description=__doc__)
     parser.add_argument("what", choices=["data", "model"])
     args = parser.parse_args(argv)
-    params = load_or_exit()
+    params, pin = load_pinned_or_exit({"data": "prepare", "model": "prepare_model"}[args.what])
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     {"data": prepare_data, "model": prepare_model}[args.what](params)
+    pin.check_or_exit()
 
 
 if __name__ == "__main__":

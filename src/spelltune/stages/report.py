@@ -12,14 +12,14 @@ from __future__ import annotations
 import logging
 
 from spelltune.files import write_json
-from spelltune.params import load_or_exit
+from spelltune.params import load_pinned_or_exit
 from spelltune.paths import HEADLINE_FILE, LIVE_DIR, METRICS_DIR, PLOTS_DIR
 
 log = logging.getLogger("spelltune.stages.report")
 
 
 def main() -> None:
-    params = load_or_exit()
+    params, pin = load_pinned_or_exit("report")
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
     import matplotlib
 
@@ -47,6 +47,7 @@ def main() -> None:
                    PLOTS_DIR / "accuracy_by_position.png")
     (PLOTS_DIR / "report.md").write_text(markdown(params, details, train_summary, run))
     write_json(headline(details), HEADLINE_FILE)
+    pin.check_or_exit()
     log.info("report written to %s", PLOTS_DIR / "report.md")
 
 

@@ -7,7 +7,8 @@ bad params.yaml stops `dvc exp run` before anything is touched. That includes va
 machine cannot run (spelltune.modeling.backends), e.g. model.load_in_4bit on a CPU, params that
 name things outside the repository (model.source), which are looked up here without the
 network, and split sizes the word list cannot fill (spelltune.training.preflight, which
-`spelltune check` runs too).
+`spelltune check` runs too). It also claims the workspace for its `dvc exp run`
+(spelltune/workspace.py): a second run started in it stops here.
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ from spelltune.errors import fail
 from spelltune.params import ParamsError
 from spelltune.paths import PARAMS_OK
 from spelltune.training.preflight import check
+from spelltune.workspace import claim
 
 
 def main() -> None:
     from spelltune.modeling.backends import BackendError
 
     try:
+        claim()  # first: a second run in this workspace stops here, the first run's params.yaml restored
         check()
     except (ParamsError, BackendError) as exc:
         fail(exc)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -11,6 +12,8 @@ import threading
 import time
 import zlib
 from pathlib import Path
+
+import psutil
 
 from spelltune import handoff
 from spelltune.repo import dvc, tool
@@ -337,6 +340,10 @@ class BayesRunner:
         """Run the trial's `dvc exp run` to its end, beating the trial's heartbeat meanwhile."""
         with open(log_file, "w") as out:
             proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            # The trial's own process: if only this runner dies, a rerun lets it finish (ledger.reap).
+            with contextlib.suppress(psutil.Error):
+                trial.set_user_attr("process", {"host": self.host, "pid": proc.pid,
+                                                "started": psutil.Process(proc.pid).create_time()})
             with self.lock:
                 self.children.add(proc)
             while True:

@@ -31,6 +31,7 @@ class TrialLedger:
         self.sweep, self.args, self.host, self.database = sweep, args, host, database
         self.retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
         self.study = self.storage = None
+        self.told: set[int] = set()  # trials whose orphaned run was announced
 
     def attach(self, study, storage) -> None:
         self.study, self.storage = study, storage
@@ -81,20 +82,21 @@ class TrialLedger:
         self.retry(study, trial)
 
     def reap(self) -> None:
-        """Fail the trials of dead workers and enqueue each once more (WAITING)."""
-        if self.database:  # Optuna's RDB heartbeat; calls on_stale for each
-            self.optuna.storages.fail_stale_trials(self.study)
-            return
-        TS, now = self.TS, time.time()
+        """The RUNNING trials whose runner is gone: one whose own `dvc exp run` still runs on
+        this host (only its runner was killed) is left to finish, its outcome recorded when
+        it ends; one that finished is recorded; the rest are failed and enqueued once more
+        (WAITING). With a database, Optuna's heartbeat decides what is stale."""
+        TS = self.TS
         for t in self.trials():
-            if t.state != TS.RUNNING:
+            if t.state != TS.RUNNING or self.runner_alive(t):
                 continue
-            host, _, pid = str(t.user_attrs.get("worker", "")).rpartition(":")
-            beat = t.user_attrs.get("heartbeat") or (t.datetime_start.timestamp() if t.datetime_start else now)
-            here = host == self.host and pid.isdigit()
-            if pid == str(os.getpid()) and host == self.host:
-                continue  # one of ours: alive
-            if not ((here and not pid_alive(int(pid))) or now - beat > self.args.grace_period):
+            if self.process_alive(t):
+                if self.database:
+                    self.storage.record_heartbeat(t._trial_id)
+                if t.number not in self.told:
+                    self.told.add(t.number)
+                    say(f"trial {t.number} ({t.user_attrs.get('dvc_exp')}): its runner stopped, its run goes on "
+                        f"(pid {t.user_attrs['process']['pid']}); its result is recorded when it ends")
                 continue
             name = t.user_attrs.get("dvc_exp")
             if name and name in exp_refs():  # it had finished before the interruption: tell that
@@ -106,6 +108,8 @@ class TrialLedger:
                 except (RuntimeError, ValueError):
                     pass  # someone else told it first
                 continue
+            if self.database:
+                continue  # failed below if its heartbeat is stale
             try:
                 self.storage.set_trial_user_attr(t._trial_id, "result", "interrupted")
                 failed = self.storage.set_trial_state_values(t._trial_id, TS.FAIL)
@@ -113,6 +117,32 @@ class TrialLedger:
                 continue
             if failed:
                 self.on_stale(self.study, self.storage.get_trial(t._trial_id))
+        if self.database:  # Optuna's RDB heartbeat; calls on_stale for each
+            self.optuna.storages.fail_stale_trials(self.study)
+
+    def runner_alive(self, t) -> bool:
+        """This host: the runner's pid lives; elsewhere: its heartbeat is recent (a journal),
+        or Optuna's heartbeat says so (a database)."""
+        host, _, pid = str(t.user_attrs.get("worker", "")).rpartition(":")
+        if host == self.host and pid.isdigit():
+            return int(pid) == os.getpid() or pid_alive(int(pid))
+        if self.database:
+            return True
+        beat = t.user_attrs.get("heartbeat") or (t.datetime_start.timestamp() if t.datetime_start else time.time())
+        return time.time() - beat <= self.args.grace_period
+
+    def process_alive(self, t) -> bool:
+        """The trial's own `dvc exp run` (recorded at its launch) still runs on this host."""
+        import psutil
+
+        proc = t.user_attrs.get("process") or {}
+        if proc.get("host") != self.host:
+            return False
+        try:
+            p = psutil.Process(proc["pid"])
+            return abs(p.create_time() - proc["started"]) < 1 and p.status() != psutil.STATUS_ZOMBIE
+        except (psutil.Error, KeyError, TypeError):
+            return False
 
     # -- results
     def outcome(self, name: str) -> tuple[Any, float | None, str]:
