@@ -158,7 +158,21 @@ def test_bad_params_stop_dvc_before_any_output_is_removed(repo, tiny_model, tmp_
         assert "Running stage 'prepare" not in proc.stdout + proc.stderr
         after = outputs(repo)
         assert after == before, (override, sorted(k for k in set(after) | set(before) if after.get(k) != before.get(k)))
-        run(["git", "checkout", "--", "params.yaml"], repo)
+        run(["git", "checkout", "HEAD", "--", "params.yaml"], repo)
+
+
+def test_a_failed_dvc_exp_run_says_how_to_get_the_committed_params_back(repo):
+    """DVC leaves a failed run's -S values in params.yaml, where `git status` may not show
+    them (same byte length, fresh stat data). The validate line names the command that
+    restores the committed file, and that command does, even then."""
+    committed = (repo / "params.yaml").read_text()
+    proc = run(["dvc", "exp", "run", "-S", "train.seed=9", "-S", "train.batch_size=0"], repo, check=False)
+    assert proc.returncode != 0
+    (line,) = error_lines(proc)
+    assert "train.batch_size = 0" in line and "`git checkout HEAD -- params.yaml` restores the committed one" in line
+    assert yaml.safe_load((repo / "params.yaml").read_text())["train"]["seed"] == 9
+    run(["git", "checkout", "HEAD", "--", "params.yaml"], repo)
+    assert (repo / "params.yaml").read_text() == committed
 
 
 def test_unknown_sweep_metric_is_refused_at_plan_naming_the_known_ones(repo):

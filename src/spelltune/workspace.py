@@ -120,3 +120,16 @@ def keep_params(params_file: Path = Path(PARAMS_FILE)) -> str | None:
         print(f"warning: another `dvc exp run` changed DVC's refs of this run ({', '.join(refs)}); put back",
               flush=True)
     return held["params"]
+
+
+def restore_hint(params_file: Path = Path(PARAMS_FILE)) -> str:
+    """For validate's error line inside `dvc exp run`: DVC has written the run's -S values
+    into params.yaml and leaves them there, where `git status` may not show them (same size,
+    fresh stat data), so say how to get the committed file back."""
+    if _driver() is None:
+        return ""
+    committed = _git("show", f"HEAD:{params_file}")
+    if committed is None or committed == params_file.read_text().strip():
+        return ""
+    return (f" ({params_file} keeps this run's -S values: `git checkout HEAD -- {params_file}` restores "
+            "the committed one)")

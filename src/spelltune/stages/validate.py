@@ -17,7 +17,7 @@ from spelltune.errors import fail
 from spelltune.params import ParamsError
 from spelltune.paths import PARAMS_OK
 from spelltune.training.preflight import check
-from spelltune.workspace import claim
+from spelltune.workspace import claim, restore_hint
 
 
 def main() -> None:
@@ -25,9 +25,12 @@ def main() -> None:
 
     try:
         claim()  # first: a second run in this workspace stops here, the first run's params.yaml restored
+    except ParamsError as exc:
+        fail(exc)
+    try:
         check()
     except (ParamsError, BackendError) as exc:
-        fail(exc)
+        fail(f"{exc}{restore_hint()}")
     PARAMS_OK.parent.mkdir(parents=True, exist_ok=True)
     PARAMS_OK.write_text("params.yaml is valid\n")
 
