@@ -347,6 +347,16 @@ def test_corrupt_data_names_file_and_line_and_keeps_the_previous_outputs(repo):
     assert previous.read_text() == '{"step": 130}\n'
     resume = repo / ".spelltune/resume"
     assert not resume.exists() or not any(checkpoints.checkpoints(p) for p in resume.iterdir())
+    (repo / "data/train.jsonl").write_bytes(bytes(range(128, 256)) * 8)  # binary
+    proc = run([sys.executable, "-m", "spelltune.stages.train"], repo, check=False)
+    assert proc.returncode == 2 and error_lines(proc) == [
+        "error: data/train.jsonl: not text (byte 0 is not UTF-8); rebuild it with `dvc repro prepare`"]
+    (repo / "data/train.jsonl").unlink()
+    proc = run([sys.executable, "-m", "spelltune.stages.train"], repo, check=False)
+    assert proc.returncode == 2 and error_lines(proc) == [
+        "error: data/train.jsonl: not found; build it with `dvc repro prepare`"]
+    assert "Traceback" not in proc.stderr
+    assert previous.read_text() == '{"step": 130}\n'
 
 
 def test_wandb_without_a_server_logs_offline_and_never_holds_training(tmp_path):

@@ -215,6 +215,15 @@ def test_predict_errors_are_one_line(trained, tmp_path, tiny_model, other_tiny, 
     (misfit / "adapter_config.json").write_text(json.dumps({**adapter_config, "base_model_name_or_path": str(base)}))
     line = error(str(words), "--repo", str(wide), "--adapter", str(misfit))
     assert "does not fit the base model" in line and "size mismatch" in line
+    # A pickled adapter_model.bin that holds more than tensors: refused unread, one line.
+    import argparse
+
+    import torch
+
+    pickled = shutil.copytree(trained / "checkpoints" / "adapter", tmp_path / "pickled")
+    (pickled / "adapter_model.safetensors").unlink()
+    torch.save({"x": argparse.Namespace(a=1)}, pickled / "adapter_model.bin")
+    assert "adapter_model.bin pickles more than tensors; refused unread" in error(str(words), "--adapter", str(pickled))
     # No adapter in the workspace at all.
     assert "no trained adapter" in error(str(words), "--repo", str(tmp_path))
 

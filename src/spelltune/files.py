@@ -29,16 +29,22 @@ class DataFileError(ValueError):
 def read_jsonl(path: str | Path) -> list[dict]:
     """One JSON object per non-blank line; a bad line raises DataFileError naming file:line."""
     items = []
-    with Path(path).open() as f:
-        for number, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataFileError(f"{path}:{number}: not valid JSON ({exc.msg} at column {exc.colno}); "
-                                    "rebuild it with `dvc repro prepare`") from None
-            if not isinstance(item, dict):
-                raise DataFileError(f"{path}:{number}: expected a JSON object, got {type(item).__name__}")
-            items.append(item)
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise DataFileError(f"{path}: not found; build it with `dvc repro prepare`") from None
+    except UnicodeDecodeError as exc:
+        raise DataFileError(f"{path}: not text (byte {exc.start} is not UTF-8); rebuild it with `dvc repro prepare`"
+                            ) from None
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            item = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataFileError(f"{path}:{number}: not valid JSON ({exc.msg} at column {exc.colno}); "
+                                "rebuild it with `dvc repro prepare`") from None
+        if not isinstance(item, dict):
+            raise DataFileError(f"{path}:{number}: expected a JSON object, got {type(item).__name__}")
+        items.append(item)
     return items

@@ -424,10 +424,15 @@ def _merge_plain_lora(model, adapter_dir: Path) -> bool:
 def merged_model(model, source: Source):
     if _merge_plain_lora(model, source.adapter_dir):
         return model
+    import pickle
+
     from peft import PeftModel
 
     try:
         return PeftModel.from_pretrained(model, source.adapter_dir).merge_and_unload()
+    except pickle.UnpicklingError:
+        raise UseError(f"adapter {source.adapter_dir}: its adapter_model.bin pickles more than tensors; refused "
+                       "unread (torch.load weights_only), as it could run code: give its safetensors") from None
     except (RuntimeError, ValueError, KeyError) as exc:
         # e.g. a size mismatch: an adapter of another model under the same name
         lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
