@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, TINY_OVERRIDES, run, set_args
+from conftest import ROOT, TINY_OVERRIDES, copy_project, git_commit_all, run, set_args
 from spelltune.training import checkpoints
 
 FAKE_KEY = "f" * 8 + "0123456789abcdef0123456789abcdef"  # 40 characters, like a W&B API key
@@ -413,3 +413,38 @@ def test_evaluates_wandb_summary_without_a_server_lands_offline(tmp_path):
     from spelltune.experiments.wandb_runs import read_wandb_run
 
     assert read_wandb_run(run_dir)["summary"]["val/spelling_exact_match"] == 0.5
+
+
+def test_a_full_disk_during_training_is_one_line_and_a_rerun_with_room_goes_on(tmp_path, tiny_model):
+    """The repository on a small tmpfs, filled by training: one line (no traceback), exit 2;
+    with room again (the tmpfs made larger), the same command runs to the end, from the last
+    checkpoint written before the disk filled where there was one. Needs root to mount."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+    try:
+        repo = disk / "repo"
+        copy_project(repo)
+        git_commit_all(repo)
+        set_params(repo, {"model.source": str(tiny_model), **TINY_OVERRIDES, "train.max_steps": 8})
+        run(["dvc", "exp", "run", "prepare", "prepare_model"], repo, timeout=600)
+        used_kib = int(subprocess.run(["df", "--output=used", "-k", str(disk)], capture_output=True,
+                                      text=True).stdout.split()[-1])
+        subprocess.run(["mount", "-o", f"remount,size={used_kib + 700}k", str(disk)], check=True)
+        train = [sys.executable, "-m", "spelltune.stages.train"]
+        env = {"WANDB_MODE": "disabled"}
+        full = run(train, repo, check=False, env=env, timeout=600)
+        assert full.returncode == 2, full.stdout[-2000:] + full.stderr[-2000:]
+        assert "Traceback" not in full.stderr, full.stderr[-3000:]
+        # (after the progress bar's last redraw, on its line)
+        (line,) = [ln.strip() for ln in full.stderr.splitlines() if ln.strip().startswith("error: ")]
+        assert ("No space left on device" in line or "the disk is full" in line) and "rerun to resume" in line
+        saved = any(checkpoints.checkpoints(p) for p in (repo / ".spelltune/resume").iterdir())
+        subprocess.run(["mount", "-o", "remount,size=64m", str(disk)], check=True)
+        again = run(train, repo, env=env, timeout=600)
+        assert ("resuming from" in again.stdout + again.stderr) == saved
+        assert json.loads((repo / "metrics/summary.json").read_text())["stopped_at_step"] == 8
+        print(line, "| a checkpoint was saved before:", saved)
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], capture_output=True)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import shutil
 from pathlib import Path
 
 
@@ -20,6 +22,25 @@ def write_jsonl(items: list[dict], path: Path) -> None:
 
 def write_json(data: dict, path: Path) -> None:
     _write_atomically(path, json.dumps(data, indent=2) + "\n")
+
+
+# A write the disk refused: full, over a quota, over a file-size limit.
+DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG}
+
+
+def disk_full(exc: BaseException, where: Path = Path(".")) -> str | None:
+    """What to say when `exc`, or an error that caused it, is a write the disk refused; None
+    otherwise. Libraries wrap it (sqlite's "disk I/O error", torch's "failed writing"), so a
+    disk with under 1 MiB left counts too, whatever the exception says."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, OSError) and seen.errno in DISK_FULL_ERRNOS:
+            return f"{seen.filename or where.resolve()}: {seen.strerror}"
+        seen = seen.__cause__ or seen.__context__
+    free = shutil.disk_usage(where).free
+    if free < 1 << 20:
+        return f"{where.resolve()}: the disk is full ({free:,} bytes free; {type(exc).__name__}: {str(exc)[:120]})"
+    return None
 
 
 class DataFileError(ValueError):

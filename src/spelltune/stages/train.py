@@ -39,7 +39,7 @@ def main() -> None:
         raise SystemExit(code)
     worker = claim_worker(params.train.threads)
     choice = check_or_exit(params)
-    from spelltune.files import DataFileError
+    from spelltune.files import DataFileError, disk_full
     from spelltune.training.trainer import TrainingDiverged
 
     try:
@@ -49,6 +49,11 @@ def main() -> None:
         raise SystemExit(1) from None
     except DataFileError as exc:  # before anything was removed: see train()
         fail(str(exc))
+    except Exception as exc:
+        full = disk_full(exc)
+        if full is None:
+            raise
+        fail(f"{full}: training stopped; the checkpoints saved before it are kept: free space and rerun to resume")
     pin.check_or_exit()  # again at the exit, after which DVC records the params
 
 
