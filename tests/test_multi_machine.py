@@ -262,7 +262,7 @@ def exp_refs_on(remote: Path) -> dict[str, str]:
 
 @pytest.mark.e2e
 def test_two_machines_one_study_one_leaderboard(postgres, tiny_model, tmp_path):
-    from spelltune.sweeps.space import set_dotted
+    from spelltune.sweeps.overrides import set_dotted
 
     url = postgres("machines")
     origin, store = tmp_path / "origin.git", tmp_path / "dvc-store"

@@ -12,15 +12,10 @@ import pytest
 import yaml
 
 from conftest import ROOT
-from spelltune.sweeps.space import (
-    Constraint,
-    Space,
-    SweepError,
-    format_value,
-    load_base_params,
-    parse_override,
-    parse_sweep,
-)
+from spelltune.sweeps.constraints import Constraint
+from spelltune.sweeps.overrides import SweepError, format_value, parse_override
+from spelltune.sweeps.schema import parse_sweep
+from spelltune.sweeps.space import Space, load_base_params
 from spelltune.sweeps.trials import thread_override
 from spelltune.sweeps.wandb_agent import wandb_overrides
 
@@ -117,12 +112,12 @@ def test_a_grid_too_large_to_run_is_one_line_at_once(tmp_path, parameters):
 
 
 def test_constraints_that_would_never_finish_simply_do_not_hold():
-    from spelltune.sweeps.space import Constraint, _safe_holds
+    from spelltune.sweeps.constraints import Constraint, safe_holds
 
     # Unbounded, the first two would run for hours or fill the memory.
     for expr in ("lora.r ** 10 ** 10 > 0", "'x' * 10 ** 12 == 'x'", "lora.r * 'x' != ''"):
-        assert _safe_holds(Constraint(expr), {"lora.r": 8}) is False
-    assert _safe_holds(Constraint("lora.r ** 2 >= 64"), {"lora.r": 8}) is True
+        assert safe_holds(Constraint(expr), {"lora.r": 8}) is False
+    assert safe_holds(Constraint("lora.r ** 2 >= 64"), {"lora.r": 8}) is True
 
 
 def test_search_space_outside_the_params_schema_fails_before_anything_runs(tmp_path):
@@ -420,7 +415,7 @@ WANDB_PARAM_SHAPES = {
 
 
 def test_sweep_yaml_is_a_valid_wandb_sweep_config():
-    from spelltune.sweeps.space import wandb_problems
+    from spelltune.sweeps.wandb_compat import wandb_problems
 
     raw = yaml.safe_load((ROOT / "sweep.yaml").read_text())
     assert set(raw) <= WANDB_TOP, set(raw) - WANDB_TOP

@@ -38,7 +38,7 @@ def spelltune(*args: str) -> list[str]:
 def baseline(tmp_path_factory, tiny_model) -> Path:
     """A repository whose committed baseline is a finished tiny run (as the project
     commits dvc.lock and metrics/), so trials rerun only train, evaluate and report."""
-    from spelltune.sweeps.space import set_dotted
+    from spelltune.sweeps.overrides import set_dotted
 
     dest = tmp_path_factory.mktemp("sweep") / "repo"
     copy_project(dest)
@@ -374,7 +374,8 @@ def test_wandb_agent_command_line_one_experiment_one_wandb_run(repo_copy):
     from wandb.sdk.launch.sweeps import utils as sweep_utils
 
     from spelltune.sweeps.bayes import pruner_spec
-    from spelltune.sweeps.space import Space, load_base_params, load_sweep
+    from spelltune.sweeps.schema import load_sweep
+    from spelltune.sweeps.space import Space, load_base_params
 
     for name in ("sweep.yaml", "sweep.spelltune.yaml"):
         shutil.copy(ROOT / name, repo_copy / name)

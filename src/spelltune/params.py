@@ -7,7 +7,6 @@ allowed. This module must stay light: no torch, no transformers.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from types import UnionType
 from typing import Annotated, Literal, Union, get_args, get_origin
@@ -311,7 +310,7 @@ def stage_params(dvc_yaml: Path, stage: str | None = None) -> list[str] | None:
     return keys if stage is None or stage in stages else None
 
 
-def _get(raw: dict, key: str, missing=None):
+def get_dotted(raw: dict, key: str, missing=None):
     node = raw
     for part in key.split("."):
         if not isinstance(node, dict) or part not in node:
@@ -324,7 +323,7 @@ def missing(raw: dict, dvc_yaml: Path | None = None) -> list[str]:
     """Sections (and keys dvc.yaml's stages read) absent from a params file, or empty."""
     gone = [name for name in SECTIONS if not raw.get(name)]
     named = stage_params(dvc_yaml) if dvc_yaml is not None else None
-    gone += [key for key in named or [] if key.split(".")[0] not in gone and _get(raw, key) is None]
+    gone += [key for key in named or [] if key.split(".")[0] not in gone and get_dotted(raw, key) is None]
     return gone
 
 
@@ -350,7 +349,7 @@ def yaml_values(raw, source: str):
     return raw
 
 
-def _read(path: Path) -> dict:
+def read_raw(path: Path) -> dict:
     try:
         raw = yaml_values(yaml.safe_load(path.read_text()), str(path))
     except FileNotFoundError:
@@ -362,7 +361,7 @@ def _read(path: Path) -> dict:
     return raw or {}
 
 
-def _check(raw: dict, path: Path) -> Params:
+def check_raw(raw: dict, path: Path) -> Params:
     """Every problem at once: the values the schema refuses, then what is missing."""
     problems = []
     try:
@@ -382,7 +381,7 @@ def _check(raw: dict, path: Path) -> Params:
 
 def load(path: str | Path = PARAMS_FILE) -> Params:
     path = Path(path)
-    return _check(_read(path), path)
+    return check_raw(read_raw(path), path)
 
 
 def load_or_exit(path: str | Path = PARAMS_FILE) -> Params:
@@ -402,69 +401,3 @@ def flatten(tree: dict, prefix: str = "", keep_empty: bool = False) -> dict:
         else:
             flat[f"{prefix}{key}"] = value
     return flat
-
-
-class ParamsPin:
-    """The params a stage read when it started, to check they still hold before it records
-    its outputs. DVC writes a stage's params into dvc.lock and its run cache from
-    params.yaml *after* the command exits; a second `dvc exp run` in the same workspace
-    writes its -S values into params.yaml before DVC's lock refuses it, so a stage that
-    exits 0 then would have its outputs recorded (and served from the run cache) under
-    params they were not made with."""
-
-    MISSING = "<missing>"
-
-    def __init__(self, stage: str, raw: dict, path: Path):
-        self.stage, self.path = stage, path
-        # The keys dvc.yaml records for this stage; the whole file without a dvc.yaml.
-        self.keys = stage_params(path.parent / "dvc.yaml", stage) or list(SECTIONS)
-        self.values = self._values(raw)
-
-    def _values(self, raw: dict) -> dict:
-        out = {}
-        for key in self.keys:
-            out.update(flatten({key: _get(raw, key, self.MISSING)}, keep_empty=True))
-        return out
-
-    def changed(self) -> list[str]:
-        """`key: before -> now` for each key this stage read that params.yaml no longer holds."""
-        try:
-            now = self._values(yaml.safe_load(self.path.read_text()) or {})
-        except (OSError, yaml.YAMLError, AttributeError) as exc:
-            return [f"unreadable ({type(exc).__name__})"]
-        return [
-            f"{key}: {self.values.get(key, self.MISSING)!r} -> {now.get(key, self.MISSING)!r}"
-            for key in sorted(set(self.values) | set(now))
-            if self.values.get(key, self.MISSING) != now.get(key, self.MISSING)
-        ]
-
-    def check_or_exit(self) -> None:
-        """In a `dvc exp run` that claimed the workspace: params.yaml back to that run's
-        values (spelltune/workspace.py). Otherwise exit 3 with one line when params.yaml
-        changed under this stage, so that DVC neither records nor caches its outputs."""
-        from spelltune.workspace import keep_params
-
-        keep_params(self.path)
-        changed = self.changed()
-        if changed:
-            print(
-                f"error: {self.path} changed while stage {self.stage} ran ({'; '.join(changed)}): another "
-                "command wrote it (two `dvc exp run` in one workspace?); this stage's outputs are not recorded, "
-                "rerun when that command is done",
-                file=sys.stderr,
-            )
-            raise SystemExit(3)
-
-
-def load_pinned_or_exit(stage: str, path: str | Path = PARAMS_FILE) -> tuple[Params, ParamsPin]:
-    """load_or_exit, plus the pin of what this stage read (from the same read of the file),
-    which in a claimed `dvc exp run` is params.yaml as that run validated it."""
-    from spelltune.workspace import keep_params
-
-    path = Path(path)
-    keep_params(path)
-    try:
-        raw = _read(path)
-        return _check(raw, path), ParamsPin(stage, raw, path)
-    except ParamsError as exc:
-        fail(exc)

@@ -1,4 +1,5 @@
-"""One `dvc exp run` at a time in a workspace, and its params.yaml kept as it started.
+"""One `dvc exp run` at a time in a workspace, its params.yaml kept as it started, and the
+stage pin (`ParamsPin`: what a stage read must still hold when DVC records its outputs).
 
 DVC locks only the paths of the stage it is running, and a second `dvc exp run` writes its
 -S values into params.yaml before DVC's lock refuses it (or, while the first run is in a
@@ -21,12 +22,25 @@ from __future__ import annotations
 import contextlib
 import json
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import psutil
+import yaml
 
-from spelltune.params import PARAMS_FILE, ParamsError
+from spelltune.errors import fail
+from spelltune.params import (
+    PARAMS_FILE,
+    SECTIONS,
+    Params,
+    ParamsError,
+    check_raw,
+    flatten,
+    get_dotted,
+    read_raw,
+    stage_params,
+)
 from spelltune.paths import PIPELINE_CLAIM as CLAIM
 
 
@@ -133,3 +147,65 @@ def restore_hint(params_file: Path = Path(PARAMS_FILE)) -> str:
         return ""
     return (f" ({params_file} keeps this run's -S values: `git checkout HEAD -- {params_file}` restores "
             "the committed one)")
+
+
+class ParamsPin:
+    """The params a stage read when it started, to check they still hold before it records
+    its outputs. DVC writes a stage's params into dvc.lock and its run cache from
+    params.yaml *after* the command exits; a second `dvc exp run` in the same workspace
+    writes its -S values into params.yaml before DVC's lock refuses it, so a stage that
+    exits 0 then would have its outputs recorded (and served from the run cache) under
+    params they were not made with."""
+
+    MISSING = "<missing>"
+
+    def __init__(self, stage: str, raw: dict, path: Path):
+        self.stage, self.path = stage, path
+        # The keys dvc.yaml records for this stage; the whole file without a dvc.yaml.
+        self.keys = stage_params(path.parent / "dvc.yaml", stage) or list(SECTIONS)
+        self.values = self._values(raw)
+
+    def _values(self, raw: dict) -> dict:
+        out = {}
+        for key in self.keys:
+            out.update(flatten({key: get_dotted(raw, key, self.MISSING)}, keep_empty=True))
+        return out
+
+    def changed(self) -> list[str]:
+        """`key: before -> now` for each key this stage read that params.yaml no longer holds."""
+        try:
+            now = self._values(yaml.safe_load(self.path.read_text()) or {})
+        except (OSError, yaml.YAMLError, AttributeError) as exc:
+            return [f"unreadable ({type(exc).__name__})"]
+        return [
+            f"{key}: {self.values.get(key, self.MISSING)!r} -> {now.get(key, self.MISSING)!r}"
+            for key in sorted(set(self.values) | set(now))
+            if self.values.get(key, self.MISSING) != now.get(key, self.MISSING)
+        ]
+
+    def check_or_exit(self) -> None:
+        """In a `dvc exp run` that claimed the workspace: params.yaml back to that run's
+        values (spelltune/workspace.py). Otherwise exit 3 with one line when params.yaml
+        changed under this stage, so that DVC neither records nor caches its outputs."""
+        keep_params(self.path)
+        changed = self.changed()
+        if changed:
+            print(
+                f"error: {self.path} changed while stage {self.stage} ran ({'; '.join(changed)}): another "
+                "command wrote it (two `dvc exp run` in one workspace?); this stage's outputs are not recorded, "
+                "rerun when that command is done",
+                file=sys.stderr,
+            )
+            raise SystemExit(3)
+
+
+def load_pinned_or_exit(stage: str, path: str | Path = PARAMS_FILE) -> tuple[Params, ParamsPin]:
+    """load_or_exit, plus the pin of what this stage read (from the same read of the file),
+    which in a claimed `dvc exp run` is params.yaml as that run validated it."""
+    path = Path(path)
+    keep_params(path)
+    try:
+        raw = read_raw(path)
+        return check_raw(raw, path), ParamsPin(stage, raw, path)
+    except ParamsError as exc:
+        fail(exc)

@@ -18,9 +18,9 @@ import argparse
 import logging
 import time
 
-from spelltune.params import load_pinned_or_exit
 from spelltune.paths import METRIC_PREFIX, METRICS_DIR
 from spelltune.training.startup import loaded, pause_collector
+from spelltune.workspace import load_pinned_or_exit
 
 log = logging.getLogger("spelltune.stages.evaluate")
 

@@ -12,7 +12,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from spelltune.params import load_pinned_or_exit
+from spelltune.workspace import load_pinned_or_exit
 
 log = logging.getLogger("spelltune.stages.prepare")
 DATA_DIR = Path("data")

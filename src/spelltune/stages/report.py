@@ -12,8 +12,8 @@ from __future__ import annotations
 import logging
 
 from spelltune.files import write_json
-from spelltune.params import load_pinned_or_exit
 from spelltune.paths import HEADLINE_FILE, LIVE_DIR, METRICS_DIR, PLOTS_DIR
+from spelltune.workspace import load_pinned_or_exit
 
 log = logging.getLogger("spelltune.stages.report")
 

@@ -14,9 +14,9 @@ import logging
 import os
 
 from spelltune.errors import fail
-from spelltune.params import load_pinned_or_exit
 from spelltune.paths import BASE_MODEL_DIR
 from spelltune.training.startup import loaded, pause_collector
+from spelltune.workspace import load_pinned_or_exit
 
 log = logging.getLogger("spelltune.stages.train")
 
@@ -59,7 +59,7 @@ def main() -> None:
 
 def train(params, worker=None, choice=None, pin=None) -> dict:
     """worker (spelltune.training.devices) and choice (spelltune.modeling.backends) default to
-    this process's slot and this machine's backend. pin (spelltune.params.ParamsPin): checked
+    this process's slot and this machine's backend. pin (spelltune.workspace.ParamsPin): checked
     before the final outputs are written. The run's summary ({} in a DDP process but 0)."""
     from spelltune.files import read_jsonl
 

@@ -18,7 +18,9 @@ import psutil
 from spelltune import handoff
 from spelltune.repo import dvc, tool
 from spelltune.sweeps.ledger import TrialLedger
-from spelltune.sweeps.space import FINITE, Space, Sweep, format_value, overrides_args, six_digits_within
+from spelltune.sweeps.overrides import format_value, overrides_args
+from spelltune.sweeps.schema import FINITE, Sweep, six_digits_within
+from spelltune.sweeps.space import Space
 from spelltune.sweeps.trials import (
     STATE_DIR,
     exp_refs,

@@ -7,7 +7,7 @@
     spelltune sweep wandb-agent --k=v ...      what `wandb agent` runs: W&B's --key=value -> -S key=value
 
 The search space is sweep.yaml (W&B's sweep schema plus `constraints` and `seed`, see
-spelltune.sweeps.space). Experiments are named `<sweep>-NNN` (grid, random) and
+spelltune.sweeps.schema). Experiments are named `<sweep>-NNN` (grid, random) and
 `<sweep>-tNNN` (bayes: the Optuna trial number), so rerunning the same command skips
 what already finished. See docs/sweeps.md.
 """
@@ -20,9 +20,9 @@ import os
 from spelltune.errors import error
 from spelltune.sweeps.bayes import BayesRunner, pruner_spec, pruner_text
 from spelltune.sweeps.queue import configs_for, run_queue
-from spelltune.sweeps.space import wandb_problems
 from spelltune.sweeps.trials import load_all, say, show_config
 from spelltune.sweeps.wandb_agent import cmd_wandb_agent
+from spelltune.sweeps.wandb_compat import wandb_problems
 
 
 def cmd_plan(args) -> int:

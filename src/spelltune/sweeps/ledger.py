@@ -8,7 +8,7 @@ import os
 import time
 from typing import Any
 
-from spelltune.sweeps.space import METRIC_FILES
+from spelltune.metric_names import METRIC_FILES
 from spelltune.sweeps.trials import exp_refs, metric_value, read_exp_json, say
 
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from spelltune.repo import dvc, parse_queue_status
 from spelltune.repo import run_queue as run_dvc_queue
-from spelltune.sweeps.space import Space, Sweep, overrides_args
+from spelltune.sweeps.overrides import overrides_args
+from spelltune.sweeps.schema import Sweep
+from spelltune.sweeps.space import Space
 from spelltune.sweeps.trials import exp_refs, metric_value, ran_with, say, show_config, thread_override
 from spelltune.training.devices import cores
 

@@ -11,17 +11,11 @@ from typing import Any
 import yaml
 
 from spelltune.errors import error, fail
+from spelltune.metric_names import METRIC_FILES
 from spelltune.repo import git, git_show
-from spelltune.sweeps.space import (
-    METRIC_FILES,
-    Space,
-    Sweep,
-    SweepError,
-    format_value,
-    load_base_params,
-    load_sweep,
-    parse_override,
-)
+from spelltune.sweeps.overrides import SweepError, format_value, parse_override
+from spelltune.sweeps.schema import Sweep, load_sweep
+from spelltune.sweeps.space import Space, load_base_params
 from spelltune.training.devices import cores
 
 STATE_DIR = Path(".spelltune")  # sweep state (journal, logs); ignored by git through its own .gitignore

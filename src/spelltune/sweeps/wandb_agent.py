@@ -11,7 +11,7 @@ from typing import Any
 
 from spelltune.errors import error
 from spelltune.repo import tool
-from spelltune.sweeps.space import SweepError, overrides_args, parse_override
+from spelltune.sweeps.overrides import SweepError, overrides_args, parse_override
 from spelltune.sweeps.trials import load_all, say, show_config
 
 
