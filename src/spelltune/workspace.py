@@ -77,7 +77,10 @@ def _restore_exec_refs(recorded: dict[str, str | None]) -> list[str]:
     changed = [ref for ref, was in recorded.items() if now.get(ref) != was]
     for ref in changed:
         command = "symbolic-ref" if ref == EXEC_BRANCH else "update-ref"
-        _git(command, ref, recorded[ref]) if recorded[ref] else _git(command, "-d", ref)
+        if recorded[ref]:
+            _git(command, ref, recorded[ref])
+        else:
+            _git(command, "-d", ref)
     return [ref.rsplit("/", 1)[1] for ref in changed]
 
 
@@ -114,13 +117,13 @@ def claim(params_file: Path = Path(PARAMS_FILE)) -> None:
                                  "refs": _exec_refs()}))
 
 
-def keep_params(params_file: Path = Path(PARAMS_FILE)) -> str | None:
-    """params.yaml as this stage's run validated it (restored if another command changed it,
-    that version kept as params.yaml.changed); None outside a claimed run. A warning line
-    says what was restored."""
+def keep_params(params_file: Path = Path(PARAMS_FILE)) -> None:
+    """In a claimed run: params.yaml and DVC's refs back as the run's validate recorded them
+    where another command changed them (that params.yaml kept as params.yaml.changed), with
+    a warning line for each. Outside one: nothing."""
     held = _live_claim()
     if not _mine(held, _driver()):
-        return None
+        return
     now = params_file.read_text() if params_file.exists() else None
     if now != held["params"]:
         kept = params_file.with_name(params_file.name + ".changed")
@@ -133,7 +136,6 @@ def keep_params(params_file: Path = Path(PARAMS_FILE)) -> str | None:
     if refs:
         print(f"warning: another `dvc exp run` changed DVC's refs of this run ({', '.join(refs)}); put back",
               flush=True)
-    return held["params"]
 
 
 def restore_hint(params_file: Path = Path(PARAMS_FILE)) -> str:
