@@ -90,7 +90,7 @@ def test_dashboard_lists_trials_live_and_after(tmp_path, tiny_model):
     # for ten validations.
     run(["dvc", "exp", "run", "--queue", "-n", "grid-000", *set_args({"train.lr": 0.002})], repo, env=env)
     run(["dvc", "exp", "run", "--queue", "-n", "grid-001",
-         *set_args({"train.lr": 0.004, "train.max_steps": 600, "train.eval_every": 60})], repo, env=env)
+         *set_args({"train.lr": 0.004, "train.max_steps": 200, "train.eval_every": 20})], repo, env=env)
 
     port = free_port()
     log = (tmp_path / "dashboard.log").open("w")
@@ -108,7 +108,7 @@ def test_dashboard_lists_trials_live_and_after(tmp_path, tiny_model):
         run(["dvc", "queue", "start", "-j", "1"], repo, env=env)
         done = wait_for(port, lambda t: state(t, "grid-000") == state(t, "grid-001") == "Complete")
         value = done["grid-000"]["values"][0]
-        assert len(done["grid-001"]["intermediate_values"]) == 10  # every 60 of 600 steps
+        assert len(done["grid-001"]["intermediate_values"]) == 10  # every 20 of 200 steps
         page = trial_pages(port, done["grid-001"]["study"]["study_id"], tmp_path / "done.png")
         assert f"Value {value:g}" in page[0] and "dvc_exp grid-000" in page[0] and "Complete" in page[0]
         assert f"Value {done['grid-001']['values'][0]:g}" in page[1] and "dvc_exp grid-001" in page[1]
