@@ -12,6 +12,7 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from spelltune.errors import fail
 from spelltune.workspace import load_pinned_or_exit
 
 log = logging.getLogger("spelltune.stages.prepare")
@@ -30,7 +31,7 @@ def prepare_data(params) -> None:
     try:
         splits = build_splits(params.data, pieces=pieces)
     except ValueError as exc:
-        raise SystemExit(f"error: params.yaml: {exc}") from None
+        fail(f"params.yaml: {exc}")
     for name in SPLITS:
         write_jsonl(splits[name], DATA_DIR / f"{name}.jsonl")
         words = {item["word"] for item in splits[name]}
