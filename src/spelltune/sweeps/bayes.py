@@ -194,14 +194,6 @@ class BayesRunner:
         self.log_dir = state_dir() / "sweeps" / sweep.name
         self.log_dir.mkdir(parents=True, exist_ok=True)
 
-
-
-
-
-
-
-
-
     # -- one worker: Optuna's loop
     def worker(self, wid: int) -> None:
         stop_at_cap = self.optuna.study.MaxTrialsCallback(self.cap, states=(self.TS.COMPLETE, self.TS.PRUNED))
