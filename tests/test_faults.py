@@ -264,7 +264,8 @@ def test_live_runs_of_one_fingerprint_never_share_resume_state(repo, tiny_model)
 
 
 def stage_process(proc: subprocess.Popen, module: str, timeout: float = 600):
-    """The process of `python -m <module>` under `proc`, as soon as it starts."""
+    """The Python process of `python -m <module>` under `proc`, as soon as it starts (not the
+    shell DVC may run it through: suspending that would leave the stage running)."""
     import psutil
 
     deadline = time.monotonic() + timeout
@@ -272,7 +273,8 @@ def stage_process(proc: subprocess.Popen, module: str, timeout: float = 600):
         assert proc.poll() is None, f"the run ended before {module} started"
         for p in psutil.Process(proc.pid).children(recursive=True):
             try:
-                if module in " ".join(p.cmdline()):
+                cmd = p.cmdline()
+                if module in cmd and cmd[cmd.index(module) - 1] == "-m":
                     return p
             except psutil.Error:
                 continue
