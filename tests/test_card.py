@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from spelltune.experiments.use import UseError, item_for_question, read_inputs
+from spelltune.experiments.adapters import UseError
+from spelltune.experiments.use import item_for_question, read_inputs
 from spelltune.modeling import card
 from spelltune.params import parse
 

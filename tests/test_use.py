@@ -46,9 +46,9 @@ def read_jsonl(text: str) -> list[dict]:
 
 def eval_rows(repo: Path, exp: str | None = None) -> list[dict]:
     """The evaluate stage's own test predictions (of the workspace, or of an experiment)."""
-    from spelltune.experiments.use import resolve_rev
+    from spelltune import store
 
-    rev = resolve_rev(repo, exp) if exp else None
+    rev = store.resolve(exp, repo) if exp else None
     path = "metrics/predictions/eval.jsonl"
     text = (repo / path).read_text() if rev is None else run(["git", "show", f"{rev}:{path}"], repo).stdout
     return [r for r in read_jsonl(text) if r["split"] == "test"]
@@ -103,9 +103,9 @@ def adapter_digest_in_cache(repo: Path, rev: str) -> str:
     """md5 of checkpoints/adapter/adapter_model.safetensors as the experiment's dvc.lock records it."""
     import yaml
 
-    from spelltune.experiments.use import resolve_rev
+    from spelltune import store
 
-    rev = resolve_rev(repo, rev)
+    rev = store.resolve(rev, repo)
     lock = yaml.safe_load(run(["git", "show", f"{rev}:dvc.lock"], repo).stdout)
     dir_md5 = next(o["md5"] for o in lock["stages"]["train"]["outs"] if o["path"] == "checkpoints")
     listing = json.loads((repo / ".dvc/cache/files/md5" / dir_md5[:2] / dir_md5[2:]).read_text())

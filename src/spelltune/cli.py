@@ -155,7 +155,7 @@ def _use(func):
     """Run a command on a trained adapter; a bad input is one line and exit 2."""
 
     def wrapped(args) -> int:
-        from spelltune.experiments.use import UseError, resolve
+        from spelltune.experiments.adapters import UseError, resolve
 
         source = None
         try:
@@ -206,7 +206,7 @@ def cmd_ask(args, source) -> int:
     _quiet_loading()
     items = [item_for_question(q, source.separator) for q in args.question]
     if not any(it["question"] for it in items):
-        from spelltune.experiments.use import UseError
+        from spelltune.experiments.adapters import UseError
 
         raise UseError("ask: the question is empty")
     _set_threads(args.threads)
@@ -291,7 +291,7 @@ def cmd_outside(args, source) -> int:
 
 @_use
 def cmd_card(args, source) -> int:
-    from spelltune.experiments.use import full_card
+    from spelltune.experiments.export import full_card
 
     text = full_card(source)
     return _emit(text, args.out)
@@ -299,19 +299,19 @@ def cmd_card(args, source) -> int:
 
 @_use
 def cmd_export(args, source) -> int:
-    from spelltune.experiments import use
+    from spelltune.experiments import export
 
-    use.check_export_targets(args.peft, args.merged, args.gguf)
+    export.check_export_targets(args.peft, args.merged, args.gguf)
     if args.peft:
-        use.export_peft(source, Path(args.peft))
+        export.export_peft(source, Path(args.peft))
         print(f"adapter and model card written to {args.peft}", file=sys.stderr)
     if args.merged:
-        use.export_merged(source, Path(args.merged))
+        export.export_merged(source, Path(args.merged))
         print(
             f"merged model written to {args.merged} (loads with AutoModelForCausalLM.from_pretrained)", file=sys.stderr
         )
     if args.gguf:
-        use.export_gguf(source, Path(args.gguf), Path(args.merged) if args.merged else None)
+        export.export_gguf(source, Path(args.gguf), Path(args.merged) if args.merged else None)
         print(f"GGUF written to {args.gguf}", file=sys.stderr)
     return 0
 

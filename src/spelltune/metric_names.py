@@ -23,7 +23,7 @@ METRIC_NAMES = tuple(
         | set(SUMMARY_METRICS)
     )
 )
-# The files those are read from (spelltune.sweeps.trials.metric_value); `other/file.json:key` is not checked.
+# The files those are read from (spelltune.store.metric); `other/file.json:key` is not checked.
 METRIC_FILES = ("metrics/eval.json", "metrics/train.json", "metrics/summary.json", "metrics/train/metrics.json")
 
 # Metrics the train stage logs at every validation evaluation (DVCLive and W&B history):

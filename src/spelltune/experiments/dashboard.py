@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import datetime
 import io
-import json
 import re
 import threading
 import time
@@ -28,19 +27,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from spelltune import store
 from spelltune.experiments.runs import (
     CURVES_DIR,
     DEFAULT_METRIC,
     EVAL_FILE,
     LOG_SCALE,
-    dvc_exp_show,
-    read_at,
     read_curve,
-    scores_at,
 )
 from spelltune.params import flatten
 from spelltune.paths import SUMMARY_FILE
-from spelltune.repo import git_show
 
 SWEEP_TRIAL = re.compile(r"^(?P<sweep>.+)-\d{3}(-\d+)?$")  # spelltune.sweeps.queue's names
 PLAIN_STUDY = "experiments"
@@ -83,7 +79,7 @@ def bayes_records(storages: dict[str, Any]) -> list[Record]:
 def experiment_records(repo: Path, metric: str = DEFAULT_METRIC, skip: set[str] = frozenset()) -> list[Record]:
     """The experiments of HEAD, queued to finished, minus the names in `skip`."""
     records = []
-    for row in dvc_exp_show(repo, all_commits=False):
+    for row in store.exp_show(repo):
         if row.get("rev") == "workspace":
             continue
         for exp in row.get("experiments") or []:
@@ -111,15 +107,15 @@ def _outcome(repo: Path, last: dict, executor: dict, metric: str) -> tuple[str, 
         root = (executor.get("local") or {}).get("root")
         text = (Path(root) / curve_path).read_text() if root and (Path(root) / curve_path).exists() else None
         # Before its train stage starts, a queued run's workspace holds the baseline's curves.
-        fresh = text and text != git_show("HEAD", curve_path, cwd=repo)
+        fresh = text and text != store.read("HEAD", curve_path, repo)
         return STATES[state], None, _partial_curve(text) if fresh else None
     if last.get("error"):
         return "FAIL", None, None
     rev = last["rev"]
-    value = scores_at(repo, rev).get(f"{file or EVAL_FILE}:{key}")
-    text = read_at(repo, rev, curve_path)
+    value = store.scores(rev, repo).get(f"{file or EVAL_FILE}:{key}")
+    text = store.read(rev, curve_path, repo)
     curve = read_curve(io.StringIO(text)) if text else None
-    summary = json.loads(read_at(repo, rev, SUMMARY_FILE.as_posix()) or "{}")
+    summary = store.read_json(rev, SUMMARY_FILE.as_posix(), repo) or {}
     if summary.get("early_stop_reason") == "pruned":
         return "PRUNED", value, curve
     return ("COMPLETE" if value is not None else "FAIL"), value, curve

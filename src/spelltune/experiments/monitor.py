@@ -73,7 +73,7 @@ def phase(repo: str | Path, label: str) -> str:
     run whose train stage has not started still holds the baseline's curves (DVC copies the
     commit into its temporary workspace), and a run past training is evaluating until its
     metrics/eval.json is written. "" when the curves tell it all."""
-    from spelltune.repo import git_show
+    from spelltune import store
 
     dirs = running_dirs(repo)
     if label not in dirs:
@@ -81,7 +81,7 @@ def phase(repo: str | Path, label: str) -> str:
     curves_dir = dirs[label]
     workspace = curves_dir.parents[len(Path(CURVES_DIR).parts) - 1]
     loss = curves_dir / "train" / "loss.tsv"
-    committed = git_show("HEAD", f"{CURVES_DIR}/train/loss.tsv", cwd=Path(repo))
+    committed = store.read("HEAD", f"{CURVES_DIR}/train/loss.tsv", Path(repo))
     if label != "workspace" and loss.exists() and committed is not None and loss.read_text() == committed:
         return "waiting for its train stage (the curves on disk are the baseline's)"
     progress = read_curves_dir(curves_dir).get("progress/completion_pct")

@@ -4,34 +4,27 @@
     board = leaderboard(runs, "val/spelling_exact_match")        # spelltune.experiments.leaderboard
     write_report(runs, metric, out="compare")     # spelltune.experiments.html_report
 
-Each finished experiment is a git commit (an exp ref, a baseline commit, or the
-workspace), and the pipeline git-tracks its small outputs (metrics/*.json, the per-item
-predictions, the DVCLive curves), so everything is read back from git by revision.
+Each finished experiment is read through spelltune.store (git-tracked outputs by revision).
 Statistics: spelltune.experiments.significance (paired tests, seeds, importance) and .error_analysis.
 """
 
 from __future__ import annotations
 
 import io
-import json
 import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
 
+from spelltune import store
 from spelltune.params import flatten
 from spelltune.paths import CURVES_DIR as CURVES_PATH
-from spelltune.repo import git_show
+from spelltune.store import EVAL_FILE, SCORE_FILES
 
 # Validation chooses, test confirms: every ranking, recommendation and significance test
 # defaults to a val/ metric; test/ columns are shown as the final check only.
 DEFAULT_METRIC = "metrics/eval.json:val/spelling_exact_match"
-EVAL_FILE = "metrics/eval.json"
-# The scores compared, named FILE:KEY. Not DVC metrics (those are the few columns of
-# metrics/headline.json): read from each experiment's commit, where the pipeline git-tracks them.
-SCORE_FILES = (EVAL_FILE, "metrics/base.json", "metrics/train.json")
 CURVES_DIR = CURVES_PATH.as_posix()
 # Params whose useful values span orders of magnitude: neighbours are proposed on a log scale.
 LOG_SCALE = {"train.lr", "lora.r", "lora.alpha", "train.batch_size", "train.grad_accum_steps", "train.max_steps"}
@@ -108,7 +101,7 @@ class Runs:
 
     def read(self, name: str, path: str) -> str | None:
         """A git-tracked output of one experiment (the workspace's from disk)."""
-        return read_at(self.repo, self.table.loc[name, "rev"], path)
+        return store.read(self.table.loc[name, "rev"], path, self.repo)
 
     def curves(self, name: str) -> dict[str, pd.DataFrame]:
         """The DVCLive curves of one experiment: {"train/loss": DataFrame(step, value), ...}."""
@@ -124,38 +117,6 @@ class Runs:
         return out
 
 
-def read_at(repo: Path, rev: str, path: str) -> str | None:
-    if rev == "workspace":
-        file = repo / path
-        return file.read_text() if file.exists() else None
-    return git_show(rev, path, cwd=repo)
-
-
-def scores_at(repo: Path, rev: str) -> dict[str, float]:
-    """The numbers of SCORE_FILES at one revision, named FILE:KEY."""
-    scores = {}
-    for file in SCORE_FILES:
-        try:
-            content = json.loads(read_at(repo, rev, file) or "{}")
-        except json.JSONDecodeError:
-            continue
-        for key, value in flatten(content).items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                scores[f"{file}:{key}"] = value
-    return scores
-
-
-def dvc_exp_show(repo: Path, all_commits: bool, rev: str | None = None) -> list[dict]:
-    """`dvc exp show --json`: the experiments, their params and states. Not dvc.api.exp_show:
-    it has no --all-commits."""
-    cmd = [sys.executable, "-m", "dvc", "exp", "show", "--json", *(["--all-commits"] if all_commits else []),
-           *(["--rev", rev] if rev else [])]
-    proc = subprocess.run(cmd, cwd=repo, capture_output=True, text=True, check=False)
-    if proc.returncode != 0:
-        raise CompareError(f"`dvc exp show` failed in {repo}: {(proc.stderr or proc.stdout).strip()[-500:]}")
-    return json.loads(proc.stdout or "[]")
-
-
 def load_runs(repo: str | Path = ".", all_commits: bool = False, rev: str | None = None) -> Runs:
     """Every experiment with results: the HEAD baseline (or `rev`, or every commit with `all_commits`),
     its experiments (queued ones once they finished) and the workspace when it differs."""
@@ -164,18 +125,22 @@ def load_runs(repo: str | Path = ".", all_commits: bool = False, rev: str | None
 
     def add(name: str, rev: str, kind: str, data: dict | None, state: str | None, error) -> None:
         finished = not error and (data or {}).get("metrics") and state in (None, "success", "done")
-        metrics = scores_at(repo, rev) if finished else {}
+        metrics = store.scores(rev, repo) if finished else {}
         if not metrics:
             if kind == "experiment":
                 pending[name] = state or ("failed" if error else "no metrics")
             return
         params = flatten(((data.get("params") or {}).get("params.yaml") or {}).get("data") or {})
         rows.append({"name": name, "rev": rev, "kind": kind, "created": data.get("timestamp"),
-                     "eval_set": eval_set(repo, rev),
+                     "eval_set": store.eval_set(rev, repo),
                      **{f"p:{k}": _param_value(v) for k, v in params.items()},
                      **{f"m:{k}": v for k, v in metrics.items()}})
 
-    for row in dvc_exp_show(repo, all_commits, rev):
+    try:
+        shown = store.exp_show(repo, all_commits, rev)
+    except store.StoreError as exc:
+        raise CompareError(str(exc)) from None
+    for row in shown:
         rev = row["rev"]
         kind = "workspace" if rev == "workspace" else "baseline"
         name = row.get("name") or ("workspace" if kind == "workspace" else rev[:7])
@@ -198,23 +163,6 @@ def load_runs(repo: str | Path = ".", all_commits: bool = False, rev: str | None
         table = table.drop(index="workspace")
     table = table.rename(columns=lambda c: c[2:] if c[:2] in ("p:", "m:") else c)
     return Runs(repo, table, [p[2:] for p in params], [m[2:] for m in metrics], pending)
-
-
-def eval_set(repo: Path, rev: str) -> str:
-    """What makes two experiments' scores comparable: the base model and the held-out items
-    they were scored on, as one short hash of the content hashes dvc.lock records for
-    data/base_model, data/validation.jsonl and data/test.jsonl ("unknown" without them)."""
-    import hashlib
-
-    import yaml
-
-    try:
-        stages = (yaml.safe_load(read_at(repo, rev, "dvc.lock") or "{}") or {}).get("stages") or {}
-    except yaml.YAMLError:
-        stages = {}
-    outs = {out["path"]: out.get("md5") for stage in stages.values() for out in stage.get("outs") or []}
-    parts = [outs.get(path) for path in ("data/base_model", "data/validation.jsonl", "data/test.jsonl")]
-    return hashlib.sha1(" ".join(parts).encode()).hexdigest()[:8] if all(parts) else "unknown"
 
 
 def select(runs: Runs, names: list[str] | None = None, where: list[str] | None = None) -> Runs:

@@ -26,7 +26,7 @@ def save_adapter(model, out_dir: Path, base_model: str | None = None) -> None:
     target_modules as a set, so its order in adapter_config.json follows Python's hash
     seed: sort it so that the same training gives byte-identical files (and DVC hash).
     base_model (spelltune.modeling.card.base_model_name) replaces the local data/base_model path
-    PEFT records, so that the adapter loads elsewhere (spelltune.experiments.use maps it back here)."""
+    PEFT records, so that the adapter loads elsewhere (spelltune.experiments.adapters maps it back here)."""
     staging = out_dir.with_name(f".staging-{out_dir.name}")
     shutil.rmtree(staging, ignore_errors=True)
     model.save_pretrained(staging, safe_serialization=True)

@@ -94,7 +94,6 @@ def train(params, worker=None, choice=None, pin=None) -> dict:
     trainer.train(resume_from_checkpoint=str(resume.checkpoint) if resume.checkpoint else None)
     if main:
         trackers[0].end()
-    recipe.save_last_checkpoint(trainer, resume.store)
     if not main:
         return {}
     if pin is not None:  # params.yaml changed under this run: write no outputs for DVC to record

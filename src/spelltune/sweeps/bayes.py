@@ -15,7 +15,7 @@ from pathlib import Path
 
 import psutil
 
-from spelltune import handoff
+from spelltune import handoff, store
 from spelltune.repo import dvc, tool
 from spelltune.sweeps.ledger import TrialLedger
 from spelltune.sweeps.overrides import format_value, overrides_args
@@ -23,7 +23,6 @@ from spelltune.sweeps.schema import FINITE, Sweep, six_digits_within
 from spelltune.sweeps.space import Space
 from spelltune.sweeps.trials import (
     STATE_DIR,
-    exp_refs,
     say,
     show_config,
     state_dir,
@@ -282,7 +281,7 @@ class BayesRunner:
     def run_trial(self, trial, config: dict, retry_of: int | None) -> float:
 
         TS = self.TS
-        refs = exp_refs()
+        refs = store.refs()
         name = f"{self.sweep.name}-t{trial.number:03d}"
         k = 2
         while name in refs:  # a name left by an earlier study of the same name: do not clash

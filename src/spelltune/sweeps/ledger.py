@@ -8,8 +8,9 @@ import os
 import time
 from typing import Any
 
+from spelltune import store
 from spelltune.metric_names import METRIC_FILES
-from spelltune.sweeps.trials import exp_refs, metric_value, read_exp_json, say
+from spelltune.sweeps.trials import say
 
 
 def pid_alive(pid: int) -> bool:
@@ -30,18 +31,23 @@ class TrialLedger:
         self.optuna, self.TS = optuna, optuna.trial.TrialState
         self.sweep, self.args, self.host, self.database = sweep, args, host, database
         self.retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1)
-        self.study = self.storage = None
+        self.study = self.storage = self.study_id = None
         self.told: set[int] = set()  # trials whose orphaned run was announced
 
     def attach(self, study, storage) -> None:
         self.study, self.storage = study, storage
+        self.study_id = storage.get_study_id_from_name(study.study_name)
 
     # -- storage helpers
     def trials(self):
         return self.study.get_trials(deepcopy=False)
 
+    def trial_id(self, trial) -> int:
+        """The storage's id of a trial, through Optuna's public storage API."""
+        return self.storage.get_trial_id_from_study_id_trial_number(self.study_id, trial.number)
+
     def frozen(self, trial):
-        return self.storage.get_trial(trial._trial_id)
+        return self.storage.get_trial(self.trial_id(trial))
 
     @staticmethod
     def retry_of(t) -> int | None:
@@ -90,20 +96,21 @@ class TrialLedger:
         for t in self.trials():
             if t.state != TS.RUNNING or self.runner_alive(t):
                 continue
+            tid = self.trial_id(t)
             if self.process_alive(t):
                 if self.database:
-                    self.storage.record_heartbeat(t._trial_id)
+                    self.storage.record_heartbeat(tid)
                 if t.number not in self.told:
                     self.told.add(t.number)
                     say(f"trial {t.number} ({t.user_attrs.get('dvc_exp')}): its runner stopped, its run goes on "
                         f"(pid {t.user_attrs['process']['pid']}); its result is recorded when it ends")
                 continue
             name = t.user_attrs.get("dvc_exp")
-            if name and name in exp_refs():  # it had finished before the interruption: tell that
+            if name and name in store.refs():  # it had finished before the interruption: tell that
                 state, value, why = self.outcome(name)
                 try:
-                    self.storage.set_trial_user_attr(t._trial_id, "result", why)
-                    self.storage.set_trial_state_values(t._trial_id, state, [value] if state == TS.COMPLETE else None)
+                    self.storage.set_trial_user_attr(tid, "result", why)
+                    self.storage.set_trial_state_values(tid, state, [value] if state == TS.COMPLETE else None)
                     say(f"trial {t.number} ({name}) had finished before the interruption: {why}")
                 except (RuntimeError, ValueError):
                     pass  # someone else told it first
@@ -111,12 +118,12 @@ class TrialLedger:
             if self.database:
                 continue  # failed below if its heartbeat is stale
             try:
-                self.storage.set_trial_user_attr(t._trial_id, "result", "interrupted")
-                failed = self.storage.set_trial_state_values(t._trial_id, TS.FAIL)
+                self.storage.set_trial_user_attr(tid, "result", "interrupted")
+                failed = self.storage.set_trial_state_values(tid, TS.FAIL)
             except (RuntimeError, ValueError):  # UpdateFinishedTrialError: someone else failed it
                 continue
             if failed:
-                self.on_stale(self.study, self.storage.get_trial(t._trial_id))
+                self.on_stale(self.study, self.storage.get_trial(tid))
         if self.database:  # Optuna's RDB heartbeat; calls on_stale for each
             self.optuna.storages.fail_stale_trials(self.study)
 
@@ -148,11 +155,11 @@ class TrialLedger:
     def outcome(self, name: str) -> tuple[Any, float | None, str]:
         """(state, value, why) of a finished experiment."""
         TS = self.TS
-        ref = exp_refs().get(name)
+        ref = store.refs().get(name)
         if ref is None:
             return TS.FAIL, None, "the experiment did not finish (no DVC experiment); see its log"
-        summary = read_exp_json(ref, "metrics/summary.json") or {}
-        value = metric_value(ref, self.sweep.metric.name)
+        summary = store.read_json(ref, "metrics/summary.json") or {}
+        value = store.metric(ref, self.sweep.metric.name)
         if summary.get("early_stop_reason") == "pruned":
             return TS.PRUNED, value, "pruned"
         if value is None:

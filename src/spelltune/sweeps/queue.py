@@ -3,12 +3,13 @@
 
 from __future__ import annotations
 
+from spelltune import store
 from spelltune.repo import dvc, parse_queue_status
 from spelltune.repo import run_queue as run_dvc_queue
 from spelltune.sweeps.overrides import overrides_args
 from spelltune.sweeps.schema import Sweep
 from spelltune.sweeps.space import Space
-from spelltune.sweeps.trials import exp_refs, metric_value, ran_with, say, show_config, thread_override
+from spelltune.sweeps.trials import ran_with, say, show_config, thread_override
 from spelltune.training.devices import cores
 
 
@@ -39,7 +40,7 @@ def run_queue(sweep: Sweep, space: Space, args) -> int:
     threads = thread_override(sweep, space, args.jobs)
     if threads:
         say(f"{args.jobs} workers on {cores()} cores: each trial gets -S train.threads={threads['train.threads']}")
-    done, status = exp_refs(), parse_queue_status(dvc("queue", "status").stdout)
+    done, status = store.refs(), parse_queue_status(dvc("queue", "status").stdout)
     names = {}
     for i, config in enumerate(configs, 1):
         # `<sweep>-NNN` is the NNN-th configuration; if sweep.yaml changed since an earlier
@@ -76,11 +77,11 @@ def run_queue(sweep: Sweep, space: Space, args) -> int:
             dvc("queue", "remove", name)
         enqueue(failed)
         failed = wait_queue(list(names), args.jobs)
-    refs = exp_refs()
+    refs = store.refs()
     key = sweep.metric.name if sweep.metric else None
     for name, config in names.items():
         state = "ok" if name in refs else "FAILED"
-        value = metric_value(refs[name], key) if key and name in refs else None
+        value = store.metric(refs[name], key) if key and name in refs else None
         shown = f"  {key}={value:.4g}" if value is not None else ""
         print(f"{name}  {state}{shown}  {show_config(config)}")
     print(f"trials: {len(names)}  succeeded: {sum(n in refs for n in names)}  failed: {len(failed)}")
@@ -105,5 +106,5 @@ def wait_queue(names: list[str], jobs: int) -> list[str]:
             last = line
 
     run_dvc_queue(jobs, names, poll_seconds=QUEUE_POLL_S, on_status=show)
-    refs = exp_refs()
+    refs = store.refs()
     return [n for n in names if n not in refs]

@@ -176,13 +176,6 @@ def stop_reason(trainer, tp, prune) -> str:
     return "max_steps"
 
 
-def save_last_checkpoint(trainer, store: Path) -> None:
-    """A run stopped between saves (pruned) still ends with its last step checkpointed."""
-    saved = checkpoints.checkpoints(store)
-    if not saved or checkpoints.step_of(saved[0]) != trainer.state.global_step:
-        trainer._save_checkpoint(trainer.model, None)
-
-
 def export_checkpoints(trainer, store: Path, checkpoint_dir: Path) -> None:
     """The final and best checkpoints become this experiment's versioned output."""
     step = trainer.state.global_step

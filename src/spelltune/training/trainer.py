@@ -102,13 +102,23 @@ class AnswerLossTrainer(Trainer):
             output.metrics.update({f"{prefix}_{k}": v for k, v in self.answer_metrics(self.model).items()})
         return output
 
-    def _determine_best_metric(self, metrics, trial):
-        # Private HF hook: HF marks a new best at any evaluation; save there too (not only
-        # every save_every steps), so that the best step always has a checkpoint to restore.
-        new_best = super()._determine_best_metric(metrics=metrics, trial=trial)
-        if new_best:
+    def evaluate(self, *args, **kwargs):
+        # Save at this evaluation (not only every save_every steps) where HF will mark a new
+        # best, so that the best step always has a checkpoint to restore, and where the run
+        # stops here (early stopping, pruning), so that its last step is exported too.
+        metrics = super().evaluate(*args, **kwargs)
+        if self.control.should_training_stop or self.beats_best(metrics):
             self.control.should_save = True
-        return new_best
+        return metrics
+
+    def beats_best(self, metrics: dict) -> bool:
+        """HF's own rule for a new best (metric_for_best_model, greater_is_better)."""
+        key = self.args.metric_for_best_model
+        value = None if key is None else metrics.get(key if key.startswith("eval_") else f"eval_{key}")
+        best = self.state.best_metric
+        if value is None:
+            return False
+        return best is None or (value > best if self.args.greater_is_better else value < best)
 
     def _save_checkpoint(self, model, trial):
         """HF's checkpoint content (its private savers), staged and renamed into place with a
