@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import ROOT, TINY_OVERRIDES, copy_project, git_commit_all, run, set_args
+from conftest import ROOT, TINY_OVERRIDES, copy_project, git_commit_all, run, run_queue, set_args, user_env
+from spelltune.repo import start_queue
 from spelltune.training import checkpoints
 
 FAKE_KEY = "f" * 8 + "0123456789abcdef0123456789abcdef"  # 40 characters, like a W&B API key
@@ -450,3 +451,72 @@ def test_a_full_disk_during_training_is_one_line_and_a_rerun_with_room_goes_on(t
         print(line, "| a checkpoint was saved before:", saved)
     finally:
         subprocess.run(["umount", "-l", str(disk)], capture_output=True)
+
+
+# ------------------------------------------------------------------ SIGTERM to the DVC queue
+
+
+def queue_worker(repo: Path, timeout: float = 120):
+    """The `dvc exp queue-worker` process of this repository, once it runs."""
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for p in psutil.process_iter(["cmdline", "cwd"]):
+            if "queue-worker" in (p.info["cmdline"] or []) and p.info["cwd"] == str(repo):
+                return p
+        time.sleep(0.1)
+    raise AssertionError(f"no queue worker in {repo} after {timeout} s")
+
+
+def queue_states(repo: Path) -> dict[str, str]:
+    from spelltune.repo import parse_queue_status
+
+    return parse_queue_status(run(["dvc", "queue", "status"], repo).stdout)
+
+
+def wait_for_checkpoint(repo: Path, at_least: int, timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if any(checkpoints.step_of(p) >= at_least for p in repo.glob(".spelltune/resume/*/checkpoint-*")):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"no checkpoint at step >= {at_least} after {timeout} s")
+
+
+def test_sigterm_to_the_queue_never_loses_a_trial_nor_runs_one_twice(repo, tiny_model):
+    """SIGTERM to a DVC queue worker mid-trial (`kill PID`): Celery's warm shutdown lets the
+    running trial finish and leaves the next one queued for the next `dvc queue start`.
+    SIGTERM to the worker's whole process group (a machine or session shutting down): the
+    trial in training fails and keeps its checkpoints; queued again, it resumes from them."""
+    base = {"model.source": str(tiny_model), **TINY_OVERRIDES, "train.save_every": 4, "train.threads": 1}
+    long_run = {**base, "train.max_steps": 160}
+    run(["dvc", "exp", "run", "--queue", "-n", "qa", *set_args(long_run)], repo)
+    run(["dvc", "exp", "run", "--queue", "-n", "qb", *set_args({**base, "train.lr": 0.002})], repo)
+    start_queue(1, cwd=repo, env=user_env())  # daemons: not through a pipe
+    wait_for_checkpoint(repo, 8)
+    queue_worker(repo).terminate()  # the worker alone
+    deadline = time.monotonic() + 600
+    while queue_states(repo).get("qa") in ("Queued", "Running") and time.monotonic() < deadline:
+        time.sleep(1)
+    assert queue_states(repo) == {"qa": "Success", "qb": "Queued"}
+    run_queue(repo, jobs=1)
+    assert queue_states(repo) == {"qa": "Success", "qb": "Success"}
+
+    # The whole group: the trial in training is killed, its checkpoints stay.
+    run(["dvc", "queue", "remove", "--success"], repo)
+    run(["dvc", "exp", "run", "--queue", "-n", "qc", *set_args({**long_run, "train.lr": 0.004})], repo)
+    start_queue(1, cwd=repo, env=user_env())  # daemons: not through a pipe
+    wait_for_checkpoint(repo, 8)
+    os.killpg(os.getpgid(queue_worker(repo).pid), signal.SIGTERM)
+    deadline = time.monotonic() + 120
+    while queue_states(repo).get("qc") in ("Queued", "Running") and time.monotonic() < deadline:
+        time.sleep(1)
+    assert queue_states(repo) == {"qc": "Failed"}
+    run(["dvc", "exp", "run", "--queue", "-n", "qc-again", *set_args({**long_run, "train.lr": 0.004})], repo)
+    run_queue(repo, jobs=1)
+    assert queue_states(repo)["qc-again"] == "Success"
+    log = run(["dvc", "queue", "logs", "qc-again"], repo).stdout
+    assert re.search(r"resuming from .*/checkpoint-\d+", log), log[-2000:]
+    names = run(["dvc", "exp", "list", "--name-only"], repo).stdout.split()
+    assert sorted(names) == ["qa", "qb", "qc-again"]  # each configuration once
