@@ -27,12 +27,13 @@ log = logging.getLogger("spelltune.stages.evaluate")
 
 def evaluate(params, base: bool) -> None:
     from spelltune.files import read_jsonl, write_json, write_jsonl
+    from spelltune.metric_names import EVAL_METRICS
     from spelltune.modeling.base import set_threads
     from spelltune.modeling.generation import generate_replies
     from spelltune.modeling.lora import load_merged
     from spelltune.paths import ADAPTER_DIR
     from spelltune.task.prompts import word_tokens
-    from spelltune.task.scoring import HEADLINE, breakdown, details, group_details, score_item
+    from spelltune.task.scoring import breakdown, details, group_details, score_item
     from spelltune.training.devices import claim_worker
 
     # The base model's scores must not depend on train.threads (else every sweep trial that
@@ -55,8 +56,8 @@ def evaluate(params, base: bool) -> None:
                 for it, r in zip(items, replies)]
         predictions += rows
         found, subsets = details(rows), group_details(rows)
-        metrics.update({f"{prefix}/{k}": found[k]["value"] for k in HEADLINE if k in found})
-        metrics.update({f"{prefix}/{g}/{k}": d[k]["value"] for g, d in subsets.items() for k in HEADLINE if k in d})
+        metrics.update({f"{prefix}/{k}": found[k]["value"] for k in EVAL_METRICS if k in found})
+        metrics.update({f"{prefix}/{g}/{k}": d[k]["value"] for g, d in subsets.items() for k in EVAL_METRICS if k in d})
         intervals[prefix] = {**found, "n_items": len(rows), "eval_time_seconds": seconds, "groups": subsets}
         breakdowns[prefix] = breakdown(rows)
         log.info("%s %s: %s (%d items, %.1f s)", name, split,

@@ -24,9 +24,9 @@ def main() -> None:
     import matplotlib
 
     matplotlib.use("Agg")
+    from spelltune.metric_names import EVAL_METRICS
     from spelltune.training.run_report import (
         MODELS,
-        TASK_METRICS,
         headline,
         markdown,
         plot_breakdown,
@@ -42,7 +42,7 @@ def main() -> None:
     PLOTS_DIR.mkdir(exist_ok=True)
     plot_loss(run, PLOTS_DIR / "loss.png")
     plot_side_by_side(details, PLOTS_DIR / "base_vs_finetuned.png")
-    plot_breakdown(breakdowns, "by_length", TASK_METRICS, "word length", PLOTS_DIR / "accuracy_by_length.png")
+    plot_breakdown(breakdowns, "by_length", EVAL_METRICS, "word length", PLOTS_DIR / "accuracy_by_length.png")
     plot_breakdown(breakdowns, "by_position", ("letter_position_accuracy",), "letter position",
                    PLOTS_DIR / "accuracy_by_position.png")
     (PLOTS_DIR / "report.md").write_text(markdown(params, details, train_summary, run))

@@ -64,8 +64,6 @@ def summarize(rows: list[dict]) -> dict:
     }
 
 
-HEADLINE = ("letter_position_accuracy", "spelling_exact_match", "char_error_rate")
-
 
 def interval(values: list[float], binary: bool) -> tuple[float, float]:
     """95 % interval of a mean: Wilson's for a share of right answers, a seeded percentile

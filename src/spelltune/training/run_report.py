@@ -6,9 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from spelltune.metric_names import EVAL_METRICS
 from spelltune.paths import CURVES_DIR, METRICS_DIR
 
-TASK_METRICS = ("letter_position_accuracy", "spelling_exact_match", "char_error_rate")
 MODELS = {"base": "base model", "eval": "fine-tuned"}
 SHORT = {
     "letter_position_accuracy": "letter\naccuracy",
@@ -104,7 +104,7 @@ def plot_side_by_side(details: dict, out: Path) -> None:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    labels = [f"{split}/{m}" for split in ("val", "test") for m in TASK_METRICS]
+    labels = [f"{split}/{m}" for split in ("val", "test") for m in EVAL_METRICS]
     x = np.arange(len(labels))
     fig, ax = plt.subplots(figsize=(10, 4))
     for offset, (model, label) in zip((-0.2, 0.2), MODELS.items()):
@@ -176,7 +176,7 @@ def markdown(params, details: dict, train_summary: dict, run: dict) -> str:
         "|---|---|---|---|",
     ]
     for split in ("val", "test"):
-        for m in TASK_METRICS:
+        for m in EVAL_METRICS:
             base, tuned = details["base"][split].get(m), details["eval"][split].get(m)
             n = (tuned or base or {}).get("n", "–")
             lines.append(f"| {split}/{m} | {n} | {cell(base)} | {cell(tuned)} |")
