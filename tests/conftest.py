@@ -100,14 +100,14 @@ def set_args(overrides: dict) -> list[str]:
     return [arg for key, value in overrides.items() for arg in ("-S", f"{key}={value}")]
 
 
-def run_queue(repo: Path, jobs: int = 2, timeout: float = 900) -> str:
+def run_queue(repo: Path, jobs: int = 2, timeout: float = 900, env: dict | None = None) -> str:
     """`dvc queue start -j N` as the README runs it, then wait until nothing is queued or
-    running (spelltune.repo.run_queue); the last `dvc queue status`. A timeout shows the
-    workers' own logs."""
+    running (spelltune.repo.run_queue), `env` added to the user's; the last `dvc queue
+    status`. A timeout shows the workers' own logs."""
     from spelltune.repo import run_queue as run_until_done
 
     try:
-        return run_until_done(jobs, poll_seconds=2, timeout=timeout, cwd=repo, env=user_env())
+        return run_until_done(jobs, poll_seconds=2, timeout=timeout, cwd=repo, env={**user_env(), **(env or {})})
     except TimeoutError as exc:
         logs = "\n".join(
             f"--- {p.name}\n{p.read_text()[-2000:]}" for p in (repo / ".dvc/tmp/exps/celery").glob("*.out")

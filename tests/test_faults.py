@@ -18,7 +18,6 @@ import pytest
 import yaml
 
 from conftest import ROOT, TINY_OVERRIDES, copy_project, git_commit_all, run, run_queue, set_args, user_env
-from spelltune.repo import start_queue
 from spelltune.training import checkpoints
 
 FAKE_KEY = "f" * 8 + "0123456789abcdef0123456789abcdef"  # 40 characters, like a W&B API key
@@ -475,13 +474,25 @@ def queue_states(repo: Path) -> dict[str, str]:
     return parse_queue_status(run(["dvc", "queue", "status"], repo).stdout)
 
 
-def wait_for_checkpoint(repo: Path, at_least: int, timeout: float = 600) -> None:
-    deadline = time.monotonic() + timeout
+def start_queue_until_checkpoint(repo: Path, at_least: int, timeout: float = 600) -> None:
+    """`dvc queue start -j 1`, then wait for a resume checkpoint at step >= `at_least`,
+    starting a worker again that exited before it took its task (QueueKeeper)."""
+    from spelltune.repo import QueueKeeper
+
+    keeper = QueueKeeper(1, cwd=repo, env=user_env())
+    keeper.start()
+    last_check = time.monotonic()
+    deadline = last_check + timeout
     while time.monotonic() < deadline:
         if any(checkpoints.step_of(p) >= at_least for p in repo.glob(".spelltune/resume/*/checkpoint-*")):
             return
+        if time.monotonic() - last_check > 5:  # each `dvc queue status` costs a DVC start-up
+            keeper.check(run(["dvc", "queue", "status"], repo).stdout)
+            last_check = time.monotonic()
         time.sleep(0.05)
-    raise AssertionError(f"no checkpoint at step >= {at_least} after {timeout} s")
+    logs = "\n".join(f"--- {p.name}\n{p.read_text()[-2000:]}" for p in (repo / ".dvc/tmp/exps/celery").glob("*.out"))
+    raise AssertionError(f"no checkpoint at step >= {at_least} after {timeout} s\n"
+                         f"{run(['dvc', 'queue', 'status'], repo).stdout}\n{logs}")
 
 
 def test_sigterm_to_the_queue_never_loses_a_trial_nor_runs_one_twice(repo, tiny_model):
@@ -493,8 +504,7 @@ def test_sigterm_to_the_queue_never_loses_a_trial_nor_runs_one_twice(repo, tiny_
     long_run = {**base, "train.max_steps": 160}
     run(["dvc", "exp", "run", "--queue", "-n", "qa", *set_args(long_run)], repo)
     run(["dvc", "exp", "run", "--queue", "-n", "qb", *set_args({**base, "train.lr": 0.002})], repo)
-    start_queue(1, cwd=repo, env=user_env())  # daemons: not through a pipe
-    wait_for_checkpoint(repo, 8)
+    start_queue_until_checkpoint(repo, 8)
     queue_worker(repo).terminate()  # the worker alone
     deadline = time.monotonic() + 600
     while queue_states(repo).get("qa") in ("Queued", "Running") and time.monotonic() < deadline:
@@ -506,8 +516,7 @@ def test_sigterm_to_the_queue_never_loses_a_trial_nor_runs_one_twice(repo, tiny_
     # The whole group: the trial in training is killed, its checkpoints stay.
     run(["dvc", "queue", "remove", "--success"], repo)
     run(["dvc", "exp", "run", "--queue", "-n", "qc", *set_args({**long_run, "train.lr": 0.004})], repo)
-    start_queue(1, cwd=repo, env=user_env())  # daemons: not through a pipe
-    wait_for_checkpoint(repo, 8)
+    start_queue_until_checkpoint(repo, 8)
     os.killpg(os.getpgid(queue_worker(repo).pid), signal.SIGTERM)
     deadline = time.monotonic() + 120
     while queue_states(repo).get("qc") in ("Queued", "Running") and time.monotonic() < deadline:

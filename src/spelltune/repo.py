@@ -51,15 +51,39 @@ def start_queue(jobs: int, cwd: Path | None = None, env: dict | None = None) -> 
                    stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
 
 
+class QueueKeeper:
+    """Starts the DVC queue's workers again where work has waited with none alive for
+    RESTART_AFTER_SECONDS: a started worker may exit before it takes its first task (seen
+    in CI, treeverse/dvc#10398)."""
+
+    def __init__(self, jobs: int, cwd: Path | None = None, env: dict | None = None):
+        self.jobs, self.cwd, self.env = jobs, cwd, env
+        self.idle_since: float | None = None
+
+    def start(self) -> None:
+        start_queue(self.jobs, self.cwd, self.env)
+        self.idle_since = None
+
+    def check(self, status_text: str) -> None:
+        """Called with each `dvc queue status` text."""
+        states = {s for s in QUEUE_STATES if s in status_text}
+        if "Queued" in states and "Running" not in states and "0 active" in status_text:
+            self.idle_since = self.idle_since or time.time()
+            if time.time() - self.idle_since >= RESTART_AFTER_SECONDS:
+                self.start()
+        else:
+            self.idle_since = None
+
+
 def run_queue(jobs: int, names: list[str] | None = None, poll_seconds: float = 10, timeout: float | None = None,
               cwd: Path | None = None, env: dict | None = None,
               on_status: Callable[[dict[str, str]], None] | None = None) -> str:
     """`dvc queue start -j N`, then wait until none of `names` (default: no experiment) is
-    queued or running; the last `dvc queue status` text. Workers that exit with work left
-    are started again (seen in CI, treeverse/dvc#10398). TimeoutError after `timeout` s."""
-    start_queue(jobs, cwd, env)
+    queued or running, starting idle workers again (QueueKeeper); the last `dvc queue
+    status` text. TimeoutError after `timeout` s."""
+    keeper = QueueKeeper(jobs, cwd, env)
+    keeper.start()
     deadline = None if timeout is None else time.time() + timeout
-    idle_since = None  # work queued and no worker alive, since (not just starting up)
     while True:
         text = dvc("queue", "status", cwd=cwd, env=env).stdout
         status = parse_queue_status(text)
@@ -70,13 +94,7 @@ def run_queue(jobs: int, names: list[str] | None = None, poll_seconds: float = 1
         states = set(status.values()) if names is not None else {s for s in QUEUE_STATES if s in text}
         if not states & {"Queued", "Running"}:
             return text
-        if "Queued" in states and "Running" not in states and "0 active" in text:
-            idle_since = idle_since or time.time()
-            if time.time() - idle_since >= RESTART_AFTER_SECONDS:
-                start_queue(jobs, cwd, env)
-                idle_since = None
-        else:
-            idle_since = None
+        keeper.check(text)
         if deadline is not None and time.time() > deadline:
             raise TimeoutError(f"the DVC queue is not done after {timeout} s:\n{text}")
         # Each `dvc queue status` costs a DVC start-up: poll gently, the runs need the cores.

@@ -177,7 +177,7 @@ class Mirror:
 
     def sync(self, records: list[Record]) -> None:
         by_study: dict[str, list[Record]] = {}
-        for r in sorted(records, key=lambda r: r.order):
+        for r in sorted(records, key=lambda r: (r.order, r.key)):
             by_study.setdefault(r.study, []).append(r)
         for name, group in by_study.items():
             dists = {} if group[0].distributions else space(group)
