@@ -8,7 +8,8 @@ import pytest
 
 from spelltune.experiments.adapters import UseError
 from spelltune.experiments.use import item_for_question, read_inputs
-from spelltune.modeling import card
+from spelltune.metric_names import EVAL_METRICS
+from spelltune.modeling import card, card_markdown
 from spelltune.params import parse
 
 DETAILS = {  # metrics/eval_details.json as the evaluate stage writes it
@@ -26,12 +27,6 @@ def test_base_model_names():
     assert card.base_model_name("org/model") == "org/model"
 
 
-def test_wilson_interval():
-    low, high = card.wilson(50, 100)
-    assert low == pytest.approx(0.4038, abs=1e-4) and high == pytest.approx(0.5962, abs=1e-4)
-    assert card.wilson(0, 8)[0] == 0.0
-
-
 def test_evaluation_reads_details_then_falls_back_to_predictions():
     files = {"metrics/eval_details.json": json.dumps(DETAILS)}
     details, where = card.evaluation(files.get)
@@ -41,8 +36,30 @@ def test_evaluation_reads_details_then_falls_back_to_predictions():
     details, where = card.evaluation({"metrics/predictions/eval.jsonl": "\n".join(map(json.dumps, rows))}.get)
     letters = details["test"]["letter_position_accuracy"]
     assert (letters["value"], letters["n"]) == (0.75, 4) and letters["ci_low"] < 0.75 < letters["ci_high"]
-    assert "Wilson" in where
+    assert where.startswith("metrics/predictions/eval.jsonl")
     assert card.evaluation({}.get) == (None, "")
+
+
+def test_the_card_recomputes_exactly_what_evaluate_writes():
+    """Without *_details.json the card scores the predictions with the evaluate stage's own
+    functions, so its intervals (the character error rate's bootstrap too) equal the file's."""
+    from spelltune.task.scoring import details, group_details
+
+    rows = [{"split": "test", "task": "letter_position", "correct": i % 3 == 0, "cer": None,
+             "band": "common" if i % 2 else "rare", "wording": "canonical"} for i in range(30)]
+    rows += [{"split": "test", "task": "spelling", "correct": i % 4 == 0, "cer": (i % 5) / 7,
+              "band": "common", "wording": "held_out"} for i in range(20)]
+    written = {**details(rows), "n_items": len(rows), "groups": group_details(rows)}  # as evaluate writes it
+    recomputed, _ = card.evaluation({"metrics/predictions/eval.jsonl": "\n".join(map(json.dumps, rows))}.get)
+    assert recomputed == {"test": written}
+    text = card_markdown.render({}, details=recomputed, details_source="x")
+    cer = written["char_error_rate"]
+    assert f"| {cer['value']:.3f} | {cer['ci_low']:.3f}–{cer['ci_high']:.3f} | 20 |" in text
+    assert "| test | common words (rank ≤ 2,000) | letter-position accuracy |" in text
+
+
+def test_every_metric_has_a_label_on_the_card():
+    assert set(card_markdown.METRIC_LABELS) == set(EVAL_METRICS)
 
 
 def test_card_metadata_and_intervals():
@@ -50,8 +67,8 @@ def test_card_metadata_and_intervals():
 
     params = parse({"model": {"source": "embedded"}, "lora": {"r": 8}})
     facts = card.training_facts(params, None)
-    text = card.render(facts, details=DETAILS, details_source="metrics/eval_details.json",
-                       extra_params={"data": {"train_words": 500}})
+    text = card_markdown.render(facts, details=DETAILS, details_source="metrics/eval_details.json",
+                                extra_params={"data": {"train_words": 500}})
     meta = ModelCard(text).data
     assert meta.base_model == "HuggingFaceTB/SmolLM2-135M-Instruct" and meta.library_name == "peft"
     spelling = next(r for r in meta.eval_results if r.dataset_split == "test" and r.metric_name.startswith("spelling"))

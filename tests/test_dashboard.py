@@ -9,13 +9,16 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
+import yaml
 
-from conftest import copy_project, git_commit_all, run, set_args, user_env
+from conftest import copy_project, git_commit_all, run, run_queue, set_args, user_env
+from spelltune.experiments.runs import CURVES_DIR
 from test_compare import fast_project
 from test_plots_offline import CHROMIUM, OFFLINE, chromium
 
@@ -105,14 +108,31 @@ def test_dashboard_lists_trials_live_and_after(tmp_path, tiny_model):
         assert [v["value"] for v in first["bo-0.001"]["intermediate_values"]] == [0.1, 0.3]
         assert first["bo-0.01"]["state"] == "Pruned"
 
-        run(["dvc", "queue", "start", "-j", "1"], repo, env=env)
+        queue = threading.Thread(target=run_queue, args=(repo, 1), kwargs={"env": env}, daemon=True)
+        queue.start()
+        # Live: grid-001 is held still (SIGSTOP) once it has validated, so that the page is
+        # read while it runs however fast the machine is.
+        training = paused_after_first_validation(max_steps=200)
+        try:
+            live = wait_for(port, lambda t: state(t, "grid-000") == "Complete" and state(t, "grid-001") == "Running"
+                            and t["grid-001"]["intermediate_values"], timeout=180)
+            pages = trial_pages(port, live["grid-001"]["study"]["study_id"], tmp_path / "live.png")
+        finally:
+            training.resume()
+        assert 1 <= len(live["grid-001"]["intermediate_values"]) < 10
+        [finished] = [p for p in pages if "dvc_exp grid-000" in p]
+        assert f"Value {live['grid-000']['values'][0]:g}" in finished and "Complete" in finished
+        [running] = [p for p in pages if "dvc_exp grid-001" in p]
+        assert "Running" in running and "Intermediate Values" in running
+
         done = wait_for(port, lambda t: state(t, "grid-000") == state(t, "grid-001") == "Complete")
-        value = done["grid-000"]["values"][0]
+        queue.join(timeout=600)
         assert len(done["grid-001"]["intermediate_values"]) == 10  # every 20 of 200 steps
-        page = trial_pages(port, done["grid-001"]["study"]["study_id"], tmp_path / "done.png")
-        assert f"Value {value:g}" in page[0] and "dvc_exp grid-000" in page[0] and "Complete" in page[0]
-        assert f"Value {done['grid-001']['values'][0]:g}" in page[1] and "dvc_exp grid-001" in page[1]
-        assert "Complete" in page[1] and "Intermediate Values" in page[1]
+        pages = trial_pages(port, done["grid-001"]["study"]["study_id"], tmp_path / "done.png")
+        for name in ("grid-000", "grid-001"):
+            [page] = [p for p in pages if f"dvc_exp {name}" in p]
+            assert f"Value {done[name]['values'][0]:g}" in page and "Complete" in page
+        assert "Intermediate Values" in page  # grid-001's
     finally:
         dashboard.terminate()
         dashboard.wait(timeout=30)
@@ -126,7 +146,6 @@ def test_a_training_queued_run_is_running_with_its_curve_so_far(tmp_path):
     workspace's curve has (a cut last line skipped). Seen live only when a refresh falls
     inside the run, so checked here on the function the refresh calls."""
     from spelltune.experiments.dashboard import _outcome
-    from spelltune.experiments.runs import CURVES_DIR
 
     repo, root = tmp_path / "repo", tmp_path / "executor"
     copy_project(repo)
@@ -144,6 +163,30 @@ def test_a_training_queued_run_is_running_with_its_curve_so_far(tmp_path):
 
 def state(trials: dict, name: str) -> str | None:
     return trials.get(name, {}).get("state")  # a study being rebuilt lists no trials for a moment
+
+
+def paused_after_first_validation(max_steps: int, timeout: float = 600):
+    """The queued run's train stage of `max_steps` steps, stopped (SIGSTOP) once its temporary
+    workspace's curve of METRIC has a point."""
+    import psutil
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        for proc in psutil.process_iter(["cmdline", "cwd"]):
+            # The stage's Python itself, not the shell DVC runs it through.
+            if (proc.info["cmdline"] or [])[1:3] != ["-m", "spelltune.stages.train"]:
+                continue
+            workspace = Path(proc.info["cwd"] or "/nonexistent")
+            try:
+                steps = yaml.safe_load((workspace / "params.yaml").read_text())["train"]["max_steps"]
+                rows = (workspace / CURVES_DIR / f"{METRIC}.tsv").read_text().splitlines()
+            except (OSError, KeyError, TypeError):
+                continue
+            if steps == max_steps and len(rows) >= 2:
+                proc.suspend()
+                return proc
+        time.sleep(0.2)
+    raise AssertionError(f"no train stage of {max_steps} steps validated within {timeout:g} s")
 
 
 def trial_pages(port: int, study_id: int, screenshot: Path) -> list[str]:

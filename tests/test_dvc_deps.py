@@ -64,9 +64,9 @@ def test_every_stage_runs_a_module_of_the_package():
     assert set(stage_modules()) == set(yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"])
 
 
-def test_stage_deps_hold_every_file_the_stage_imports():
+def test_stage_deps_are_exactly_the_files_the_stage_imports():
     stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    missing = {}
+    missing, extra = {}, {}
     for name, module in stage_modules().items():
         if stages[name].get("always_changed"):  # runs every time: its deps do not decide
             continue
@@ -74,7 +74,10 @@ def test_stage_deps_hold_every_file_the_stage_imports():
         files = {str(f.relative_to(ROOT)) for f in reachable(module)}
         if lacking := sorted(f for f in files if f not in deps):
             missing[name] = lacking
+        if unused := sorted(d for d in deps if d.startswith("src/") and d not in files):
+            extra[name] = unused
     assert not missing, f"dvc.yaml: stages miss deps on files they import: {missing}"
+    assert not extra, f"dvc.yaml: stages depend on package files they never import (a change would rerun them): {extra}"
 
 
 def test_the_walk_follows_imports_inside_functions(tmp_path):

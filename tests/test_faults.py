@@ -367,7 +367,7 @@ def test_wandb_without_a_server_logs_offline_and_never_holds_training(tmp_path):
     code = (
         "import logging, sys\n"
         "logging.basicConfig(level=logging.INFO, format='%(name)s: %(levelname)s: %(message)s')\n"
-        "from spelltune.training.tracking import WandbRun\n"
+        "from spelltune.training.wandb_run import WandbRun\n"
         "run = WandbRun(name='t', config={'a': 1}, tags=[], group=None)\n"
         "for step in (1, 2, 3):\n"
         "    run.log({'train/loss': float(step)}, step=step)\n"

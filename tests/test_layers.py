@@ -19,7 +19,7 @@ LAYERS = [
     {"spelltune.training"},
     {"spelltune.stages", "spelltune.experiments", "spelltune.sweeps"},
     {"spelltune.bench"},
-    {"spelltune.cli"},
+    {"spelltune.cli"},  # the cli/ package: the `spelltune` command
 ]
 STAGES = "spelltune.stages"
 
@@ -45,12 +45,12 @@ def imports(name: str) -> set[str]:
 
 
 def group(name: str) -> str:
-    """The package a module belongs to for layering: spelltune.x for spelltune.x.*, else the
-    module itself when it is a top-level module (cli) or its layer (spelltune)."""
+    """The package a module belongs to for layering: spelltune.x for spelltune.x and spelltune.x.*
+    (the cli/ package too), else `spelltune` (a top-level module: params, paths, ...)."""
     parts = name.split(".")
     if len(parts) > 2 or (len(parts) == 2 and (PACKAGE / parts[1]).is_dir()):
         return ".".join(parts[:2])
-    return name if name in LAYERS[-1] else "spelltune"
+    return "spelltune"
 
 
 def layer(name: str) -> int:

@@ -476,7 +476,7 @@ def test_early_terminate_counts_evaluations_and_needs_a_training_metric(
 
 
 def test_min_iter_in_evaluations_becomes_optuna_steps():
-    from spelltune.sweeps.bayes import pruner_spec
+    from spelltune.sweeps.study import pruner_spec
 
     sweep = parse_sweep({"method": "bayes", "run_cap": 4, "metric": {"name": "val/loss"},
                          "parameters": {"train.lr": {"min": 1e-4, "max": 1e-3}},

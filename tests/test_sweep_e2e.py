@@ -373,9 +373,9 @@ def test_wandb_agent_command_line_one_experiment_one_wandb_run(repo_copy):
     controller (choosing configurations, stopping runs) lives on W&B's server."""
     from wandb.sdk.launch.sweeps import utils as sweep_utils
 
-    from spelltune.sweeps.bayes import pruner_spec
     from spelltune.sweeps.schema import load_sweep
     from spelltune.sweeps.space import Space, load_base_params
+    from spelltune.sweeps.study import pruner_spec
 
     for name in ("sweep.yaml", "sweep.spelltune.yaml"):
         shutil.copy(ROOT / name, repo_copy / name)

@@ -13,7 +13,8 @@ import pytest
 from conftest import TINY_OVERRIDES, run, set_args
 from spelltune.experiments.wandb_runs import read_wandb_run
 from spelltune.task.questions import ITEMS_PER_HELD_OUT_WORD
-from spelltune.training.tracking import WandbRun, original_repo_root, scrub, wandb_group, wandb_mode
+from spelltune.training.devices import original_repo_root
+from spelltune.training.wandb_run import WandbRun, scrub, wandb_group, wandb_mode
 
 SECRETS = {
     "WANDB_API_KEY": "wandbkey-0123456789abcdef0123456789abcdef",
@@ -117,7 +118,7 @@ def test_wandb_failure_is_one_warning(env, tmp_path, monkeypatch, caplog):
     (tmp_path / "not-a-directory").write_text("a file\n")
     for key, value in env.items():
         monkeypatch.setenv(key, value)
-    with caplog.at_level(logging.WARNING, logger="spelltune.training.tracking"):
+    with caplog.at_level(logging.WARNING, logger="spelltune.training.wandb_run"):
         tracker = WandbRun(name="broken", config={"a": 1}, tags=[], group=None)
         tracker.log({"train/loss": 1.0}, step=1)
         tracker.finish({"best_step": 1})
@@ -167,7 +168,7 @@ def test_wandb_start_skips_launch_inputs_nothing_staged(tmp_path):
     import sys
 
     code = (
-        "import sys; from spelltune.training.tracking import WandbRun\n"
+        "import sys; from spelltune.training.wandb_run import WandbRun\n"
         "run = WandbRun(name='t', config={'a': 1}, tags=[], group=None)\n"
         "run.log({'train/loss': 1.0}, step=1); run.finish({'best_step': 1})\n"
         "print(run.id, 'wandb.sdk.launch' in sys.modules)\n"

@@ -139,7 +139,8 @@ def tracking_overhead(model_dir: Path, items: list[dict], steps: int, batch: int
 
     from dvclive import Live
 
-    from spelltune.training.tracking import MetricsCallback, WandbRun
+    from spelltune.training.tracking import MetricsCallback
+    from spelltune.training.wandb_run import WandbRun
 
     class TimedMetrics(MetricsCallback):
         spent = 0.0

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from spelltune.experiments.adapters import Source, UseError, params_at
 from spelltune.experiments.use import merged_model
-from spelltune.modeling import card
+from spelltune.modeling import card, card_markdown
 
 COMPACT_CHAT_TEMPLATE = (
     "{%- for message in messages %}"
@@ -36,8 +36,8 @@ def full_card(source: Source, merged: bool = False) -> str:
     if source.read is not None:
         details, details_source = card.evaluation(source.read, "eval")
         base_details, _ = card.evaluation(source.read, "base")
-    return card.render(facts, merged=merged, details=details, details_source=details_source,
-                       base_details=base_details, extra_params=source.extra_params, revision=source.revision)
+    return card_markdown.render(facts, merged=merged, details=details, details_source=details_source,
+                                base_details=base_details, extra_params=source.extra_params, revision=source.revision)
 
 
 def export_peft(source: Source, out_dir: Path) -> None:

@@ -18,8 +18,9 @@ import argparse
 import os
 
 from spelltune.errors import error
-from spelltune.sweeps.bayes import BayesRunner, pruner_spec, pruner_text
+from spelltune.sweeps.bayes import BayesRunner
 from spelltune.sweeps.queue import configs_for, run_queue
+from spelltune.sweeps.study import pruner_spec, pruner_text
 from spelltune.sweeps.trials import load_all, say, show_config
 from spelltune.sweeps.wandb_agent import cmd_wandb_agent
 from spelltune.sweeps.wandb_compat import wandb_problems

@@ -74,7 +74,7 @@ def start_trackers(params, fingerprint: str, choice, resume: ResumePoint):
     from dvclive import Live
 
     from spelltune.modeling.base import model_tag
-    from spelltune.training.tracking import WandbRun, wandb_group
+    from spelltune.training.wandb_run import WandbRun, wandb_group
 
     live = Live(dir=str(LIVE_DIR), dvcyaml=None, save_dvc_exp=False, resume=resume.checkpoint is not None)
     wandb_run = WandbRun(
@@ -242,10 +242,10 @@ def use_packing(tp, choice, model) -> bool:
 def export_and_summarise(params, trainer, resume, choice, worker, metrics, prune, sizes) -> dict:
     """checkpoints/ (final and best), the adapter with its model card, the summaries."""
     from spelltune.files import write_json
-    from spelltune.modeling import card
+    from spelltune.modeling import card, card_markdown
     from spelltune.modeling.lora import save_adapter
-    from spelltune.training.tracking import flat_summary
     from spelltune.training.wandb_eval import record_run_id
+    from spelltune.training.wandb_run import flat_summary
 
     step = trainer.state.global_step
     export_checkpoints(trainer, resume.store, CHECKPOINT_DIR)
@@ -264,7 +264,7 @@ def export_and_summarise(params, trainer, resume, choice, worker, metrics, prune
     write_json(summary, SUMMARY_FILE)
     write_json(final_losses_and_minutes(summary), TRAIN_METRICS_FILE)
     # The model card with the training facts (evaluate's metrics: `spelltune card`).
-    (ADAPTER_DIR / card.CARD_FILE).write_text(card.render(card.training_facts(params, summary)))
+    (ADAPTER_DIR / card.CARD_FILE).write_text(card_markdown.render(card.training_facts(params, summary)))
     metrics.wandb_run.finish(flat_summary(summary))
     record_run_id(trainer.fingerprint, metrics.wandb_run.id)  # where evaluate adds the final scores
     shutil.rmtree(resume.store)  # finished: nothing left to resume

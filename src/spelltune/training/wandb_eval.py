@@ -13,7 +13,7 @@ validation accuracy (a few dozen items) rather than what `spelltune sweep` and
   bit-identical): every plain or queued `dvc exp run`; none when W&B failed in training.
 
 Like training's, this run logs offline when it cannot reach the server within
-tracking.INIT_TIMEOUT_SECONDS (`wandb sync` merges both into one run).
+wandb_run.INIT_TIMEOUT_SECONDS (`wandb sync` merges both into one run).
 
 Only the summary is updated (no history row), so W&B's hyperband, which counts how often
 the metric was logged, still counts validation evaluations during training.
@@ -72,7 +72,7 @@ def add_to_training_run(metrics: dict[str, float], summary_file: Path = SUMMARY_
         import wandb
 
         from spelltune.training.devices import original_repo_root
-        from spelltune.training.tracking import init_or_offline, scrub
+        from spelltune.training.wandb_run import init_or_offline, scrub
 
         logging.getLogger("wandb").propagate = False
         root = Path(os.environ.get("WANDB_DIR") or original_repo_root())
