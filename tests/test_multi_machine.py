@@ -194,6 +194,27 @@ def fake_repo(path: Path, sweep: dict) -> Path:
     return path
 
 
+def test_a_trial_refused_by_dvcs_experiment_lock_is_launched_again_not_failed(tmp_path):
+    """Another `dvc exp run` of this repository (another worker's) holds DVC's experiment
+    lock when a trial starts: DVC refuses the trial's run at once; nothing of it ran, so the
+    runner launches it again once the lock is free instead of failing (and retrying) it."""
+    import threading
+
+    repo = fake_repo(tmp_path / "repo", {"name": "lk", "method": "bayes",
+                                         "metric": {"name": "val/loss", "goal": "minimize"},
+                                         "parameters": {"train.lr": {"min": 0.1, "max": 0.2}}, "run_cap": 1})
+    holder = subprocess.Popen(["sleep", "8"])
+    threading.Thread(target=holder.wait, daemon=True).start()  # reaped at its end: the lock's pid is gone
+    lock = repo / ".dvc" / "tmp" / "exps" / "rwlock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    lock.write_text(json.dumps({"read": {}, "write": {"refs/exps/stash": {"pid": holder.pid, "cmd": "dvc exp run"}}}))
+    proc = run(spelltune("sweep", "run", "s.yaml"), repo, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert "trial 0 (lk-t000): another `dvc exp run` holds DVC's experiment lock; launching it again" in out, out
+    assert "trial 0 (lk-t000) complete" in out and "fail:" not in out and "retried" not in out, out
+    assert run(["dvc", "exp", "list", "--name-only"], repo).stdout.split() == ["lk-t000"]
+
+
 def test_postgres_study_heartbeat_retries_a_killed_workers_trial(postgres, tmp_path):
     """Two workers on one PostgreSQL study; one is SIGKILLed mid-trial. Optuna's heartbeat
     (1 s, grace 5 s) fails its trial, RetryHeartbeatStaleTrialCallback enqueues it, the
@@ -205,7 +226,12 @@ def test_postgres_study_heartbeat_retries_a_killed_workers_trial(postgres, tmp_p
     cmd = spelltune("sweep", "run", "s.yaml", "--storage", url, "--heartbeat-interval", "1", "--grace-period", "5")
     a = start_worker(cmd, repo, tmp_path / "a.log")
     b = start_worker(cmd, repo, tmp_path / "b.log")
-    killed = kill_mid_trial(a, url, "pf", ready=lambda t: True)
+
+    def in_stage(trial) -> bool:  # past DVC's brief lock windows: a SIGKILLed holder is a zombie here
+        log = repo / ".spelltune" / "sweeps" / "pf" / f"{trial.user_attrs.get('dvc_exp')}.log"
+        return log.exists() and "Running stage 'fake'" in log.read_text()
+
+    killed = kill_mid_trial(a, url, "pf", ready=in_stage)
     assert b.wait(300) == 0, (tmp_path / "b.log").read_text()
     out = (tmp_path / "b.log").read_text()
     trials = study_trials(url, "pf")

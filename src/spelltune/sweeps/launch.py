@@ -20,6 +20,9 @@ from spelltune.sweeps.overrides import format_value, overrides_args
 from spelltune.sweeps.study import absolute_storage
 from spelltune.sweeps.trials import say, show_config
 
+LOCK_BUSY = "is busy, it is being blocked by"  # DVC's LockError (dvc/rwlock.py)
+LOCK_RETRIES = 8
+
 
 class TrialFailed(Exception):  # its `dvc exp run` failed or was interrupted
     pass
@@ -67,6 +70,15 @@ class TrialLauncher:
         say(f"trial {trial.number} ({name}) started{again}: {show_config(config)}")
         log_file = self.log_dir / f"{name}.log"
         proc = self.launch(trial, cmd, env, log_file)
+        for attempt in range(LOCK_RETRIES):
+            # Another worker's `dvc exp run` held the repository's experiment lock at our start:
+            # nothing of this trial ran, so launch it again rather than fail it.
+            if proc.returncode == 0 or self.stop.is_set() or LOCK_BUSY not in log_file.read_text(errors="replace"):
+                break
+            say(f"trial {trial.number} ({name}): another `dvc exp run` holds DVC's experiment lock; "
+                f"launching it again in {1 + attempt} s")
+            time.sleep(1 + attempt)
+            proc = self.launch(trial, cmd, env, log_file)
         if self.stop.is_set() and proc.returncode != 0:
             trial.set_user_attr("result", "interrupted")
             self.ledger.retry(self.study, self.ledger.frozen(trial))
