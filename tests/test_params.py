@@ -5,28 +5,12 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
 
+from conftest import ROOT, committed, params, with_value
 from spelltune.params import BEFORE_THE_KEY, Params, ParamsError, flatten, load, parse, schema_default
-
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def committed() -> dict:
-    return yaml.safe_load((ROOT / "params.yaml").read_text())
-
-
-def with_value(dotted: str, value) -> dict:
-    raw = committed()
-    node = raw
-    *parents, leaf = dotted.split(".")
-    for p in parents:
-        node = node[p]
-    node[leaf] = value
-    return raw
 
 
 def test_committed_params_are_valid_and_complete():
@@ -116,37 +100,6 @@ def test_defaults_fill_missing_sections():
     assert parse({"train": {"lr": 0.01}}) == Params(train={"lr": 0.01})
 
 
-def test_stage_exits_non_zero_with_one_line_before_loading_anything(tmp_path):
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(with_value("lora.r", 0)))
-    (tmp_path / "checkpoints").mkdir()
-    (tmp_path / "checkpoints" / "keep.txt").write_text("previous run")
-    proc = subprocess.run(
-        [sys.executable, "-X", "importtime", "-m", "spelltune.stages.train"],
-        cwd=tmp_path, capture_output=True, text=True,
-    )
-    assert proc.returncode == 2
-    lines = [ln for ln in proc.stderr.splitlines() if not ln.startswith("import time:")]
-    assert lines == ["error: params.yaml: lora.r = 0: Input should be greater than 0"]
-    # Nothing heavy was imported and nothing was touched.
-    imported = {ln.split("|")[-1].strip() for ln in proc.stderr.splitlines() if ln.startswith("import time:")}
-    assert "torch" not in imported and "transformers" not in imported
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoints", "params.yaml"]
-    assert (tmp_path / "checkpoints" / "keep.txt").read_text() == "previous run"
-
-
-def test_cli_check(tmp_path):
-    good = tmp_path / "good.yaml"
-    good.write_text((ROOT / "params.yaml").read_text())
-    bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump(with_value("lora.alpha", "zero")))  # complete but for one value
-    ok = subprocess.run([sys.executable, "-m", "spelltune.cli", "check", str(good)], capture_output=True, text=True)
-    assert ok.returncode == 0 and "valid" in ok.stdout
-    fail = subprocess.run([sys.executable, "-m", "spelltune.cli", "check", str(bad)], capture_output=True, text=True)
-    assert fail.returncode == 2
-    assert fail.stderr.strip() == (f"error: {bad}: lora.alpha = 'zero': "
-                                   "Input should be a valid number, unable to parse string as a number")
-
-
 def test_training_fingerprint_tracks_what_shapes_the_weights():
     from spelltune.params import training_fingerprint
 
@@ -193,3 +146,32 @@ def test_a_yaml_alias_bomb_is_one_line_at_once(tmp_path):
                               cwd=tmp_path, timeout=60)
         assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
         assert "expands to more than 100,000 values" in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("model", "line"),
+    [
+        (
+            {"backend": "hf", "load_in_4bit": True},
+            "params.yaml: model.load_in_4bit = True: needs model.backend unsloth or auto",
+        ),
+        (
+            {"backend": "hf", "gradient_checkpointing": "unsloth"},
+            "params.yaml: model.gradient_checkpointing = 'unsloth': 'unsloth' needs model.backend unsloth or auto; "
+            "allowed with hf: false or true",
+        ),
+        ({"backend": "gpu"}, "params.yaml: model.backend = 'gpu': Input should be 'auto', 'unsloth' or 'hf'"),
+        (
+            {"dtype": "fp8"},
+            "params.yaml: model.dtype = 'fp8': Input should be 'auto', 'float32', 'bfloat16' or 'float16'",
+        ),
+        (
+            {"gradient_checkpointing": "maybe"},
+            "params.yaml: model.gradient_checkpointing = 'maybe': Input should be False, True or 'unsloth'",
+        ),
+    ],
+)
+def test_machine_independent_combinations_are_schema_errors(model, line):
+    with pytest.raises(ParamsError) as err:
+        params(**model)
+    assert str(err.value) == line or str(err.value).startswith(line)

@@ -1,6 +1,8 @@
 """Comparing experiments: one real repository with a committed baseline run, one workspace
-experiment and two queued ones (one differs from the baseline only in train.seed), then
-what a user runs: `spelltune compare`, `significance`, `recommend`, `errors`."""
+experiment and two queued ones (one differs from the baseline only in train.seed;
+conftest.build_experiments_repo), then what a user runs: `spelltune compare`, `significance`,
+`recommend`, `errors`; and `dvc exp show` at 120 columns. (The paired test and the error
+analysis on constructed cases: experiments/test_significance.py, experiments/test_error_analysis.py.)"""
 
 from __future__ import annotations
 
@@ -15,52 +17,13 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import ROOT, TINY_OVERRIDES, copy_project, git_commit_all, run, run_queue, set_args
+from conftest import ROOT, build_experiments_repo, git_commit_all, run, set_args
 
 pytestmark = pytest.mark.e2e
 
 # The tiny model answers nothing right, so every accuracy ties at 0; the validation loss
 # differs between these configs, so ranking tests use it.
 LOSS = "metrics/train.json:val/loss"
-EXPERIMENTS = {"lr": {"train.lr": 0.005}, "rank": {"lora.r": 4}, "seed": {"train.seed": 1}}
-FAST = {**TINY_OVERRIDES, "train.val_generate_items": 4, "train.threads": 1}  # threads: two queued runs share 2 cores
-
-
-def fast_project(dest: Path, tiny_model: Path) -> None:
-    """This project in `dest` with the tiny model and the FAST params."""
-    copy_project(dest)
-    params = yaml.safe_load((dest / "params.yaml").read_text())
-    for key, value in {"model.source": str(tiny_model), **FAST}.items():
-        section, name = key.split(".")
-        params[section][name] = value
-    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-
-
-def build_experiments_repo(dest: Path, tiny_model: Path) -> Path:
-    """A git + DVC repository holding: the baseline run, committed (`main`), one workspace
-    `dvc exp run` (`lr`), and two queued experiments (`rank`, `seed`) run with `dvc queue start -j 2`.
-    Built once per session (test_notebooks.py reuses it), read-only afterwards."""
-    if (dest / ".built").exists():
-        return dest
-    shutil.rmtree(dest, ignore_errors=True)
-    fast_project(dest, tiny_model)
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("WANDB_MODE", "disabled")  # for these runs only: they need no W&B files
-        _run_experiments(dest)
-    (dest / ".built").touch()
-    return dest
-
-
-def _run_experiments(dest: Path) -> None:
-    git_commit_all(dest)
-    run(["dvc", "exp", "run"], dest, timeout=900)
-    run(["git", "add", "-A"], dest)
-    run(["git", "commit", "-qm", "baseline run"], dest)
-    # Queued first: a queued experiment takes the workspace's params.yaml as it is then.
-    for name in ("rank", "seed"):
-        run(["dvc", "exp", "run", "--queue", "-n", name, *set_args(EXPERIMENTS[name])], dest)
-    run(["dvc", "exp", "run", "-n", "lr", *set_args(EXPERIMENTS["lr"])], dest, timeout=900)
-    assert "Failed" not in run_queue(dest, jobs=2)
 
 
 @pytest.fixture(scope="session")
@@ -299,61 +262,6 @@ def test_a_grid_table_fits_120_columns(tmp_path):
 # ---------------------------------------------------------------------------- significance
 
 
-def items(correct: list[bool], split: str = "test") -> pd.DataFrame:
-    return pd.DataFrame({"question": [f"q{i}" for i in range(len(correct))], "split": split, "task": "letter_position",
-                         "correct": correct})
-
-
-def test_mcnemar_on_a_constructed_case():
-    from spelltune.experiments.significance import paired_test
-
-    # 40 items both get right, 10 only A, 2 only B, 8 neither. Exact McNemar: a binomial
-    # test of 10 successes in 12 at 1/2, p = 2 * (C(12,10) + C(12,11) + C(12,12)) / 2**12.
-    a = [True] * 40 + [True] * 10 + [False] * 2 + [False] * 8
-    b = [True] * 40 + [False] * 10 + [True] * 2 + [False] * 8
-    result = paired_test(items(a), items(b), "metrics/eval.json:test/letter_position_accuracy", "A", "B")
-    assert (result.n, result.only_a, result.only_b) == (60, 10, 2)
-    assert result.p_value == pytest.approx(2 * (66 + 12 + 1) / 4096)
-    assert result.diff == pytest.approx(8 / 60)
-    assert 0 < result.ci[0] < result.diff < result.ci[1]
-    assert "the difference is real at p<0.05" in result.sentence()
-
-    # 6 against 4 discordant items: p = 0.754, noise.
-    a = [True] * 6 + [False] * 4 + [True] * 20
-    b = [False] * 6 + [True] * 4 + [True] * 20
-    result = paired_test(items(a), items(b), "test/letter_position_accuracy", "A", "B")
-    assert result.p_value == pytest.approx(0.75390625)
-    assert result.ci[0] < 0 < result.ci[1]
-    assert "could be noise" in result.sentence()
-
-    # A subset (band, wording): only its items are paired.
-    a_rows, b_rows = items(a).assign(band="common", wording="canonical"), items(b).assign(band="common",
-                                                                                          wording="canonical")
-    a_rows.loc[:9, "band"] = b_rows.loc[:9, "band"] = "rare"  # the first 10: 6 only A, 4 only B
-    common = paired_test(a_rows, b_rows, "test/common/letter_position_accuracy", "A", "B")
-    assert (common.n, common.only_a, common.only_b) == (20, 0, 0)
-    rare = paired_test(a_rows, b_rows, "test/rare/letter_position_accuracy", "A", "B")
-    assert (rare.n, rare.only_a, rare.only_b) == (10, 6, 4)
-    from spelltune.experiments.runs import CompareError
-
-    with pytest.raises(CompareError, match="or one subset of them: test/"):
-        paired_test(a_rows, b_rows, "test/frequent/letter_position_accuracy", "A", "B")
-
-    # Two runs right and wrong on the same items: identical, not "noise".
-    result = paired_test(items(b), items(b), "test/letter_position_accuracy", "A", "B")
-    assert "identical on this metric" in result.sentence() and "noise" not in result.sentence()
-
-
-def test_paired_test_pairs_items_not_positions():
-    from spelltune.experiments.significance import paired_test
-
-    a = items([True, False, True, True])
-    b = items([True, False, True, True]).iloc[::-1]  # same answers, another order, plus another split
-    b = pd.concat([b, items([False] * 4, split="validation")])
-    result = paired_test(a, b, "test/letter_position_accuracy")
-    assert (result.n, result.only_a, result.only_b, result.p_value) == (4, 0, 0, 1.0)
-
-
 def test_significance_command(exp_repo):
     default = spelltune(exp_repo, "significance").stdout  # as the user runs it
     lines = default.splitlines()
@@ -449,90 +357,6 @@ def test_recommendations_are_valid_new_configs(exp_repo, runs, tmp_path):
 # ---------------------------------------------------------------------------- errors
 
 
-def test_error_analysis_on_constructed_predictions():
-    from spelltune.experiments.error_analysis import error_analysis
-
-    rows = [
-        {
-            "question": "What is the 1st letter of 'cat'?",
-            "answer": "c",
-            "word": "cat",
-            "task": "letter_position",
-            "position": 1,
-            "reply": "c",
-            "correct": True,
-            "cer": None,
-        },
-        {
-            "question": "What is the last letter of 'cat'?",
-            "answer": "t",
-            "word": "cat",
-            "task": "letter_position",
-            "position": 3,
-            "reply": "d",
-            "correct": False,
-            "cer": None,
-        },
-        {
-            "question": "What is the last letter of 'bat'?",
-            "answer": "t",
-            "word": "bat",
-            "task": "letter_position",
-            "position": 3,
-            "reply": "d",
-            "correct": False,
-            "cer": None,
-        },
-        {
-            "question": "What is the 2nd letter of 'horse'?",
-            "answer": "o",
-            "word": "horse",
-            "task": "letter_position",
-            "position": 2,
-            "reply": "o",
-            "correct": True,
-            "cer": None,
-        },
-        {
-            "question": "Spell 'horse' letter by letter.",
-            "answer": "h-o-r-s-e",
-            "word": "horse",
-            "task": "spelling",
-            "position": None,
-            "reply": "h-o-r-s-e",
-            "correct": True,
-            "cer": 0.0,
-        },
-        {
-            "question": "Spell 'cat' letter by letter.",
-            "answer": "c-a-t",
-            "word": "cat",
-            "task": "spelling",
-            "position": None,
-            "reply": "c-a-d",
-            "correct": False,
-            "cer": 1 / 3,
-        },
-    ]
-    cut = {**rows[3], "question": "What is the 2nd letter of 'horse'? (cut)", "reply": "h1 o2 r3 s4 e5",
-           "correct": False}  # counted past the position until the budget ran out: not "no letter"
-    result = error_analysis(pd.DataFrame([{**r, "split": "test"} for r in [*rows, cut]]), "test")
-    pairs = {(r.expected, r.predicted): r.count for r in result["confusions"].itertuples()}
-    assert pairs[("o", "…")] == 1 and ("o", "∅") not in pairs
-    result = error_analysis(pd.DataFrame([{**r, "split": "test"} for r in rows]), "test")
-    top = result["confusions"].iloc[0]
-    assert (top["expected"], top["predicted"], top["count"]) == ("t", "d", 3)  # two letter answers, one spelling
-    assert result["by_position"].loc["last", "accuracy"] == 0 and result["by_position"].loc["1", "accuracy"] == 1
-    assert list(result["by_position"].index) == ["1", "2", "last"]
-    assert result["by_length"].loc[5, "spelling_exact_match"] == 1 and result["by_length"].loc[
-        3, "letter_accuracy"
-    ] == pytest.approx(1 / 3)
-    assert result["by_letter"].index[0] == "t"
-    worst = result["worst_words"]
-    assert worst.iloc[-1]["word"] == "horse" and worst.iloc[0]["word"] == "bat"
-    assert "→ 'd' (expected t)" in worst.iloc[0]["example"]
-
-
 def test_errors_command(exp_repo, tmp_path):
     out = tmp_path / "errors.md"
     assert cli(exp_repo, "errors", "rank", "--split", "all", "--out", str(out))[0] == 0
@@ -544,39 +368,3 @@ def test_errors_command(exp_repo, tmp_path):
     assert "What is the" in text  # examples
 
 
-def test_importance_finds_the_param_that_matters():
-    from spelltune.experiments.runs import Runs
-    from spelltune.experiments.significance import importance
-
-    # 12 synthetic experiments: accuracy rises with log(lr); lora.r does nothing.
-    lrs = [1e-4, 3e-4, 1e-3, 3e-3] * 3
-    ranks = [4] * 4 + [8] * 4 + [16] * 4
-    metric = "metrics/eval.json:test/letter_position_accuracy"
-    table = pd.DataFrame({"rev": [f"{i:07x}" for i in range(12)], "kind": "experiment", "created": None,
-                          "train.lr": lrs, "lora.r": ranks,
-                          metric: [0.2 + 0.1 * i + 0.01 * (j % 2) for j, i in enumerate([0, 1, 2, 3] * 3)]},
-                         index=[f"exp{i}" for i in range(12)])
-    result = importance(Runs(Path("."), table, ["train.lr", "lora.r"], [metric]), metric)
-    assert list(result.index) == ["train.lr", "lora.r"]
-    assert result.loc["train.lr", "variance explained"] > 0.9
-    assert result.loc["lora.r", "variance explained"] < 0.1
-    assert result["PED-ANOVA"].between(0, 1).all()  # Optuna's second opinion from 10 experiments on
-    assert result.loc["train.lr", "PED-ANOVA"] > result.loc["lora.r", "PED-ANOVA"]
-
-
-def test_params_missing_in_older_experiments_do_not_break_the_analysis():
-    """A param added to the schema later is NaN for older experiments (seen on a real grid)."""
-    from spelltune.experiments.runs import Runs
-    from spelltune.experiments.significance import importance, seed_groups
-
-    metric = "metrics/eval.json:test/letter_position_accuracy"
-    n = 12
-    table = pd.DataFrame({"rev": [f"{i:07x}" for i in range(n)], "kind": "experiment", "created": None,
-                          "train.lr": [1e-4, 3e-4, 1e-3, 3e-3] * 3, "train.seed": [0] * 4 + [1] * 4 + [2] * 4,
-                          "train.grad_norm_limit": [float("nan")] * 6 + [1000.0] * 6,
-                          metric: [0.2 + 0.05 * i for i in range(n)]},
-                         index=[f"exp{i}" for i in range(n)])
-    runs = Runs(Path("."), table, ["train.lr", "train.seed", "train.grad_norm_limit"], [metric])
-    assert seed_groups(runs, metric) is not None
-    result = importance(runs, metric)
-    assert "PED-ANOVA" in result and result["PED-ANOVA"].between(0, 1).all()

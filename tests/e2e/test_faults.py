@@ -1,7 +1,7 @@
 """Faults a user meets, with real processes, real DVC and the tiny model: nothing wrong is
 ever recorded or served, nothing earlier is removed before the inputs parse, and each
-fault is one clear line. (Interruptions and corrupt checkpoints: tests/test_checkpoints.py;
-a broken W&B package: tests/test_tracking.py.)"""
+fault is one clear line. (Interruptions: e2e/test_checkpoints.py, corrupt checkpoints:
+training/test_checkpoints.py; a broken W&B package: e2e/test_tracking.py.)"""
 
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ import yaml
 
 from conftest import ROOT, TINY_OVERRIDES, copy_project, git_commit_all, run, run_queue, set_args, user_env
 from spelltune.training import checkpoints
+
+pytestmark = pytest.mark.e2e
 
 FAKE_KEY = "f" * 8 + "0123456789abcdef0123456789abcdef"  # 40 characters, like a W&B API key
 NO_SERVER = {"WANDB_MODE": "online", "WANDB_API_KEY": FAKE_KEY, "WANDB_BASE_URL": "http://127.0.0.1:9"}
@@ -189,21 +191,6 @@ def test_unknown_sweep_metric_is_refused_at_plan_naming_the_known_ones(repo):
 
 
 # ------------------------------------------------------------------ resume state
-
-
-def test_manifest_without_files_is_skipped_with_one_warning(tmp_path, caplog):
-    root = tmp_path / "store"
-    for step in (2, 4):
-        staging = checkpoints.staging_dir(root, step)
-        staging.mkdir(parents=True)
-        (staging / "weights.safetensors").write_bytes(bytes([step]) * 16)
-        checkpoints.commit(staging, "abc", {"step": step})
-    (root / "checkpoint-4" / checkpoints.MANIFEST).write_text(json.dumps({"fingerprint": "abc", "state": {}}))
-    (root / "checkpoint-6").mkdir()
-    (root / "checkpoint-6" / checkpoints.MANIFEST).write_text("[1, 2]")  # JSON, not a manifest either
-    assert checkpoints.resumable(root, "abc") == root / "checkpoint-2"
-    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
-    assert len(warnings) == 2 and all("is not a manifest" in w for w in warnings)
 
 
 def tiny_workspace(repo: Path, name: str, overrides: dict) -> Path:

@@ -1,7 +1,8 @@
 """Checkpoints, resume and early stopping, with real processes: a run killed (Ctrl-C,
 SIGTERM or SIGKILL) and rerun ends exactly where an uninterrupted run ends; a corrupt checkpoint is
 skipped; a diverging run stops with one line and keeps its last good checkpoint; a
-checkpoint of other params is never resumed from; early stopping restores the best."""
+checkpoint of other params is never resumed from; early stopping restores the best.
+(The checkpoint store on its own: training/test_checkpoints.py; a NaN loss: training/test_trainer.py.)"""
 
 from __future__ import annotations
 
@@ -16,7 +17,6 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
 
 from conftest import TINY_OVERRIDES, run, set_args
 from spelltune.training import checkpoints
@@ -161,40 +161,3 @@ def test_early_stopping_restores_the_best_checkpoint(repo, tiny_model):
     assert "early stopping at step 6" in (repo / "plots/report.md").read_text()
 
 
-def test_nan_loss_stops_with_the_step(tiny_model, tmp_path):
-    """A NaN in the weights makes the loss NaN: the trainer raises, naming the step."""
-    from transformers import TrainingArguments
-
-    from spelltune.modeling.base import load_base_model
-    from spelltune.modeling.lora import build_lora_model
-    from spelltune.params import LoraParams
-    from spelltune.task.questions import spelling_question
-    from spelltune.training.collators import PadCollator, encode_example
-    from spelltune.training.trainer import AnswerLossTrainer, TrainingDiverged
-
-    model, tok = load_base_model(tiny_model)
-    model = build_lora_model(model, LoraParams(r=2, alpha=4, target_modules=["q_proj"]))
-    with torch.no_grad():
-        next(p for n, p in model.named_parameters() if "lora_B" in n).fill_(float("nan"))
-    data = [encode_example(spelling_question(w), tok, "compact") for w in ("cat", "dog", "bird", "fish")]
-    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=2, max_steps=2,
-                             report_to="none", use_cpu=True, save_strategy="no")
-    trainer = AnswerLossTrainer(model=model, args=args, train_dataset=data, data_collator=PadCollator(tok.pad_token_id))
-    with pytest.raises(TrainingDiverged, match=r"^step 1: the loss is nan$"):
-        trainer.train()
-
-
-def test_corrupt_or_partial_checkpoints_are_skipped(tmp_path, caplog):
-    root = tmp_path / "checkpoints"
-    for step in (2, 4, 6):
-        staging = checkpoints.staging_dir(root, step)
-        staging.mkdir(parents=True)
-        (staging / "weights.safetensors").write_bytes(bytes([step]) * 64)
-        checkpoints.commit(staging, "abc", {"step": step})
-    checkpoints.staging_dir(root, 8).mkdir()  # killed mid-write: never renamed into place
-    (root / "checkpoint-6" / "weights.safetensors").write_bytes(b"\0" * 64)
-    assert checkpoints.resumable(root, "abc") == root / "checkpoint-4"
-    assert "checkpoint-6: weights.safetensors does not match its checksum" in caplog.text
-    assert checkpoints.resumable(root, "other params") is None
-    checkpoints.rotate(root, keep_last=1, best=root / "checkpoint-2")
-    assert [p.name for p in checkpoints.checkpoints(root)] == ["checkpoint-6", "checkpoint-2"]

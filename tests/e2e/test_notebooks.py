@@ -10,11 +10,11 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from test_compare import build_experiments_repo
+from conftest import ROOT, build_experiments_repo
 
 pytestmark = pytest.mark.e2e
 
-NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
+NOTEBOOKS = ROOT / "notebooks"
 NAMES = ["training_monitor", "performance_analysis", "error_analysis", "wandb_sweeps"]
 
 

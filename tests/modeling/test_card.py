@@ -1,13 +1,9 @@
-"""The model card and the question parsing of `spelltune ask` / `predict`, without a model."""
+"""The model card (modeling/card.py, its text modeling/card_markdown.py), without a model."""
 
 from __future__ import annotations
 
 import json
 
-import pytest
-
-from spelltune.experiments.adapters import UseError
-from spelltune.experiments.use import item_for_question, read_inputs
 from spelltune.metric_names import EVAL_METRICS
 from spelltune.modeling import card, card_markdown
 from spelltune.params import parse
@@ -77,34 +73,6 @@ def test_card_metadata_and_intervals():
     assert "dvc exp run -S lora.r=8 -S data.train_words=500" in text
     assert "Q4_1 GGUF" in text  # the embedded model's limitation
     assert card.facts_of_card(text)["params"]["lora"]["r"] == 8
-
-
-def test_questions_become_evaluation_items():
-    item = item_for_question("What is the 3rd letter of 'banana'?")
-    assert (item["task"], item["word"], item["position"], item["answer"]) == ("letter_position", "banana", 3, "n")
-    assert item_for_question("What is the last letter of 'cat'?")["answer"] == "t"
-    assert item_for_question("Spell 'cat' letter by letter.", " ")["answer"] == "c a t"
-    assert item_for_question("How are you?")["task"] == "other"
-    assert item_for_question("What is the 9th letter of 'cat'?")["task"] == "other"
-    # In the user's own words: asked as typed, scored as the item it is.
-    item = item_for_question("what's the third letter of Banana?")
-    assert (item["task"], item["word"], item["position"], item["question"]) == (
-        "letter_position", "banana", 3, "what's the third letter of Banana?")
-    assert item_for_question("How do you spell necessary?", " ")["answer"] == " ".join("necessary")
-
-
-def test_read_inputs(tmp_path):
-    words = tmp_path / "w.txt"
-    words.write_text("# my words\nCat\n")
-    assert [it["question"] for it in read_inputs(words)] == [
-        "What is the 1st letter of 'cat'?", "What is the 2nd letter of 'cat'?", "What is the last letter of 'cat'?",
-        "Spell 'cat' letter by letter."]
-    questions = tmp_path / "q.jsonl"
-    questions.write_text('{"question": "Spell \'dog\' letter by letter."}\n{"word": "ox"}\n')
-    assert [it["line"] for it in read_inputs(questions)] == [1, 2, 2, 2]
-    questions.write_text('{"question": "Spell \'dog\' letter by letter."}\n[1, 2]\n')
-    with pytest.raises(UseError, match=r"q.jsonl line 2: expected a JSON object"):
-        read_inputs(questions)
 
 
 def test_reproduce_names_the_commit_and_quotes_a_blank_separator_readably():

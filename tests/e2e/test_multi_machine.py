@@ -26,6 +26,8 @@ import yaml
 
 from conftest import ROOT, TINY_OVERRIDES, copy_project, git_commit_all, run
 
+pytestmark = pytest.mark.e2e
+
 # ---------------------------------------------------------------- a PostgreSQL server on localhost
 
 

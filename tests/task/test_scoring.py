@@ -1,4 +1,4 @@
-"""Parsing replies and the task metrics."""
+"""Parsing replies and the task metrics (task/scoring.py)."""
 
 from __future__ import annotations
 

@@ -5,35 +5,18 @@ headless Chromium that can reach nothing."""
 from __future__ import annotations
 
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
 
-from conftest import run
-from test_compare import build_experiments_repo
+from conftest import CHROMIUM, build_experiments_repo, chromium, run
 
 pytestmark = pytest.mark.e2e
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-# No network at all: every host resolves to nothing and any proxy is a closed port.
-OFFLINE = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-           "--disable-component-update", "--disable-sync", "--proxy-server=127.0.0.1:9",
-           "--host-resolver-rules=MAP * ~NOTFOUND", "--virtual-time-budget=15000"]
 
 
 @pytest.fixture(scope="session")
 def exp_repo(tmp_path_factory, tiny_model) -> Path:
     return build_experiments_repo(tmp_path_factory.getbasetemp() / "experiments_repo", tiny_model)
-
-
-def chromium(*args: str, cwd: Path, flags: list[str] = OFFLINE) -> str:
-    profile = cwd / "profile"
-    proc = subprocess.run([CHROMIUM, *flags, f"--user-data-dir={profile}", *args], cwd=cwd,
-                          capture_output=True, text=True, timeout=180, check=False)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return proc.stdout
 
 
 def test_the_page_loads_nothing_from_a_network(exp_repo, tmp_path):

@@ -1,12 +1,13 @@
-"""The task data: deterministic, split by word, correct answers, loadable as JSON lines (pandas)."""
+"""The task data (task/questions.py): deterministic, split by word, correct answers, loadable
+as JSON lines (pandas)."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
+from conftest import ROOT
 from spelltune.files import write_jsonl
 from spelltune.params import DataParams
 from spelltune.task import wordings
@@ -21,7 +22,6 @@ from spelltune.task.questions import (
 )
 from spelltune.task.wordings import ordinal
 
-ROOT = Path(__file__).resolve().parents[1]
 SMALL = DataParams(train_words=320, validation_words=40, test_words=40, canonical_share=0.3)
 
 
@@ -157,40 +157,6 @@ def test_common_repeats_draws_common_words_questions_again_and_nothing_else():
     assert after["common"] == 3 * before["common"] and (after["mid"], after["rare"]) == (before["mid"], before["rare"])
     assert {it["word"] for it in once["train"]} == {it["word"] for it in thrice["train"]}
     assert once["validation"] == thrice["validation"] and once["test"] == thrice["test"]
-
-
-@pytest.mark.parametrize("kind", ["TRAINING", "HELD_OUT"])
-def test_free_form_questions_are_read_back(kind):
-    """ask/predict read task, word and position from a question in any wording (the few
-    misses are words that are themselves wording words, e.g. 'spell' or 'letter')."""
-    import random
-
-    rng = random.Random(0)
-    words = candidate_words(3, 10)[:3000:7]
-    misses = total = 0
-    for task, templates in getattr(wordings, kind).items():
-        for w in words:
-            position = rng.randint(1, len(w)) if task == "letter_position" else None
-            question, _ = wordings.varied_question(task, w, position, templates, rng)
-            total += 1
-            misses += wordings.read_question(question) != (task, w, position)
-    assert misses / total < 0.01
-
-
-def test_free_form_examples():
-    read = wordings.read_question
-    assert read("What is the third letter of banana?") == ("letter_position", "banana", 3)
-    assert read("How do you spell Necessary?") == ("spelling", "necessary", None)
-    assert read('What\'s the final letter of "zebra"?') == ("letter_position", "zebra", 5)
-    assert read("What is the 3rd letter of 'banana'?") == ("letter_position", "banana", 3)
-    assert read("What is the 12th letter of cat?") is None
-    assert read("What time is it?") is None
-
-
-def test_ordinals():
-    assert [ordinal(n) for n in (1, 2, 3, 4, 11, 12, 13, 21, 22)] == [
-        "1st", "2nd", "3rd", "4th", "11th", "12th", "13th", "21st", "22nd",
-    ]
 
 
 def test_the_training_mix_leaves_the_held_out_items_alone(splits):

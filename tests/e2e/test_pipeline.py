@@ -28,8 +28,6 @@ def outputs(repo: Path) -> dict[str, str]:
     return {str(p.relative_to(repo)): digest(p) for p in files}
 
 
-
-
 def exp_run(repo: Path, overrides: dict, check: bool = True):
     return run(["dvc", "exp", "run", *set_args(overrides)], repo, check=check, timeout=900)
 
