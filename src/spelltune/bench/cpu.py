@@ -26,6 +26,9 @@ data and hparams; figures to bench/results.json (never asserted by a test).
   question, the model loaded.
 - overheads: a no-op `dvc exp run`; the train stage's start-up (process start to its
   first optimizer step, median of 3 fresh processes); DVC's cache type.
+
+Longer than the project's ~300 lines on purpose: every figure of bench/results.json is
+measured in this one run, side by side, so that its ratios compare like with like.
 """
 
 from __future__ import annotations

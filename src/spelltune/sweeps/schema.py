@@ -4,7 +4,9 @@ reads (W&B rejects unknown top-level keys), or inline for a file only we read.
 
 This module is light (pydantic + yaml, no torch, no optuna): the file's schema and its
 loading. Constraints: sweeps/constraints.py; -S values: sweeps/overrides.py; W&B's view of
-the file: sweeps/wandb_compat.py; configurations: sweeps/space.py.
+the file: sweeps/wandb_compat.py; configurations: sweeps/space.py. (A little over the
+project's ~300 lines: W&B's schema of parameter distributions is spelled out field by
+field, as W&B documents it.)
 
     method: grid | random | bayes
     metric: {name: val/letter_position_accuracy, goal: maximize}
