@@ -3,7 +3,7 @@
 Everything here is deterministic from `data.seed` and pure Python (no torch), so tests
 and the prepare stage run it cheaply.
 
-Leakage rule (tested in tests/test_data.py, enforced by `check_no_leakage` in prepare): a
+Leakage rule (tested in tests/task/test_questions.py, enforced by `check_no_leakage` in prepare): a
 held-out word (validation or test) is never a training word, in any task or wording and
 in any letter case, nor a tokenizer piece trained by token-level training
 (`data.token_pieces`); the held-out wordings (task/wordings.py HELD_OUT) are never used in
