@@ -14,7 +14,6 @@ import logging
 import os
 
 from spelltune.errors import fail
-from spelltune.paths import BASE_MODEL_DIR
 from spelltune.training.startup import loaded, pause_collector
 from spelltune.workspace import load_pinned_or_exit
 
@@ -65,42 +64,19 @@ def train(params, worker=None, choice=None, pin=None) -> dict:
 
     # The inputs parse before anything of an earlier run (curves, checkpoints) is removed.
     data = {split: read_jsonl(f"data/{split}.jsonl") for split in ("train", "validation")}
-    from transformers import set_seed
-
     from spelltune.modeling import backends
-    from spelltune.modeling.base import set_threads
-    from spelltune.params import training_fingerprint
-    from spelltune.training import recipe
     from spelltune.training.devices import claim_worker
+    from spelltune.training.recipe import TrainRecipe
 
-    worker = worker or claim_worker(params.train.threads)
-    choice = choice or backends.check_or_exit(params)
-    tp, fingerprint, main = params.train, training_fingerprint(params), recipe.main_process()
-
-    # Set up: where to start, the trackers (before the model: W&B starts beside its loading), the model.
-    resume = recipe.resume_point(fingerprint)
-    trackers = recipe.start_trackers(params, fingerprint, choice, resume) if main else None
-    threads = set_threads(worker.threads)
-    set_seed(tp.seed)
-    model, tokenizer = backends.load(params, choice, BASE_MODEL_DIR)
-    trainable, total = model.get_nb_trainable_parameters()
-    log.info("LoRA: %d trainable of %d parameters; %d threads", trainable, total, threads)
-    packing = recipe.use_packing(tp, choice, model)
-    trainer, metrics, prune = recipe.build_trainer(params, model, tokenizer, data, resume, trackers, choice,
-                                                   packing)
-
-    # Train.
+    recipe = TrainRecipe(params, worker or claim_worker(params.train.threads), choice or backends.check_or_exit(params))
+    recipe.setup(data)
     loaded()
-    trainer.train(resume_from_checkpoint=str(resume.checkpoint) if resume.checkpoint else None)
-    if main:
-        trackers[0].end()
-    if not main:
+    recipe.train()
+    if not recipe.main:
         return {}
     if pin is not None:  # params.yaml changed under this run: write no outputs for DVC to record
         pin.check_or_exit()
-
-    # Export and summarise.
-    return recipe.export_and_summarise(params, trainer, resume, choice, worker, metrics, prune, (total, trainable))
+    return recipe.save()
 
 
 if __name__ == "__main__":

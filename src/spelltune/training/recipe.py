@@ -1,6 +1,7 @@
-"""The components the train stage's recipe is made of: the resume point, the trackers, the
-trainer with its TrainingArguments and callbacks, and the exported outputs and summaries.
-Heavy imports (transformers) happen inside the functions: the DDP launcher stays light."""
+"""The train stage's recipe (TrainRecipe: setup, train, save) and what it is made of: the
+resume point, the trackers, the trainer with its TrainingArguments and callbacks, the
+exported outputs and summaries. Heavy imports (transformers) happen inside the functions:
+the DDP launcher stays light."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from spelltune import handoff
-from spelltune.paths import ADAPTER_DIR, CHECKPOINT_DIR, LIVE_DIR, SUMMARY_FILE, TRAIN_METRICS_FILE
+from spelltune.paths import ADAPTER_DIR, BASE_MODEL_DIR, CHECKPOINT_DIR, LIVE_DIR, SUMMARY_FILE, TRAIN_METRICS_FILE
 from spelltune.training import checkpoints
 from spelltune.training.devices import original_repo_root
 
@@ -194,38 +195,6 @@ def final_losses_and_minutes(summary: dict) -> dict:
     }
 
 
-def build_trainer(params, model, tokenizer, data: dict, resume, trackers, choice, packing: bool):
-    """(AnswerLossTrainer, its metrics callback, its prune callback) for this run."""
-    from spelltune.params import training_fingerprint
-    from spelltune.training.collators import EncodedItems, collator
-    from spelltune.training.trainer import AnswerLossTrainer
-
-    tp, prompt_format, letter_answer = params.train, params.model.prompt_format, params.data.letter_answer
-    args = training_arguments(tp, resume.store, choice, packing, evaluates=bool(tp.val_loss_items))
-    callbacks, metrics, prune = make_callbacks(tp, trackers, resume)
-    validation = data["validation"]
-    val_loss_set = None
-    if tp.val_loss_items:
-        val_loss_set = EncodedItems(validation[: tp.val_loss_items], tokenizer, prompt_format, letter_answer)
-    trainer = AnswerLossTrainer(
-        model=model,
-        args=args,
-        train_dataset=EncodedItems(data["train"], tokenizer, prompt_format, letter_answer),
-        eval_dataset=val_loss_set,
-        data_collator=collator(packing, tokenizer.pad_token_id),
-        callbacks=callbacks,
-        answer_metrics=answer_scorer(tokenizer, validation[: tp.val_generate_items], prompt_format,
-                                     args.per_device_eval_batch_size, letter_answer),
-        grad_norm_limit=tp.grad_norm_limit,
-        fingerprint=training_fingerprint(params),
-        keep_last=tp.keep_last,
-        live_dir=LIVE_DIR,
-        # What a resumed run needs beyond HF's state; process 0 writes checkpoints.
-        run_state=(lambda: {"metrics": metrics.state(), "wandb_run_id": trackers[1].id}) if trackers else dict,
-    )
-    return trainer, metrics, prune
-
-
 def use_packing(tp, choice, model) -> bool:
     """Packed rows rely on transformers building a block-diagonal mask from position ids;
     Unsloth's patched attention is not known to, so it trains on padded batches."""
@@ -239,34 +208,105 @@ def use_packing(tp, choice, model) -> bool:
     return packing
 
 
-def export_and_summarise(params, trainer, resume, choice, worker, metrics, prune, sizes) -> dict:
-    """checkpoints/ (final and best), the adapter with its model card, the summaries."""
-    from spelltune.files import write_json
-    from spelltune.modeling import card, card_markdown
-    from spelltune.modeling.lora import save_adapter
-    from spelltune.training.wandb_eval import record_run_id
-    from spelltune.training.wandb_run import flat_summary
+class TrainRecipe:
+    """One run of the train stage, as torchtune's single-device recipes are cut: setup()
+    (the resume point, the trackers, the model, the trainer), train(), save() (checkpoints/,
+    the adapter with its model card, the summaries). The order of setup() is the run's: W&B
+    starts beside the model's loading, the seed is set just before it."""
 
-    step = trainer.state.global_step
-    export_checkpoints(trainer, resume.store, CHECKPOINT_DIR)
-    save_adapter(trainer.model, ADAPTER_DIR, card.base_model_name(params.model.source))
-    reason = stop_reason(trainer, params.train, prune)
-    summary = metrics.summary(
-        early_stop_reason=reason,
-        stopped_at_step=step,
-        resumed_from_step=checkpoints.step_of(resume.checkpoint) if resume.checkpoint else None,
-        tokens_seen=trainer.state.num_input_tokens_seen,
-        parameters={"total": sizes[0], "trainable": sizes[1]},
-        params_fingerprint=trainer.fingerprint,
-        backend=choice.as_dict(),
-        worker=worker.as_dict(),
-    )
-    write_json(summary, SUMMARY_FILE)
-    write_json(final_losses_and_minutes(summary), TRAIN_METRICS_FILE)
-    # The model card with the training facts (evaluate's metrics: `spelltune card`).
-    (ADAPTER_DIR / card.CARD_FILE).write_text(card_markdown.render(card.training_facts(params, summary)))
-    metrics.wandb_run.finish(flat_summary(summary))
-    record_run_id(trainer.fingerprint, metrics.wandb_run.id)  # where evaluate adds the final scores
-    shutil.rmtree(resume.store)  # finished: nothing left to resume
-    log.info("%s after %d steps; adapter saved to %s", reason, step, ADAPTER_DIR)
-    return summary
+    def __init__(self, params, worker, choice):
+        from spelltune.params import training_fingerprint
+
+        self.params, self.worker, self.choice = params, worker, choice
+        self.fingerprint = training_fingerprint(params)
+        self.main = main_process()
+
+    def setup(self, data: dict) -> None:
+        """data: the train and validation items."""
+        from transformers import set_seed
+
+        from spelltune.modeling import backends
+        from spelltune.modeling.base import set_threads
+
+        params = self.params
+        self.resume = resume_point(self.fingerprint)
+        self.trackers = start_trackers(params, self.fingerprint, self.choice, self.resume) if self.main else None
+        threads = set_threads(self.worker.threads)
+        set_seed(params.train.seed)
+        model, tokenizer = backends.load(params, self.choice, BASE_MODEL_DIR)
+        trainable, total = model.get_nb_trainable_parameters()
+        self.sizes = {"total": total, "trainable": trainable}
+        log.info("LoRA: %d trainable of %d parameters; %d threads", trainable, total, threads)
+        packing = use_packing(params.train, self.choice, model)
+        self.trainer, self.metrics, self.prune = self._trainer(model, tokenizer, data, packing)
+
+    def train(self) -> None:
+        resume = self.resume.checkpoint
+        self.trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+        if self.main:
+            self.trackers[0].end()
+
+    def _trainer(self, model, tokenizer, data: dict, packing: bool):
+        """(AnswerLossTrainer, its metrics callback, its prune callback) for this run."""
+        from spelltune.training.collators import EncodedItems, collator
+        from spelltune.training.trainer import AnswerLossTrainer
+
+        params, resume, trackers = self.params, self.resume, self.trackers
+        tp, prompt_format, letter_answer = params.train, params.model.prompt_format, params.data.letter_answer
+        args = training_arguments(tp, resume.store, self.choice, packing, evaluates=bool(tp.val_loss_items))
+        callbacks, metrics, prune = make_callbacks(tp, trackers, resume)
+        validation = data["validation"]
+        val_loss_set = None
+        if tp.val_loss_items:
+            val_loss_set = EncodedItems(validation[: tp.val_loss_items], tokenizer, prompt_format, letter_answer)
+        trainer = AnswerLossTrainer(
+            model=model,
+            args=args,
+            train_dataset=EncodedItems(data["train"], tokenizer, prompt_format, letter_answer),
+            eval_dataset=val_loss_set,
+            data_collator=collator(packing, tokenizer.pad_token_id),
+            callbacks=callbacks,
+            answer_metrics=answer_scorer(tokenizer, validation[: tp.val_generate_items], prompt_format,
+                                         args.per_device_eval_batch_size, letter_answer),
+            grad_norm_limit=tp.grad_norm_limit,
+            fingerprint=self.fingerprint,
+            keep_last=tp.keep_last,
+            live_dir=LIVE_DIR,
+            # What a resumed run needs beyond HF's state; process 0 writes checkpoints.
+            run_state=(lambda: {"metrics": metrics.state(), "wandb_run_id": trackers[1].id}) if trackers else dict,
+        )
+        return trainer, metrics, prune
+
+    def save(self) -> dict:
+        """checkpoints/ (final and best), the adapter with its model card, the summaries; the
+        run's summary."""
+        from spelltune.files import write_json
+        from spelltune.modeling import card, card_markdown
+        from spelltune.modeling.lora import save_adapter
+        from spelltune.training.wandb_eval import record_run_id
+        from spelltune.training.wandb_run import flat_summary
+
+        params, trainer, resume, metrics = self.params, self.trainer, self.resume, self.metrics
+        step = trainer.state.global_step
+        export_checkpoints(trainer, resume.store, CHECKPOINT_DIR)
+        save_adapter(trainer.model, ADAPTER_DIR, card.base_model_name(params.model.source))
+        reason = stop_reason(trainer, params.train, self.prune)
+        summary = metrics.summary(
+            early_stop_reason=reason,
+            stopped_at_step=step,
+            resumed_from_step=checkpoints.step_of(resume.checkpoint) if resume.checkpoint else None,
+            tokens_seen=trainer.state.num_input_tokens_seen,
+            parameters=self.sizes,
+            params_fingerprint=trainer.fingerprint,
+            backend=self.choice.as_dict(),
+            worker=self.worker.as_dict(),
+        )
+        write_json(summary, SUMMARY_FILE)
+        write_json(final_losses_and_minutes(summary), TRAIN_METRICS_FILE)
+        # The model card with the training facts (evaluate's metrics: `spelltune card`).
+        (ADAPTER_DIR / card.CARD_FILE).write_text(card_markdown.render(card.training_facts(params, summary)))
+        metrics.wandb_run.finish(flat_summary(summary))
+        record_run_id(trainer.fingerprint, metrics.wandb_run.id)  # where evaluate adds the final scores
+        shutil.rmtree(resume.store)  # finished: nothing left to resume
+        log.info("%s after %d steps; adapter saved to %s", reason, step, ADAPTER_DIR)
+        return summary
