@@ -2,6 +2,7 @@
 
     spelltune check [params.yaml]     validate params against the schema
     spelltune tiny-model DIR          write a tiny random model with SmolLM2's tokenizer
+    spelltune dashboard               every sweep and experiment, live, in optuna-dashboard
     spelltune compare                 leaderboard, plots, importance, next configs -> compare/
     spelltune significance [A] [B]    is A better than B, or noise? (B may be `base`)
     spelltune recommend               next configs as `dvc exp run --queue -S ...` lines
