@@ -7,6 +7,9 @@ metrics/train/metrics.json). A new metric is added here."""
 from __future__ import annotations
 
 EVAL_METRICS = ("letter_position_accuracy", "spelling_exact_match", "char_error_rate")
+# The subsets every held-out split is also scored on (`val/common/spelling_exact_match`);
+# spelltune.task.scoring.GROUP_LABELS labels them for reports.
+EVAL_GROUPS = ("common", "mid", "rare", "canonical", "held_out", "common_canonical", "common_held_out")
 TRAIN_METRICS = (
     "train/loss", "train/perplexity", "train/learning_rate", "train/grad_norm",
     "time/wallclock_hours", "time/gradient_steps", "time/tokens_seen", "progress/completion_pct",
@@ -19,6 +22,7 @@ SUMMARY_METRICS = ("best_step", "stopped_at_step", "wallclock_seconds", "seconds
 METRIC_NAMES = tuple(
     sorted(
         {f"{split}/{name}" for split in ("val", "test") for name in EVAL_METRICS}
+        | {f"{split}/{group}/{name}" for split in ("val", "test") for group in EVAL_GROUPS for name in EVAL_METRICS}
         | set(TRAIN_METRICS)
         | set(SUMMARY_METRICS)
     )

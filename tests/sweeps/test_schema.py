@@ -8,7 +8,18 @@ import yaml
 
 from conftest import cli, write
 from spelltune.sweeps.overrides import SweepError
-from spelltune.sweeps.schema import parse_sweep
+from spelltune.sweeps.schema import load_sweep, parse_sweep
+
+
+def test_a_sweep_can_choose_on_a_subset_of_validation_such_as_common_words(tmp_path):
+    base = {"method": "grid", "parameters": {"train.lr": {"values": [1e-3]}}}
+    ok = write(tmp_path, {**base, "metric": {"name": "val/common/spelling_exact_match", "goal": "maximize"}})
+    assert load_sweep(ok).metric.name == "val/common/spelling_exact_match"
+    bad = write(tmp_path, {**base, "metric": {"name": "val/commonn/spelling_exact_match", "goal": "maximize"}})
+    proc = cli("sweep", "plan", bad)
+    assert proc.returncode == 2
+    assert "metric.name = 'val/commonn/spelling_exact_match': unknown metric;" in proc.stderr
+    assert "GROUP one of common, mid, rare, canonical, held_out" in proc.stderr
 
 
 def test_bad_sweep_file_one_line_per_error_and_exit_2(tmp_path):

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from spelltune.task.scoring import breakdown, levenshtein, parse_letter, parse_spelling, score_item, summarize
+from spelltune.metric_names import EVAL_GROUPS
+from spelltune.task.scoring import (
+    GROUP_LABELS,
+    breakdown,
+    levenshtein,
+    parse_letter,
+    parse_spelling,
+    score_item,
+    summarize,
+)
 
 LETTER = {"task": "letter_position", "word": "banana", "answer": "n", "position": 3}
 LAST = {"task": "letter_position", "word": "banana", "answer": "a", "position": 6}
@@ -97,3 +106,8 @@ def test_details_give_each_metric_its_n_and_a_95_percent_interval():
     cer = found["char_error_rate"]
     assert cer["ci_low"] < cer["value"] == 0.35 < cer["ci_high"]
     assert details(rows) == found  # the bootstrap is seeded
+
+
+def test_every_scored_subset_is_a_registered_metric_group():
+    """A sweep or comparison checks val/GROUP/SCORE against metric_names.EVAL_GROUPS."""
+    assert tuple(GROUP_LABELS) == EVAL_GROUPS

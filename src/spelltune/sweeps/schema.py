@@ -32,7 +32,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from spelltune.metric_names import METRIC_FILES, METRIC_NAMES
+from spelltune.metric_names import EVAL_GROUPS, EVAL_METRICS, METRIC_FILES, METRIC_NAMES
 from spelltune.params import ParamsError, error_line, yaml_values
 from spelltune.sweeps.constraints import Constraint
 from spelltune.sweeps.overrides import PARAMS_KEYS, SweepError, format_value, unknown_key_message, yaml_load
@@ -50,7 +50,11 @@ class Strict(BaseModel):
 def _known_metric(name: str) -> str:
     path, _, key = name.rpartition(":")
     if (not path or path in METRIC_FILES) and key not in METRIC_NAMES:
-        raise ValueError(f"unknown metric; known: {', '.join(METRIC_NAMES)}")
+        overall = ", ".join(m for m in METRIC_NAMES if m.count("/") < 2)
+        raise ValueError(
+            f"unknown metric; known: {overall}; and by subset, val/GROUP/SCORE or test/GROUP/SCORE "
+            f"with GROUP one of {', '.join(EVAL_GROUPS)} and SCORE one of {', '.join(EVAL_METRICS)}"
+        )
     return name
 
 
