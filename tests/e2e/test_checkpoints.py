@@ -49,10 +49,12 @@ def kill_during_training(repo: Path, overrides: dict, at_checkpoint: int, sig: s
     """Start `dvc exp run`, wait for checkpoint-<at_checkpoint>, then send `sig` to the
     whole process group (dvc and the stage it runs) and wait for it to end."""
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
-    proc = subprocess.Popen(
-        ["dvc", "exp", "run", *set_args(overrides)], cwd=repo, env=env, start_new_session=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+    log = repo.parent / "killed-run.log"  # what the run said, for a failure message
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            ["dvc", "exp", "run", *set_args(overrides)], cwd=repo, env=env, start_new_session=True,
+            stdout=out, stderr=subprocess.STDOUT,
+        )
     deadline = time.monotonic() + 600
     while proc.poll() is None and time.monotonic() < deadline:
         if list(repo.glob(f".spelltune/resume/*/checkpoint-{at_checkpoint}")):
@@ -62,7 +64,10 @@ def kill_during_training(repo: Path, overrides: dict, at_checkpoint: int, sig: s
     proc.wait()
     # (A later checkpoint may have replaced it by the time the signal landed.)
     steps = [checkpoints.step_of(p) for p in repo.glob(".spelltune/resume/*/checkpoint-*")]
-    assert any(step >= at_checkpoint for step in steps), f"the run ended before the kill (checkpoints: {steps})"
+    assert any(step >= at_checkpoint for step in steps), (
+        f"the run ended before the kill (checkpoints: {steps}, exit {proc.returncode}); "
+        f"its last output: {log.read_text()[-2000:]}"
+    )
     assert not (repo / "metrics" / "summary.json").exists(), "the run finished before it was killed"
 
 
