@@ -28,6 +28,7 @@ TINY_OVERRIDES = {
     "data.train_words": 40,
     "data.validation_words": 4,
     "data.test_words": 4,
+    "data.vocabulary_sample": 4,
     "train.max_steps": 6,
     "train.warmup_steps": 1,
     "train.batch_size": 4,

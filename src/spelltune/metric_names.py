@@ -10,6 +10,9 @@ EVAL_METRICS = ("letter_position_accuracy", "spelling_exact_match", "char_error_
 # The subsets every held-out split is also scored on (`val/common/spelling_exact_match`);
 # spelltune.task.scoring.GROUP_LABELS labels them for reports.
 EVAL_GROUPS = ("common", "mid", "rare", "canonical", "held_out", "common_canonical", "common_held_out")
+# What users meet (data/vocabulary.jsonl): spelltune.task.scoring.VOCABULARY_LABELS names them.
+VOCABULARY_GROUPS = ("top1k", "top1k_trained", "top1k_held_out", "top5k", "top5k_trained", "top5k_held_out",
+                     "train_questions")
 TRAIN_METRICS = (
     "train/loss", "train/perplexity", "train/learning_rate", "train/grad_norm",
     "time/wallclock_hours", "time/gradient_steps", "time/tokens_seen", "progress/completion_pct",
@@ -23,6 +26,7 @@ METRIC_NAMES = tuple(
     sorted(
         {f"{split}/{name}" for split in ("val", "test") for name in EVAL_METRICS}
         | {f"{split}/{group}/{name}" for split in ("val", "test") for group in EVAL_GROUPS for name in EVAL_METRICS}
+        | {f"vocabulary/{group}/{name}" for group in VOCABULARY_GROUPS for name in EVAL_METRICS}
         | set(TRAIN_METRICS)
         | set(SUMMARY_METRICS)
     )

@@ -67,14 +67,24 @@ class DataParams(Section):
     # (`b1 a2 n3 = n`: the letters with their positions up to the one asked, then the letter).
     letter_answer: Literal["direct", "spelled"] = "direct"
     # Which words train: "uniform" (a uniform sample of the words not held out) or
-    # "common_first" (every common word not held out first, then a uniform sample).
-    train_sampling: Literal["uniform", "common_first"] = "uniform"
+    # "common_first" (every common word not held out first, then a uniform sample) or
+    # "frequency" (the most frequent words not held out, in frequency order).
+    train_sampling: Literal["uniform", "common_first", "frequency"] = "uniform"
     # The share of training questions in the canonical wording; the rest take a random
     # training wording (task/wordings.py). 1.0: every question in the one canonical wording.
     canonical_share: Annotated[float, Field(ge=0, le=1)] = 1.0
     # How many times each common training word's questions are drawn (fresh positions and
     # wordings each time): more of the training steps on the words users ask most.
     common_repeats: Annotated[int, Field(ge=1, le=20)] = 1
+    # The everyday vocabulary: training words among the `vocabulary_words` most frequent
+    # words of the length range have their questions drawn `vocabulary_repeats` times, spread
+    # over the run by the trainer's shuffle (docs/results.md: what users meet).
+    vocabulary_words: Annotated[int, Field(ge=0, le=30_000)] = 0
+    vocabulary_repeats: Annotated[int, Field(ge=1, le=20)] = 1
+    # What users meet, scored by evaluate (data/vocabulary.jsonl): this many words drawn
+    # (seeded) from each of the top 1,000 and top 5,000 words (a set no larger is scored
+    # whole), and as many of the run's own training questions, up to 400. 0: not scored.
+    vocabulary_sample: Annotated[int, Field(ge=0, le=5_000)] = 1000
     # Token-level training: this many of the tokenizer's alphabetic pieces (in its merge
     # order, held-out words left out) train as extra words, so that the model learns the
     # letters of single tokens, which most common words are.
@@ -204,6 +214,9 @@ class TrainParams(Section):
 
 class EvalParams(Section):
     batch_size: Annotated[int, Field(gt=0)] = 64
+    # false: score validation and the vocabulary only (a sweep trial; test is read once, for
+    # the finalists: `spelltune finalize`). metrics/eval.json then holds test/skipped.
+    test: bool = True
 
 
 class Params(Section):

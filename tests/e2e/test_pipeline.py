@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from conftest import TINY_OVERRIDES, run, set_args
+from spelltune.metric_names import VOCABULARY_GROUPS
 from spelltune.params import flatten
 from spelltune.task.questions import ITEMS_PER_HELD_OUT_WORD
 
@@ -74,8 +75,14 @@ def test_exp_run_end_to_end(repo, tiny_model):
     for name in ("base", "eval"):
         metrics = json.loads((repo / "metrics" / f"{name}.json").read_text())
         metrics = metrics["base"] if name == "base" else metrics  # nested: compare names them base.val/...
-        assert set(metrics) == {f"{split}/{group}{m}" for split in ("val", "test") for m in TASK_METRICS
-                                for group in ["", *(f"{g}/" for g in subsets)]}
+        held_out = {f"{split}/{group}{m}" for split in ("val", "test") for m in TASK_METRICS
+                    for group in ["", *(f"{g}/" for g in subsets)]}
+        assert set(metrics) - held_out == ({f"vocabulary/{g}/{m}" for g in VOCABULARY_GROUPS for m in TASK_METRICS
+                                            if f"vocabulary/{g}/{m}" in metrics} if name == "eval" else set())
+        # the fine-tuned model also on what users meet: the top words, trained ones included
+        assert name == "base" or {"vocabulary/top1k/spelling_exact_match", "vocabulary/top5k/spelling_exact_match",
+                                  "vocabulary/train_questions/spelling_exact_match"} <= set(metrics)
+        assert held_out <= set(metrics)
         details = json.loads((repo / "metrics" / f"{name}_details.json").read_text())
         for split in ("val", "test"):
             assert details[split]["n_items"] == items[split]
@@ -91,13 +98,17 @@ def test_exp_run_end_to_end(repo, tiny_model):
         common = breakdown["test"]["by_band"]["common"]
         assert {"n", "ci_low", "ci_high"} <= set(common["intervals"]["spelling_exact_match"])
         preds = (repo / "metrics" / "predictions" / f"{name}.jsonl").read_text().splitlines()
-        assert len(preds) == items["val"] + items["test"]
+        scored_vocabulary = len((repo / "data/vocabulary.jsonl").read_text().splitlines()) if name == "eval" else 0
+        assert len(preds) == items["val"] + items["test"] + scored_vocabulary
         assert {"question", "answer", "reply", "correct", "split"} <= set(json.loads(preds[0]))
     # report
     for png in ("loss", "base_vs_finetuned", "accuracy_by_length", "accuracy_by_position"):
         assert (repo / "plots" / f"{png}.png").read_bytes()[:4] == b"\x89PNG"
     report = (repo / "plots" / "report.md").read_text()
     assert "| test/spelling_exact_match |" in report and "| common words, held-out wordings | test |" in report
+    assert "What users meet" in report and "trained words included" in report
+    headline = json.loads((repo / "metrics/headline.json").read_text())
+    assert set(headline) == {"val", "vocab", "common"} and set(headline["vocab"]) == {"spell", "trained"}
 
     # `dvc exp show` lists the experiment with its params and metrics
     shown = json.loads(run(["dvc", "exp", "show", "--json"], repo).stdout)
@@ -112,7 +123,8 @@ def test_exp_run_end_to_end(repo, tiny_model):
     scores = json.loads((repo / "metrics" / "eval.json").read_text())
     assert headline["val"]["letter"] == round(scores["val/letter_position_accuracy"], 3)
     assert headline["common"]["spell"] == round(scores["test/common/spelling_exact_match"], 3)
-    assert len(flatten(headline)) == 4
+    assert headline["vocab"]["spell"] == round(scores["vocabulary/top1k/spelling_exact_match"], 3)
+    assert len(flatten(headline)) == 6
 
     # `dvc plots show` knows the training curves
     plots = json.loads(run(["dvc", "plots", "show", "--json"], repo).stdout)

@@ -9,7 +9,11 @@ report stage picks `dvc exp show`'s few columns), metrics/{base,eval}_details.js
 (each metric's n and 95 % interval, per subset too, evaluation times), the breakdowns by
 word length, tokens of the word, frequency band and letter position, and per-item
 predictions for error analysis. Every split is scored whole: its size is
-`data.validation_words` / `data.test_words` words, ITEMS_PER_HELD_OUT_WORD items each.
+`data.validation_words` / `data.test_words` words, ITEMS_PER_HELD_OUT_WORD items each;
+`eval.test: false` (sweep trials) leaves test out and says so (`test/skipped`). The
+fine-tuned model is also scored on data/vocabulary.jsonl, what users meet: the most
+frequent words, trained ones included (vocabulary/top1k/..., vocabulary/top1k_trained/...,
+vocabulary/train_questions/...), never used to choose.
 """
 
 from __future__ import annotations
@@ -33,7 +37,14 @@ def evaluate(params, base: bool) -> None:
     from spelltune.modeling.lora import load_merged
     from spelltune.paths import ADAPTER_DIR
     from spelltune.task.prompts import word_tokens
-    from spelltune.task.scoring import breakdown, details, group_details, score_item
+    from spelltune.task.scoring import (
+        VOCABULARY_SPLIT,
+        breakdown,
+        details,
+        group_details,
+        score_item,
+        vocabulary_details,
+    )
     from spelltune.training.devices import claim_worker
 
     # The base model's scores must not depend on train.threads (else every sweep trial that
@@ -43,7 +54,8 @@ def evaluate(params, base: bool) -> None:
     model, tokenizer = load_merged(None if base else ADAPTER_DIR)
     loaded()
     metrics, intervals, breakdowns, predictions = {}, {}, {}, []
-    for split, prefix in METRIC_PREFIX.items():
+
+    def answered(split: str) -> tuple[list[dict], float]:
         items = read_jsonl(f"data/{split}.jsonl")
         start = time.perf_counter()
         replies = generate_replies(
@@ -52,8 +64,16 @@ def evaluate(params, base: bool) -> None:
         )
         seconds = time.perf_counter() - start
         tokens = {w: word_tokens(w, params.model.prompt_format, tokenizer) for w in {it["word"] for it in items}}
-        rows = [{**it, "split": split, "reply": r, "word_tokens": tokens[it["word"]], **score_item(it, r)}
-                for it, r in zip(items, replies)]
+        return [{**it, "split": split, "reply": r, "word_tokens": tokens[it["word"]], **score_item(it, r)}
+                for it, r in zip(items, replies)], seconds
+
+    for split, prefix in METRIC_PREFIX.items():
+        if split == "test" and not (base or params.eval.test):
+            # A sweep trial: test is read once, for the finalists (`spelltune finalize`).
+            metrics[f"{prefix}/skipped"] = 1
+            log.info("%s %s: skipped (eval.test: false)", name, split)
+            continue
+        rows, seconds = answered(split)
         predictions += rows
         found, subsets = details(rows), group_details(rows)
         metrics.update({f"{prefix}/{k}": found[k]["value"] for k in EVAL_METRICS if k in found})
@@ -63,6 +83,17 @@ def evaluate(params, base: bool) -> None:
         log.info("%s %s: %s (%d items, %.1f s)", name, split,
                  ", ".join(f"{k} {v['value']:.3f} [{v['ci_low']:.3f}, {v['ci_high']:.3f}]" for k, v in found.items()),
                  len(rows), seconds)
+
+    if not base and params.data.vocabulary_sample:  # what users meet: the most frequent words, trained ones included
+        rows, seconds = answered(VOCABULARY_SPLIT)
+        predictions += rows
+        subsets = vocabulary_details(rows)
+        metrics.update({f"{VOCABULARY_SPLIT}/{g}/{k}": d[k]["value"] for g, d in subsets.items()
+                        for k in EVAL_METRICS if k in d})
+        intervals[VOCABULARY_SPLIT] = {"n_items": len(rows), "eval_time_seconds": seconds, "groups": subsets}
+        log.info("eval vocabulary: %s (%d items, %.1f s)", ", ".join(
+            f"{g} spelling {d['spelling_exact_match']['value']:.3f}" for g, d in subsets.items()
+            if "spelling_exact_match" in d), len(rows), seconds)
 
     # base.json nests its numbers under "base", so that compare names them base.val/... apart
     # from the fine-tuned model's val/... of eval.json.

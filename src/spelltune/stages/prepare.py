@@ -1,6 +1,6 @@
 """Stages `prepare` (the data) and `prepare_model` (the base model as safetensors).
 
-    python -m spelltune.stages.prepare data    # data/{train,validation,test}.jsonl
+    python -m spelltune.stages.prepare data    # data/{train,validation,test,vocabulary}.jsonl
     python -m spelltune.stages.prepare model   # data/base_model/
 """
 
@@ -21,15 +21,16 @@ DATA_DIR = Path("data")
 
 def prepare_data(params) -> None:
     from spelltune.files import write_jsonl
-    from spelltune.task.questions import SPLITS, build_splits
+    from spelltune.task.questions import SPLITS, build_splits, ranked_words, vocabulary_items
 
     pieces = ()
     if params.data.token_pieces:
         from spelltune.modeling.pieces import alphabetic_pieces
 
         pieces = alphabetic_pieces()
+    ranks = ranked_words(params.data.min_word_length, params.data.max_word_length)
     try:
-        splits = build_splits(params.data, pieces=pieces)
+        splits = build_splits(params.data, ranks, pieces=pieces)
     except ValueError as exc:
         fail(f"params.yaml: {exc}")
     for name in SPLITS:
@@ -40,6 +41,10 @@ def prepare_data(params) -> None:
         wordings = Counter(item["wording"] for item in splits[name])
         log.info("%s: %d items over %d words %s, by band %s, by wording %s", name, len(splits[name]), len(words),
                  dict(tasks), dict(bands), dict(wordings))
+    vocabulary = vocabulary_items(splits, params.data, ranks)
+    write_jsonl(vocabulary, DATA_DIR / "vocabulary.jsonl")
+    log.info("vocabulary: %d items, by group %s", len(vocabulary),
+             dict(Counter(g for it in vocabulary for g in it["groups"])))
 
 
 def prepare_model(params) -> None:

@@ -26,6 +26,12 @@ BANDS = {"common": 2_000, "mid": 10_000, "rare": WORDLIST_POOL}
 # The share of each held-out split's words taken from each band (stratified, so that every
 # band has enough words for an interval; the common band is the set users meet most).
 HELD_OUT_BAND_SHARES = {"common": 0.5, "mid": 0.25, "rare": 0.25}
+# The vocabulary a user meets: the most frequent words of the length range, trained and
+# held-out words alike (data/vocabulary.jsonl), `data.vocabulary_sample` words of each (a
+# set no larger is scored whole); each word gets one spelling and one letter question.
+VOCABULARY = {"top1k": 1_000, "top5k": 5_000}
+# How much of its own training set a run learned: a seeded sample of its training questions.
+TRAIN_SAMPLE = 400
 
 
 def band_of(rank: int) -> str:
@@ -58,7 +64,8 @@ def band_counts(n: int) -> dict[str, int]:
 def split_words(ranks: dict[str, int], params: DataParams, pieces=()) -> dict[str, list[str]]:
     """Shuffle the word list once with `data.seed`; validation, then test take their words
     band by band (HELD_OUT_BAND_SHARES), then training takes `train_words` of the rest
-    (`data.train_sampling`: common_first takes every remaining common word first), then
+    (`data.train_sampling`: common_first takes every remaining common word first, frequency
+    the most frequent remaining words first), then
     the first `data.token_pieces` of the tokenizer's `pieces` that are in the length range
     and not yet in any split. The held-out words stay the same whatever the training params
     are, so experiments over them are scored on the same items."""
@@ -80,6 +87,9 @@ def split_words(ranks: dict[str, int], params: DataParams, pieces=()) -> dict[st
     if params.train_sampling == "common_first":
         others = set(rest["mid"]) | set(rest["rare"])
         pool = rest["common"] + [w for w in shuffled if w in others]
+    elif params.train_sampling == "frequency":
+        held = set(out["validation"]) | set(out["test"])
+        pool = [w for w in ranks if w not in held]
     else:
         held = set(out["validation"]) | set(out["test"])
         pool = [w for w in shuffled if w not in held]
@@ -182,6 +192,7 @@ def build_splits(params: DataParams, ranks: dict[str, int] | None = None, pieces
     """Every split's items; `pieces`: the tokenizer's alphabetic pieces, for `data.token_pieces`."""
     ranks = ranked_words(params.min_word_length, params.max_word_length) if ranks is None else ranks
     by_split = split_words(ranks, params, pieces)
+    vocabulary = set(list(ranks)[: params.vocabulary_words])
     out = {}
     for i, name in enumerate(SPLITS):
         rng = random.Random(params.seed * 1000 + i)
@@ -190,7 +201,7 @@ def build_splits(params: DataParams, ranks: dict[str, int] | None = None, pieces
             if name != "train":
                 asked = held_out_items(w, params.spelling_separator, rng)
             else:
-                times = params.common_repeats if w in ranks and band_of(ranks[w]) == "common" else 1
+                times = repeats_of(w, ranks, vocabulary, params)
                 asked = [it for _ in range(times) for it in training_items(w, params, rng)]
             # Training words past train_words are tokenizer pieces: band "piece", a rank where they have one.
             band = "piece" if name == "train" and k >= params.train_words else band_of(ranks[w])
@@ -199,6 +210,44 @@ def build_splits(params: DataParams, ranks: dict[str, int] | None = None, pieces
         out[name] = items
     check_no_leakage(out)
     return out
+
+
+def repeats_of(word: str, ranks: dict[str, int], vocabulary: set[str], params: DataParams) -> int:
+    """How many times a training word's questions are drawn: `data.vocabulary_repeats` for
+    the `data.vocabulary_words` most frequent words, `data.common_repeats` for the other
+    common ones, else once."""
+    if word in vocabulary:
+        return params.vocabulary_repeats
+    return params.common_repeats if word in ranks and band_of(ranks[word]) == "common" else 1
+
+
+def vocabulary_items(splits: dict[str, list[dict]], params: DataParams, ranks: dict[str, int]) -> list[dict]:
+    """data/vocabulary.jsonl: the VOCABULARY words (trained and held-out alike) and TRAIN_SAMPLE
+    of the training questions, each row with the `groups` it is scored in (top1k,
+    top1k_trained, top1k_held_out, ..., train_questions). The words and their questions
+    depend on `data.seed` and the length range only, so that every experiment is scored on
+    the same vocabulary items; which of them are trained depends on the training params."""
+    if not params.vocabulary_sample:
+        return []
+    rng = random.Random(params.seed * 1000 + 7)
+    ordered = list(ranks)
+    chosen = {}
+    for name, top in VOCABULARY.items():
+        words = ordered[:top]
+        k = min(params.vocabulary_sample, len(words))
+        chosen[name] = set(words if k == len(words) else rng.sample(words, k))
+    trained = {it["word"] for it in splits["train"]}
+    rows = []
+    for w in (w for w in ordered if any(w in ws for ws in chosen.values())):
+        kind = "trained" if w in trained else "held_out"
+        groups = [g for name, ws in chosen.items() if w in ws for g in (name, f"{name}_{kind}")]
+        asked = [letter_question(w, rng.randint(1, len(w))), spelling_question(w, params.spelling_separator)]
+        rows += [{**it, "wording": "canonical", "rank": ranks[w], "band": band_of(ranks[w]), "trained": w in trained,
+                  "groups": groups} for it in asked]
+    k = min(TRAIN_SAMPLE, params.vocabulary_sample, len(splits["train"]))
+    sample = random.Random(params.seed * 1000 + 8).sample(splits["train"], k)
+    rows += [{**it, "trained": True, "groups": ["train_questions"]} for it in sample]
+    return rows
 
 
 def check_no_leakage(splits: dict[str, list[dict]]) -> None:

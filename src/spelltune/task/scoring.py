@@ -125,6 +125,27 @@ def group_details(rows: list[dict]) -> dict[str, dict]:
     return {g: details(by_group[g]) for g in sorted(by_group, key=GROUP_ORDER.index)}
 
 
+# What users meet (data/vocabulary.jsonl, metrics vocabulary/GROUP/SCORE): the most frequent
+# words as users meet them (trained words included), their trained and held-out parts, and a
+# sample of the run's own training questions. Labelled as such wherever they are shown.
+VOCABULARY_SPLIT = "vocabulary"
+VOCABULARY_LABELS = {
+    "top1k": "top 1,000 words as users meet them (trained words included)",
+    "top1k_trained": "top 1,000: the trained words", "top1k_held_out": "top 1,000: the words never trained",
+    "top5k": "top 5,000 (seeded sample) as users meet them", "top5k_trained": "top 5,000: the trained words",
+    "top5k_held_out": "top 5,000: the words never trained", "train_questions": "a sample of its own training questions",
+}
+
+
+def vocabulary_details(rows: list[dict]) -> dict[str, dict]:
+    """`details` of each vocabulary group a row names in `groups`, in VOCABULARY_LABELS' order."""
+    by_group = defaultdict(list)
+    for r in rows:
+        for g in r["groups"]:
+            by_group[g].append(r)
+    return {g: details(by_group[g]) for g in VOCABULARY_LABELS if g in by_group}
+
+
 def position_label(row: dict) -> str:
     return "last" if row["position"] == len(row["word"]) else str(row["position"])
 

@@ -25,18 +25,23 @@ HEADLINE_KEYS = {"letter_position_accuracy": "letter", "spelling_exact_match": "
 def headline(details: dict[str, dict]) -> dict:
     """The numbers `dvc exp show` lists, from {"base": base_details, "eval": eval_details}:
     letter accuracy and spelling exact match of the fine-tuned model on validation (all
-    items: it chooses) and on the common-words test set (`common`: the words users meet
-    most), to three decimals. Four columns, so that a grid's table with its params stays
-    within 120 columns; every other score (test overall, bands, wordings, the base model's)
-    is in metrics/eval.json, metrics/base.json and the report."""
+    items: it chooses), spelling on the top 1,000 words as users meet them and on its trained
+    ones (`vocab`: trained words included, never used to choose), and on the common-words
+    test set (`common`, where test was scored), to three decimals. Few columns, so that a
+    grid's table with its params stays within 120 columns; every other score is in
+    metrics/eval.json, metrics/base.json and the report."""
 
     def scores(found: dict) -> dict:
         return {short: round(found[name]["value"], 3) for name, short in HEADLINE_KEYS.items() if name in found}
 
     tuned = details["eval"]
     out = {"val": scores(tuned["val"])}
-    common = tuned["test"].get("groups", {}).get("common")
-    if common:  # evaluate wrote frequency bands (runs from before them have none)
+    vocabulary = tuned.get("vocabulary", {}).get("groups", {})
+    if "top1k" in vocabulary:
+        out["vocab"] = {"spell": scores(vocabulary["top1k"])["spell"],
+                        "trained": scores(vocabulary.get("top1k_trained", vocabulary["top1k"]))["spell"]}
+    common = tuned.get("test", {}).get("groups", {}).get("common")
+    if common:  # evaluate wrote frequency bands (runs from before them have none) and scored test
         out["common"] = scores(common)
     return out
 
@@ -80,19 +85,21 @@ def plot_loss(run: dict, out: Path) -> None:
 
 
 def plot_breakdown(breakdowns: dict, key: str, metrics: tuple[str, ...], xlabel: str, out: Path) -> None:
-    """One panel per metric: base vs fine-tuned on the test split, by `key`."""
+    """One panel per metric: base vs fine-tuned on the test split (validation where a sweep
+    trial left test out), by `key`."""
     import matplotlib.pyplot as plt
     import numpy as np
 
+    split = "test" if "test" in breakdowns["eval"] else "val"
     fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 3.5), squeeze=False)
     for ax, metric in zip(axes[0], metrics):
-        groups = list(breakdowns["eval"]["test"][key])
+        groups = list(breakdowns["eval"][split][key])
         x = np.arange(len(groups))
         for offset, (model, label) in zip((-0.2, 0.2), MODELS.items()):
-            values = [breakdowns[model]["test"][key].get(g, {}).get(metric) for g in groups]
+            values = [breakdowns[model][split][key].get(g, {}).get(metric) for g in groups]
             ax.bar(x + offset, [v if v is not None else 0 for v in values], width=0.4, label=label)
         ax.set_xticks(x, groups)
-        ax.set(xlabel=xlabel, ylabel=metric, ylim=(0, 1), title=f"{metric} by {xlabel} (test)")
+        ax.set(xlabel=xlabel, ylabel=metric, ylim=(0, 1), title=f"{metric} by {xlabel} ({split})")
         ax.grid(axis="y", alpha=0.3)
     fig.legend(*axes[0][0].get_legend_handles_labels(), loc="upper right", ncol=2)
     fig.tight_layout(rect=(0, 0, 1, 0.9))
@@ -108,7 +115,7 @@ def plot_side_by_side(details: dict, out: Path) -> None:
     x = np.arange(len(labels))
     fig, ax = plt.subplots(figsize=(10, 4))
     for offset, (model, label) in zip((-0.2, 0.2), MODELS.items()):
-        values = [details[model][k.split("/")[0]].get(k.split("/")[1], {}).get("value") for k in labels]
+        values = [details[model].get(k.split("/")[0], {}).get(k.split("/")[1], {}).get("value") for k in labels]
         ax.bar(x + offset, [v or 0 for v in values], width=0.4, label=label)
     ax.set_xticks(x, [f"{lbl.split('/')[0]}\n{SHORT[lbl.split('/')[1]]}" for lbl in labels], fontsize=8)
     ax.set(ylim=(0, 1), title="Base model vs fine-tuned")
@@ -124,11 +131,35 @@ def fmt(value) -> str:
 
 
 def examples(path: Path, n: int = 8) -> list[dict]:
-    """Some wrong answers of the fine-tuned model on the test split, for a first look."""
+    """Some answers of the fine-tuned model, for a first look: wrong ones on the test split
+    (validation where test was left out), and on the vocabulary users meet, right and wrong."""
     from spelltune.files import read_jsonl
 
-    wrong = [r for r in read_jsonl(path) if r["split"] == "test" and not r["correct"]]
+    rows = read_jsonl(path)
+    split = "test" if any(r["split"] == "test" for r in rows) else "validation"
+    wrong = [r for r in rows if r["split"] == split and not r["correct"]]
     return wrong[:n]
+
+
+def vocabulary_lines(details: dict) -> list[str]:
+    """What users meet: the most frequent words, trained ones included (labelled), each with n
+    and its 95 % interval; [] for runs from before the vocabulary was scored."""
+    from spelltune.task.scoring import VOCABULARY_LABELS
+
+    found = details["eval"].get("vocabulary", {}).get("groups", {})
+    if not found:
+        return []
+    lines = ["## What users meet: the most frequent words", "",
+             "Everyday words as users ask about them: **trained words included** (this measures what the "
+             "model knows, not how it generalises; the held-out splits below do that, and choose). "
+             "One spelling and one letter question a word, canonical wording.", "",
+             "| words | spelling n | spelling exact match | letter n | letter accuracy |", "|---|---|---|---|---|"]
+    for group, label in VOCABULARY_LABELS.items():
+        if group in found:
+            spell, letter = found[group].get("spelling_exact_match"), found[group].get("letter_position_accuracy")
+            lines.append(f"| {label} | {(spell or {}).get('n', '–')} | {cell(spell)} | "
+                         f"{(letter or {}).get('n', '–')} | {cell(letter)} |")
+    return lines + [""]
 
 
 def cell(found: dict | None) -> str:
@@ -143,14 +174,14 @@ def _group_table(details: dict) -> list[str]:
     from spelltune.task.scoring import GROUP_LABELS
 
     tuned = details["eval"]
-    if not any(tuned[split].get("groups") for split in ("val", "test")):
+    if not any(tuned.get(split, {}).get("groups") for split in ("val", "test")):
         return []
     lines = ["", "By frequency band and by wording (fine-tuned; base model in metrics/base_details.json):", "",
              "| subset | split | letter n | letter accuracy | spelling n | spelling exact match |",
              "|---|---|---|---|---|---|"]
     for group, label in GROUP_LABELS.items():
         for split in ("val", "test"):
-            found = tuned[split].get("groups", {}).get(group)
+            found = tuned.get(split, {}).get("groups", {}).get(group)
             if found:
                 letter, spell = found.get("letter_position_accuracy"), found.get("spelling_exact_match")
                 lines.append(f"| {label} | {split} | {(letter or {}).get('n', '–')} | {cell(letter)} "
@@ -168,6 +199,7 @@ def markdown(params, details: dict, train_summary: dict, run: dict) -> str:
         f"lr={params.train.lr:g}, batch {params.train.batch_size}×{params.train.grad_accum_steps}, "
         f"{params.train.max_steps} steps.",
         "",
+        *vocabulary_lines(details),
         "Validation chooses, test confirms: compare experiments on val/, read test/ once per "
         "finished recipe. Each score with its 95 % interval (Wilson; bootstrap for the char "
         "error rate) and n, the items of its task; base model and fine-tuned on the same items.",
@@ -177,6 +209,9 @@ def markdown(params, details: dict, train_summary: dict, run: dict) -> str:
     ]
     for split in ("val", "test"):
         for m in EVAL_METRICS:
+            if split not in details["eval"]:  # a sweep trial: test is read for the finalists only
+                lines.append(f"| {split}/{m} | – | not scored (eval.test: false) | – |")
+                continue
             base, tuned = details["base"][split].get(m), details["eval"][split].get(m)
             n = (tuned or base or {}).get("n", "–")
             lines.append(f"| {split}/{m} | {n} | {cell(base)} | {cell(tuned)} |")
@@ -197,7 +232,7 @@ def markdown(params, details: dict, train_summary: dict, run: dict) -> str:
         "",
         "![by position](accuracy_by_position.png)",
         "",
-        "## Some wrong answers (test words)",
+        "## Some wrong answers (held-out words)",
         "",
         "| question | expected | reply |",
         "|---|---|---|",
