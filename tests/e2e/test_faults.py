@@ -516,3 +516,94 @@ def test_sigterm_to_the_queue_never_loses_a_trial_nor_runs_one_twice(repo, tiny_
     assert re.search(r"resuming from .*/checkpoint-\d+", log), log[-2000:]
     names = run(["dvc", "exp", "list", "--name-only"], repo).stdout.split()
     assert sorted(names) == ["qa", "qb", "qc-again"]  # each configuration once
+
+
+# ------------------------------------------------------------------ issue 41: what the stages will load
+
+
+def broken_models(tiny_model: Path, root: Path) -> dict[str, tuple[Path, str]]:
+    """Copies of the tiny model, each broken the way a user's download or edit breaks one,
+    with what validate's line says about it."""
+    import shutil
+
+    made = {}
+
+    def copy(name: str) -> Path:
+        dest = root / name
+        shutil.copytree(tiny_model, dest)
+        return dest
+
+    cut = copy("truncated-config")
+    text = (cut / "config.json").read_text()
+    (cut / "config.json").write_text(text[: len(text) // 2])
+    made["truncated-config"] = (cut, f"{cut}/config.json: not valid JSON")
+    unknown = copy("unknown-model-type")
+    config = json.loads((unknown / "config.json").read_text())
+    (unknown / "config.json").write_text(json.dumps({**config, "model_type": "no_such_model"}))
+    made["unknown-model-type"] = (unknown, "model_type = 'no_such_model': unknown to transformers")
+    torn = copy("corrupt-safetensors")
+    weights = torn / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # a download cut short
+    made["corrupt-safetensors"] = (torn, f"{weights}: truncated")
+    return made
+
+
+def test_a_broken_model_directory_or_a_huge_lora_r_stops_at_validate_with_the_outputs_kept(repo, tiny_model, tmp_path):
+    """Issue 41: a truncated config.json, an unknown model_type or a cut-short safetensors in
+    `model.source`, or `-S lora.r=99999999999999999999`, used to pass validate: prepare_model
+    then died in a traceback after DVC had removed data/base_model (train, after it had
+    removed checkpoints/). Now validate reads what the stages will load (no weights loaded)
+    and says it in one line; no stage runs, every output stays."""
+    set_params(repo, {"model.source": str(tiny_model), **TINY_OVERRIDES})
+    run(["dvc", "repro", "validate", "prepare", "prepare_model"], repo)
+    run(["git", "add", "-A"], repo)
+    run(["git", "commit", "-qm", "a previous run"], repo)
+    before = outputs(repo)
+    assert "data/base_model/model.safetensors" in before
+    cases = [([f"model.source={path}"], expected) for path, expected in broken_models(tiny_model, tmp_path).values()]
+    cases.append((["lora.r=99999999999999999999"],
+                  "lora.r = 99999999999999999999: must be <= 32, the hidden size of the base model"))
+    for overrides, expected in cases:
+        proc = run(["dvc", "exp", "run", *set_args(dict(o.split("=", 1) for o in overrides))], repo, check=False)
+        assert proc.returncode != 0, overrides
+        errors = error_lines(proc)
+        assert len(errors) == 1 and expected in errors[0], (overrides, errors, proc.stderr[-2000:])
+        assert "Traceback" not in proc.stdout + proc.stderr
+        assert "Running stage 'prepare" not in proc.stdout + proc.stderr
+        assert "Running stage 'train'" not in proc.stdout + proc.stderr
+        assert outputs(repo) == before, overrides
+        run(["git", "checkout", "HEAD", "--", "params.yaml"], repo)
+
+
+@pytest.mark.parametrize("fault", ["empty", "wrong-keys", "directory"])
+def test_empty_or_misshapen_train_data_is_one_line_and_keeps_the_previous_outputs(repo, tiny_model, fault):
+    """Issue 41: an empty data/train.jsonl, one whose lines have other keys, or a directory
+    in its place: one line naming the file, exit 2, before anything of the previous run goes
+    (the stage used to load the model and die in a traceback)."""
+    import shutil
+
+    set_params(repo, {"model.source": str(tiny_model), **TINY_OVERRIDES})
+    shutil.copytree(tiny_model, repo / "data/base_model")
+    good = json.dumps({"question": "Spell 'cat' letter by letter.", "answer": "c-a-t", "word": "cat",
+                       "task": "spelling", "position": None})
+    (repo / "data/validation.jsonl").write_text(f"{good}\n")
+    train_file = repo / "data/train.jsonl"
+    if fault == "empty":
+        train_file.write_text("")
+        expected = "error: data/train.jsonl: no items (an empty file); rebuild it with `dvc repro prepare`"
+    elif fault == "wrong-keys":
+        train_file.write_text(f"{good}\n" + json.dumps({"prompt": "Spell 'dog'.", "completion": "d-o-g"}) + "\n")
+        expected = ("error: data/train.jsonl:2: missing keys question, answer, word, task (the line has prompt, "
+                    "completion); rebuild it with `dvc repro prepare`")
+    else:
+        train_file.mkdir()
+        (train_file / "part-0.jsonl").write_text(f"{good}\n")
+        expected = ("error: data/train.jsonl: a directory, not a file; remove it and rebuild it with "
+                    "`dvc repro prepare`")
+    previous = repo / "metrics/train/metrics.json"
+    previous.parent.mkdir(parents=True)
+    previous.write_text('{"step": 130}\n')
+    proc = run([sys.executable, "-m", "spelltune.stages.train"], repo, check=False)
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert proc.returncode == 2 and error_lines(proc) == [expected], proc.stderr[-3000:]
+    assert previous.read_text() == '{"step": 130}\n'

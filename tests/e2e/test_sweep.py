@@ -97,6 +97,37 @@ def test_plain_dvc_queue_workers_share_the_cores(repo_copy):
         assert worker["threads"] == max(1, len(os.sched_getaffinity(0)) // 2)
 
 
+def test_trials_leave_test_out_and_finalize_scores_the_chosen_once(repo_copy):
+    """Trials choose on validation (test/skipped, no test/ score); `sweep finalize` scores
+    the best on test as `<name>-test`, its training restored from DVC's run cache, and
+    a second finalize scores nothing again."""
+    write(repo_copy / "two.yaml", {
+        "method": "grid",
+        "metric": {"name": "val/loss", "goal": "minimize"},
+        "parameters": {"train.lr": {"values": [1e-3, 2e-3]}},
+    })
+    proc = run(spelltune("sweep", "run", "two.yaml", "-j", "2"), repo_copy, timeout=900)
+    assert proc.stdout.strip().splitlines()[-1] == "trials: 2  succeeded: 2  failed: 0", proc.stdout
+    exps = shown_experiments(repo_copy)
+    for name in ("two-001", "two-002"):
+        scores = exps[name]["scores"]
+        assert scores["test/skipped"] == 1 and not any(k.startswith("test/spelling") for k in scores), scores
+        assert "val/spelling_exact_match" in scores and "vocabulary/top1k/spelling_exact_match" in scores
+        assert "common" not in exps[name]["metrics"]["metrics/headline.json"]["data"]  # no blank shown as a zero
+    best = min(("two-001", "two-002"), key=lambda n: exps[n]["scores"]["val/loss"] if "val/loss" in
+               exps[n]["scores"] else exps[n]["summary"]["final"]["val/loss"])
+
+    final = run(spelltune("sweep", "finalize", "two.yaml", "--top", "1"), repo_copy, timeout=900)
+    assert f"finalists by val/loss: {best}" in final.stderr and "trained again" not in final.stderr, final.stderr
+    assert final.stdout.startswith(f"{best}: test/spelling_exact_match 0."), final.stdout
+    scored = shown_experiments(repo_copy)[f"{best}-test"]
+    assert "test/skipped" not in scored["scores"] and 0 <= scored["scores"]["test/spelling_exact_match"] <= 1
+    assert scored["params"]["params.yaml"]["data"]["train"]["lr"] == exps[best]["params"]["params.yaml"]["data"][
+        "train"]["lr"]
+    again = run(spelltune("sweep", "finalize", "two.yaml", "--top", "1"), repo_copy, timeout=300)
+    assert f"{best}: already scored on test ({best}-test)" in again.stderr and again.stdout == final.stdout
+
+
 def test_grid_through_the_queue_with_two_workers(repo_copy, tmp_path):
     sweep = write(repo_copy / "grid.yaml", {
         "method": "grid",

@@ -107,3 +107,99 @@ def test_broken_wandb_package_run_completes(repo, tiny_model, tmp_path):
         == ITEMS_PER_HELD_OUT_WORD * TINY_OVERRIDES["data.test_words"]
     )
     assert not (repo / "wandb").exists()
+
+
+def test_wandb_run_id_names_the_experiments_one_run(repo, tiny_model):
+    """`WANDB_RUN_ID=rid1 dvc exp run` (as `wandb agent` and `spelltune sweep run` start a
+    trial): the train stage's W&B run is rid1 and the evaluate stage's scores join it; no run
+    of another id."""
+    overrides = {"model.source": str(tiny_model), **TINY_OVERRIDES}
+    env = {"WANDB_MODE": "offline", "WANDB_RUN_ID": "rid1"}
+    run(["dvc", "exp", "run", "-S", "train.lr=0.006", *set_args(overrides)], repo, env=env, timeout=900)
+
+    run_dirs = list((repo / "wandb").glob("offline-run-*"))
+    assert {d.name.rsplit("-", 1)[1] for d in run_dirs} == {"rid1"}
+    runs = [read_wandb_run(d) for d in run_dirs]
+    (trained,) = [r for r in runs if r["history"]]
+    (scores,) = [r["summary"] for r in runs if not r["history"]]
+    assert trained["config"]["train"]["lr"] == 0.006
+    evaluated = json.loads((repo / "metrics/eval.json").read_text())
+    assert evaluated and {k: scores[k] for k in evaluated} == pytest.approx(evaluated)
+    fingerprint = json.loads((repo / "metrics/summary.json").read_text())["params_fingerprint"]
+    assert (repo / ".spelltune/wandb-runs" / fingerprint).read_text().strip() == "rid1"
+
+
+def silent_server():
+    """A local port that accepts TCP connections, reads what is sent and never answers;
+    (port, the request lines received, stop)."""
+    import socket
+    import threading
+
+    server = socket.create_server(("127.0.0.1", 0))
+    held, requests, stopped = [], [], threading.Event()
+
+    def read(conn) -> None:
+        data = b""
+        while b"\r\n" not in data and not stopped.is_set():
+            try:
+                chunk = conn.recv(4096)
+            except OSError:
+                return
+            if not chunk:
+                return
+            data += chunk
+        requests.append(data.split(b"\r\n", 1)[0].decode(errors="replace"))
+
+    def accept() -> None:
+        while not stopped.is_set():
+            try:
+                conn = server.accept()[0]
+            except OSError:
+                return
+            held.append(conn)
+            threading.Thread(target=read, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+
+    def stop() -> None:
+        stopped.set()
+        server.close()
+        for conn in held:
+            conn.close()
+
+    return server.getsockname()[1], requests, stop
+
+
+def test_wandb_server_that_never_answers_costs_no_more_than_a_closed_port(repo, tiny_model, monkeypatch):
+    """W&B online with a key and a server that accepts and never replies: like a closed port
+    (e2e/test_faults.py), each stage's run logs offline after W&B's bounded start, one warning
+    each, and the run completes (its seconds are printed: no wall-clock assert)."""
+    import time
+
+    monkeypatch.delenv("WANDB_INIT_TIMEOUT", raising=False)  # the default bound
+    port, requests, stop = silent_server()
+    overrides = {"model.source": str(tiny_model), **TINY_OVERRIDES}
+    env = {"WANDB_MODE": "online", "WANDB_API_KEY": SECRETS["WANDB_API_KEY"],
+           "WANDB_BASE_URL": f"http://127.0.0.1:{port}"}
+    try:
+        start = time.monotonic()
+        proc = run(["dvc", "exp", "run", *set_args(overrides)], repo, env=env, timeout=900)
+        seconds = time.monotonic() - start
+    finally:
+        stop()
+    output = proc.stdout + proc.stderr
+    warnings = [line for line in output.splitlines() if "W&B could not start online" in line]
+    print(f"dvc exp run against a silent W&B server: {seconds:.1f} s; requests {requests}; warnings {warnings}")
+    assert len(warnings) == 2 and all("logging offline" in line for line in warnings), warnings  # train, evaluate
+    assert SECRETS["WANDB_API_KEY"] not in output
+    # Once a stage's start gave up on the server, nothing more is sent to it (no W&B error
+    # report of that start, which a silent server held for 10 s twice at each stage's exit).
+    assert not [line for line in requests if not line.startswith("POST /graphql ")], requests
+    run_dirs = list((repo / "wandb").glob("offline-run-*"))
+    assert len({d.name.rsplit("-", 1)[1] for d in run_dirs}) == 1  # evaluate joined training's run
+    runs = [read_wandb_run(d) for d in run_dirs]
+    (trained,) = [r for r in runs if r["history"]]
+    assert [row["_step"] for row in trained["history"] if "train/loss" in row] == [2, 4, 6]
+    (scores,) = [r["summary"] for r in runs if not r["history"]]
+    evaluated = json.loads((repo / "metrics/eval.json").read_text())
+    assert {k: scores[k] for k in evaluated} == pytest.approx(evaluated)

@@ -110,3 +110,20 @@ def test_early_terminate_counts_evaluations_and_needs_a_training_metric(
                             "parameters": {"train.lr": {"min": 1e-4, "max": 1e-3}}, "early_terminate": early_terminate})
     proc = cli("sweep", "plan", path, *fixed)
     assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("method", ["random", "bayes"])
+def test_a_q_uniform_too_fine_to_list_is_refused_at_plan_in_one_line(tmp_path, method):
+    """Issue 41: q = 1e-10 over [1e-4, 3e-3] is 29 million points; `sweep plan` used to list
+    them all (past 30 s and 1.1 GB) for its bounds check and each random draw."""
+    import subprocess
+    import sys
+
+    sweep = {"method": method, "run_cap": 3, "metric": {"name": "val/loss", "goal": "minimize"},
+             "parameters": {"train.lr": {"distribution": "q_uniform", "min": 1e-4, "max": 3e-3, "q": 1e-10}}}
+    proc = subprocess.run([sys.executable, "-m", "spelltune.cli", "sweep", "plan", write(tmp_path, sweep)],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]  # one line
+    assert ("parameters.train.lr: q_uniform(0.0001, 0.003, q=1e-10) has 29,000,001 values; at most 10,000: "
+            "a larger q, or distribution uniform") in proc.stderr

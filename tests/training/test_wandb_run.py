@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from spelltune.training.devices import original_repo_root
-from spelltune.training.wandb_run import WandbRun, scrub, wandb_group, wandb_mode
+from spelltune.training.wandb_run import WandbRun, choose_run_id, scrub, wandb_group, wandb_mode
 
 
 # (W&B online without a reachable server logs offline instead: tests/e2e/test_faults.py.)
@@ -86,3 +86,20 @@ def test_wandb_start_skips_launch_inputs_nothing_staged(tmp_path):
     run_id, launch_imported = out[-2], out[-1]
     assert launch_imported == "False"
     assert len(list(tmp_path.glob(f"wandb/offline-run-*-{run_id}/run-{run_id}.wandb"))) == 1
+
+
+def test_run_id_is_wandb_run_id_then_the_checkpoints_then_new(monkeypatch, caplog):
+    """WANDB_RUN_ID names the train stage's run (evaluate adds its scores to that id), also
+    over a resumed checkpoint's other id, with one warning naming where the earlier curves are."""
+    monkeypatch.delenv("WANDB_RUN_ID", raising=False)
+    assert choose_run_id("ckpt0001") == "ckpt0001"
+    fresh = choose_run_id(None)
+    assert len(fresh) == 8 and fresh != choose_run_id(None)
+    monkeypatch.setenv("WANDB_RUN_ID", "rid1")
+    with caplog.at_level(logging.WARNING, logger="spelltune.training.wandb_run"):
+        assert choose_run_id(None) == "rid1"
+        assert choose_run_id("rid1") == "rid1"
+        assert not caplog.records
+        assert choose_run_id("ckpt0001") == "rid1"
+    (warning,) = caplog.records
+    assert "ckpt0001" in warning.getMessage() and "WANDB_RUN_ID=rid1" in warning.getMessage()

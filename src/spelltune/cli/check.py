@@ -8,7 +8,7 @@ from spelltune.errors import error
 
 
 def check_args(parser) -> None:
-    parser.add_argument("params", nargs="?", default="params.yaml")
+    parser.add_argument("params", nargs="?", default="params.yaml", help="the params file to check (default: %(default)s)")
 
 
 def cmd_check(args) -> int:
@@ -25,8 +25,8 @@ def cmd_check(args) -> int:
 
 
 def tiny_model_args(parser) -> None:
-    parser.add_argument("out")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("out", help="the directory to write the tiny model to (a new or empty one)")
+    parser.add_argument("--seed", type=int, default=0, help="its random init (default: %(default)s)")
 
 
 def cmd_tiny_model(args) -> int:

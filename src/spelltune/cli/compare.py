@@ -141,9 +141,10 @@ def cmd_recommend(args) -> int:
 # ---------------------------------------------------------------------------- errors
 
 def errors_args(parser) -> None:
-    parser.add_argument("experiment", nargs="?")
+    parser.add_argument("experiment", nargs="?", help="the experiment to analyse (default: the best by --metric)")
     _comparison_args(parser)
-    parser.add_argument("--split", default="validation", choices=["test", "validation", "all"])
+    parser.add_argument("--split", default="validation", choices=["test", "validation", "all"],
+                        help="whose answers to analyse (default: %(default)s; test only once you have chosen)")
     parser.add_argument("--top", type=int, default=10, help="rows of confusions and worst words (default: %(default)s)")
     parser.add_argument("--out", help="write the Markdown here instead of printing it")
 

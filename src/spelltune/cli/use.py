@@ -2,12 +2,13 @@
 
 Every handler is wrapped by `_use`: it gets the adapter that --exp / --adapter (or the
 workspace) names, closed afterwards; a bad input or an output that cannot be written is one
-line on stderr and exit 2.
+line on stderr and exit 2; Ctrl-C is one line and exit 130, no traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -15,10 +16,19 @@ from spelltune.cli.output import emit, os_error
 from spelltune.errors import error
 
 
-def _use(func):
-    """Run a command on a trained adapter; a bad input is one line and exit 2."""
+INTERRUPTED = 130  # the shell's status for a command ended by Ctrl-C (128 + SIGINT)
+
+
+def _use(func=None, *, interrupted: str = "interrupted"):
+    """Run a command on a trained adapter; a bad input is one line and exit 2; Ctrl-C, at
+    any point (finding the adapter, importing torch, loading, generating), is the line
+    `interrupted` and exit 130."""
+    if func is None:
+        return lambda f: _use(f, interrupted=interrupted)
 
     def wrapped(args) -> int:
+        import signal
+
         from spelltune.experiments.adapters import UseError, resolve
 
         source = None
@@ -29,6 +39,11 @@ def _use(func):
             return error(exc)
         except OSError as exc:  # -o under a file, an unwritable directory, a full disk
             return error(os_error(exc))
+        except KeyboardInterrupt:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C does not break the cleanup
+            # On a terminal the cursor is after the "^C" it echoed: the line of its own below.
+            print(("\n" if sys.stderr.isatty() else "") + interrupted, file=sys.stderr, flush=True)
+            return INTERRUPTED
         finally:
             if source is not None:
                 source.close()
@@ -102,14 +117,18 @@ def ask_args(parser) -> None:
 
 @_use
 def cmd_ask(args, source) -> int:
-    from spelltune.experiments.use import item_for_question, load_tuned
+    from spelltune.experiments.adapters import UseError
+    from spelltune.experiments.use import item_for_question, load_tuned, out_of_scope
 
-    _quiet_loading()
-    items = [item_for_question(q, source.separator) for q in args.question]
+    # Every question checked before the model loads: a letter or spelling question about one
+    # word of at most MAX_WORD_LETTERS letters (predict's limit), else one line and exit 2.
+    items = [item_for_question(q, source.separator, "ask") for q in args.question]
     if not any(it["question"] for it in items):
-        from spelltune.experiments.adapters import UseError
-
         raise UseError("ask: the question is empty")
+    other = next((it for it in items if it["task"] == "other"), None)
+    if other is not None:
+        raise UseError(f"ask: {out_of_scope(other['question'])}")
+    _quiet_loading()
     _set_threads(args.threads)
     replies, base = load_tuned(source, args.base, items, args.batch_size or source.batch_size)
     for i, (item, reply) in enumerate(zip(items, replies)):
@@ -126,33 +145,57 @@ def cmd_ask(args, source) -> int:
 
 # ---------------------------------------------------------------------------- chat
 
+QUIT = {"quit", "exit", ":q", ":quit", ":exit"}
+
+
 def chat_args(parser) -> None:
+    parser.description = (
+        "ask, with the model loaded once: answers each question typed (or piped), one per line. "
+        f"Leave with {', '.join(sorted(QUIT, key=len))}, Ctrl-D (end of input) or Ctrl-C."
+    )
     _use_args(parser, batch=True)
 
 
-@_use
+@_use(interrupted="bye")
 def cmd_chat(args, source) -> int:
-    """ask's prompts and parsing, the model loaded once: one answer per line typed."""
+    """ask's prompts and parsing, the model loaded once: one answer per line typed. A question
+    that is not a letter or spelling one, or about a word too long, gets the one line that
+    says so (on stdout, where its answer would be) and the chat goes on."""
     import time
 
-    from spelltune.experiments.use import item_for_question, tuned_model, tuned_replies
+    from spelltune.experiments.adapters import UseError
+    from spelltune.experiments.use import item_for_question, out_of_scope, tuned_model, tuned_replies
 
+    interactive = sys.stdin.isatty()
+    if interactive:
+        print(f"(loading {source.label}; Ctrl-C leaves)", file=sys.stderr, flush=True)
     _quiet_loading()
     _set_threads(args.threads)
     model, tokenizer = tuned_model(source)
-    interactive = sys.stdin.isatty()
-    print(f"({source.label}, loaded in {_seconds_since_start():.1f} s; a question per line, Ctrl-D ends)",
-          file=sys.stderr)
+    print(f"({source.label}, loaded in {_seconds_since_start():.1f} s; a question per line; "
+          "quit, Ctrl-D or Ctrl-C leaves)", file=sys.stderr)
     while True:
         if interactive:
             print("> ", end="", flush=True, file=sys.stderr)
         line = sys.stdin.readline()
         if not line:
+            if interactive:
+                print(file=sys.stderr)  # Ctrl-D: the shell's prompt on a line of its own
             return 0
         if not line.strip():
             continue
+        if line.strip().lower() in QUIT:
+            return 0
         start = time.perf_counter()
-        reply = tuned_replies(model, tokenizer, source, [item_for_question(line, source.separator)], 1)[0]
+        try:
+            item = item_for_question(line, source.separator, "chat")
+        except UseError as exc:
+            print(exc, flush=True)
+            continue
+        if item["task"] == "other":
+            print(out_of_scope(line), flush=True)
+            continue
+        reply = tuned_replies(model, tokenizer, source, [item], 1)[0]
         print(reply or "(empty reply)", flush=True)
         print(f"({time.perf_counter() - start:.2f} s)", file=sys.stderr, flush=True)
 
@@ -160,24 +203,48 @@ def cmd_chat(args, source) -> int:
 # ---------------------------------------------------------------------------- predict
 
 def predict_args(parser) -> None:
+    # experiments.use's MAX_WORD_LETTERS and CHUNK_BATCHES (not imported here: `spelltune --help`
+    # stays light; tests/cli/test_use.py holds the two together).
+    parser.description = (
+        "Batch answers, one JSON line per question: the question, the reply, its parse and score, "
+        "and `trained`: true where the word is one the adapter trained on (the words of data/train.jsonl "
+        "of its workspace or experiment), false where not, \"unknown\" where that file is not at hand "
+        "(an --adapter directory). Every input line is checked before the model loads (words of at most "
+        "40 letters); then it is read, answered and written 16 batches of questions at a time, so a file "
+        "of any size runs in bounded memory."
+    )
     parser.add_argument(
         "input", help='one word per line (both kinds of question each), or JSON lines with "question" or "word"'
     )
-    parser.add_argument("-o", "--out", default="-", help="output JSON lines (default: stdout)")
+    parser.add_argument("-o", "--out", default="-",
+                        help="output JSON lines (default: stdout); never the input file, nor a link to it")
     _use_args(parser, batch=True)
 
 
 @_use
 def cmd_predict(args, source) -> int:
-    from spelltune.experiments.use import check_output, load_tuned, progress_summary, read_inputs, scored, write_rows
+    from spelltune.experiments.use import (
+        CHUNK_BATCHES, Tally, check_inputs, check_output, chunks, iter_inputs, mark_trained, output_stream, scored,
+        trained_words, tuned_model, tuned_replies,
+    )
 
     check_output(args.out, args.input)
-    items = read_inputs(args.input, source.separator)
+    total = check_inputs(args.input, source.separator)  # a bad line refused before anything is written
+    trained = trained_words(source)
     _set_threads(args.threads)
-    replies, _ = load_tuned(source, False, items, args.batch_size or source.batch_size)
-    rows = [scored(it, r) for it, r in zip(items, replies)]
-    write_rows(rows, args.out)
-    print(f"{progress_summary(rows)} ({source.label}) -> {args.out}", file=sys.stderr)
+    model, tokenizer = tuned_model(source)
+    tally = Tally()
+    batch_size = args.batch_size or source.batch_size
+    print(f"{total} questions from {args.input}", file=sys.stderr)
+    with output_stream(args.out) as out:
+        for chunk in chunks(iter_inputs(args.input, source.separator), CHUNK_BATCHES * batch_size):
+            replies = tuned_replies(model, tokenizer, source, chunk, batch_size)
+            for item, reply in zip(chunk, replies):
+                row = mark_trained(scored(item, reply), trained)
+                tally.add(row)
+                out.write(json.dumps(row) + "\n")
+            out.flush()
+    print(f"{tally.summary()} ({source.label}) -> {args.out}", file=sys.stderr)
     return 0
 
 
@@ -255,6 +322,8 @@ def cmd_export(args, source) -> int:
     from spelltune.experiments import export
 
     export.check_export_targets(args.peft, args.merged, args.gguf)
+    if args.peft:
+        export.check_safetensors_only(source)  # before anything is written
     if args.peft:
         export.export_peft(source, Path(args.peft))
         print(f"adapter and model card written to {args.peft}", file=sys.stderr)

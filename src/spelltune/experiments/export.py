@@ -40,8 +40,25 @@ def full_card(source: Source, merged: bool = False) -> str:
                                 base_details=base_details, extra_params=source.extra_params, revision=source.revision)
 
 
+# Weight files in torch's pickle format: loading one can run code (torch.load), so an export,
+# meant to be shared and loaded elsewhere, never carries one.
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt")
+
+
+def check_safetensors_only(source: Source) -> None:
+    """An adapter to share holds its weights as safetensors, and no pickled weights beside them."""
+    pickled = sorted(f.name for f in source.adapter_dir.iterdir() if f.is_file() and f.suffix in PICKLE_SUFFIXES)
+    if pickled:
+        raise UseError(f"export --peft: adapter {source.adapter_dir} holds {pickled[0]}, pickled weights (loading them "
+                       "can run code); only safetensors adapters (adapter_model.safetensors) are exported")
+    if not (source.adapter_dir / "adapter_model.safetensors").is_file():
+        raise UseError(f"export --peft: adapter {source.adapter_dir} has no adapter_model.safetensors; "
+                       "only safetensors adapters are exported")
+
+
 def export_peft(source: Source, out_dir: Path) -> None:
     """The adapter's files and the full model card: a directory to share (e.g. on the HF Hub)."""
+    check_safetensors_only(source)
     out_dir.mkdir(parents=True, exist_ok=True)
     for f in source.adapter_dir.iterdir():
         if f.is_file() and f.name != card.CARD_FILE:

@@ -6,17 +6,25 @@ import pandas as pd
 
 from spelltune.experiments.runs import DEFAULT_METRIC, EVAL_FILE, Runs, short
 
+
 # Shown next to the chosen metric in the leaderboard when present: validation first, then
-# the test split's numbers, renamed "(final check)".
-# Each split's common words and held-out wordings follow its overall numbers.
-HEADLINE = [f"{EVAL_FILE}:{split}/{group}{k}" for split in ("val", "test") for group, metrics in (
-    ("", ("spelling_exact_match", "letter_position_accuracy", "char_error_rate")),
-    ("common/", ("spelling_exact_match", "letter_position_accuracy")),
-    ("held_out/", ("spelling_exact_match", "letter_position_accuracy")),
-) for k in metrics]
+# what users meet (trained words included, so never what chooses), then the test split's
+# numbers, renamed "(final check)". Each split's common words and held-out wordings follow
+# its overall numbers.
+def _split_headline(split: str) -> list[str]:
+    return [f"{EVAL_FILE}:{split}/{group}{k}" for group, metrics in (
+        ("", ("spelling_exact_match", "letter_position_accuracy", "char_error_rate")),
+        ("common/", ("spelling_exact_match", "letter_position_accuracy")),
+        ("held_out/", ("spelling_exact_match", "letter_position_accuracy")),
+    ) for k in metrics]
+
+
+VOCABULARY = [f"{EVAL_FILE}:vocabulary/{group}/spelling_exact_match" for group in ("top1k", "top1k_trained")]
+HEADLINE = _split_headline("val") + VOCABULARY + _split_headline("test")
 
 
 FINAL_CHECK = " (final check)"
+INCLUDES_TRAINED = " (trained words incl.)"
 
 
 LOWER_IS_BETTER = ("loss", "error_rate", "perplexity", "time", "seconds", "hours", "rss_mb", "gap")
@@ -41,7 +49,8 @@ def leaderboard(runs: Runs, metric: str = DEFAULT_METRIC, ascending: bool | None
     metrics = [metric] + [m for m in HEADLINE if m in runs.metrics and m != metric]
     board = table[["rev", *metrics, *runs.varying()]].copy()
     board["rev"] = board["rev"].map(lambda rev: "" if rev == "workspace" else rev[:7])
-    labels = {m: short(m) + (FINAL_CHECK if m != metric and short(m).startswith("test/") else "") for m in metrics}
+    labels = {m: short(m) + (FINAL_CHECK if m != metric and short(m).startswith("test/") else "")
+              + (INCLUDES_TRAINED if m in VOCABULARY else "") for m in metrics}
     board = board.rename(columns=labels).rename_axis("experiment").reset_index()
     board.insert(0, "rank", range(1, len(board) + 1))
     return board

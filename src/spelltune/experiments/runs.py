@@ -30,6 +30,14 @@ CURVES_DIR = CURVES_PATH.as_posix()
 LOG_SCALE = {"train.lr", "lora.r", "lora.alpha", "train.batch_size", "train.grad_accum_steps", "train.max_steps"}
 
 
+# Params that change how a run is logged, saved, placed or scored, not the model it trains:
+# never shown or analysed as hyperparameters.
+BOOKKEEPING = frozenset({
+    "train.log_every", "train.eval_every", "train.save_every", "train.keep_last", "train.threads",
+    "train.processes", "train.val_loss_items", "train.val_generate_items", "train.grad_norm_limit",
+    "eval.batch_size", "eval.test", "data.vocabulary_sample",
+})
+
 class CompareError(ValueError):
     """A bad experiment name or metric, phrased as the one line the user sees."""
 
@@ -65,8 +73,9 @@ class Runs:
         return list(self.table.index)
 
     def varying(self) -> list[str]:
-        """Params with more than one value across the experiments."""
-        return [p for p in self.params if self.table[p].map(str).nunique() > 1]
+        """Params with more than one value across the experiments, bookkeeping left out
+        (BOOKKEEPING: how often it logs or saves, where it runs, what evaluate scores)."""
+        return [p for p in self.params if self.table[p].map(str).nunique() > 1 and p not in BOOKKEEPING]
 
     def resolve(self, name: str) -> str:
         """An experiment by name, baseline branch name or (prefix of) git revision."""

@@ -12,7 +12,10 @@ spelltune.experiments.export.
 from __future__ import annotations
 
 import json
+import re
 import sys
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from spelltune.experiments.adapters import Source, UseError
@@ -20,25 +23,42 @@ from spelltune.experiments.adapters import Source, UseError
 FREE_BUDGET_WORD = "x" * 30  # other questions: generation.max_new_tokens gives them 32 tokens
 
 
-
-
 # ------------------------------------------------------------------------- questions
 
+# What `ask` and `chat` say they answer when a question is none of it.
+EXAMPLES = ("What is the 3rd letter of 'banana'?", "Spell 'banana' letter by letter.")
+# Questions that name letters but ask for something else: how many there are, how long the
+# word is. read_question takes "letters" for a spelling question.
+_COUNTING = re.compile(r"\b(how\s+many|how\s+long|count(ing|s)?|number\s+of|length)\b", re.IGNORECASE)
 
-def item_for_question(question: str, separator: str = "-") -> dict:
+
+def item_for_question(question: str, separator: str = "-", where: str = "ask") -> dict:
     """The evaluation item a question is (task, word, expected answer), read from the user's
     own words (task.wordings.read_question) and asked as typed; or a free question (task
-    "other": answered with a 32-token budget, not scored)."""
+    "other": not a letter or spelling question; `ask` and `chat` refuse it with
+    out_of_scope, `predict` answers it with a 32-token budget, unscored). A word longer
+    than predict's words may be (MAX_WORD_LETTERS) is a UseError naming `where`."""
     from spelltune.task.questions import letter_question, spelling_question
     from spelltune.task.wordings import read_question
 
     q = question.strip()
     found = read_question(q)
+    if found is not None and _COUNTING.search(re.sub(re.escape(found[1]), " ", q, flags=re.IGNORECASE)):
+        found = None  # "How many letters are in 'apple'?" (but "Spell 'count'." is a spelling question)
     if found is None:
         return {"question": q, "task": "other", "word": FREE_BUDGET_WORD, "answer": "", "position": None}
     task, word, position = found
+    word = _check_word(word, where)
     item = letter_question(word, position) if task == "letter_position" else spelling_question(word, separator)
     return {**item, "question": q}
+
+
+def out_of_scope(question: str) -> str:
+    """The one line `ask` and `chat` give for a question that is not about a word's letters."""
+    shown = question.strip()
+    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    return (f"{shown!r} is not a spelling or letter question it can answer; ask e.g. "
+            f'"{EXAMPLES[0]}" or "{EXAMPLES[1]}"')
 
 
 def items_for_word(word: str, separator: str = "-") -> list[dict]:
@@ -59,27 +79,46 @@ def _check_word(word, where: str) -> str:
     return word.lower()
 
 
-def read_inputs(path: str | Path, separator: str = "-") -> list[dict]:
-    """Questions from a words file (one word per line: both kinds of question each) or a JSON
-    Lines file (objects with "question", or with "word"; data/*.jsonl items work as they are).
-    Blank lines are skipped; a bad line is one error naming its number."""
+MAX_LINE_CHARS = 1_000_000  # an input line longer than this is not a word or a question
+# predict answers and writes this many batches of questions at a time (1,024 questions at
+# eval.batch_size 64): memory bounded whatever the input's size. A reply is the same in any
+# batch (tests/modeling/test_generation.py), so chunks change none.
+CHUNK_BATCHES = 16
+
+
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(number, line) of a text file, one at a time: memory bounded by MAX_LINE_CHARS."""
+    no = 0
+    with open(path, encoding="utf-8") as f:
+        while True:
+            try:
+                line = f.readline(MAX_LINE_CHARS + 1)
+            except UnicodeDecodeError:
+                raise UseError(f"{path}: not a text file (UTF-8 words or JSON lines)") from None
+            if not line:
+                return
+            no += 1
+            if len(line.rstrip("\n")) > MAX_LINE_CHARS:
+                raise UseError(f"{path} line {no}: longer than {MAX_LINE_CHARS:,} characters "
+                               "(one word, or one JSON object, per line)")
+            yield no, line
+
+
+def _input_lines(path: str | Path, separator: str) -> Iterator[tuple[int, str | None, dict | None]]:
+    """(line number, word, None) for a word (both kinds of question), (line number, None, item)
+    for a question; blank and comment lines skipped, a bad line one UseError naming its number."""
     path = Path(path)
     if not path.is_file():
         raise UseError(f"{path}: no such file")
-    try:
-        lines = path.read_text().splitlines()
-    except UnicodeDecodeError:
-        raise UseError(f"{path}: not a text file (UTF-8 words or JSON lines)") from None
-    first = next((line.strip() for line in lines if line.strip()), "")
+    first = next((line.strip() for _, line in _lines(path) if line.strip()), "")
     jsonl = path.suffix == ".jsonl" or first.startswith("{")
-    items: list[dict] = []
-    for no, line in enumerate(lines, 1):
+    for no, line in _lines(path):
         text = line.strip()
         if not text or (not jsonl and text.startswith("#")):
             continue
         where = f"{path} line {no}"
         if not jsonl:
-            items += [{**it, "line": no} for it in items_for_word(_check_word(text, where), separator)]
+            yield no, _check_word(text, where), None
             continue
         try:
             obj = json.loads(text)
@@ -90,21 +129,87 @@ def read_inputs(path: str | Path, separator: str = "-") -> list[dict]:
         if "question" in obj:
             if not isinstance(obj["question"], str) or not obj["question"].strip():
                 raise UseError(f'{where}: "question" must be a non-empty string')
-            item = item_for_question(obj["question"], separator)
+            item = item_for_question(obj["question"], separator, where)
             if obj.get("task") in ("letter_position", "spelling") and isinstance(obj.get("word"), str):
                 item = {**item, **{k: obj[k] for k in ("task", "word", "answer", "position") if k in obj}}
-            items.append({**item, "line": no})
+            yield no, None, {**item, "line": no}
         elif "word" in obj:
-            items += [{**it, "line": no} for it in items_for_word(_check_word(obj["word"], where), separator)]
+            yield no, _check_word(obj["word"], where), None
         else:
             raise UseError(
                 f'{where}: needs a "question" or a "word" key, got {", ".join(map(repr, obj)) or "an empty object"}'
             )
-    if not items:
+
+
+def check_inputs(path: str | Path, separator: str = "-") -> int:
+    """Every line of an input file checked, one at a time, before any model loads: the
+    number of questions it asks (a bad line is one UseError naming its number; an empty file too)."""
+    count = sum(len(word) + 1 if word is not None else 1 for _, word, _ in _input_lines(path, separator))
+    if not count:
         raise UseError(
             f'{path}: empty, nothing to predict (one word per line, or JSON lines with "question" or "word")'
         )
-    return items
+    return count
+
+
+def iter_inputs(path: str | Path, separator: str = "-") -> Iterator[dict]:
+    """The questions of a words file (one word per line: both kinds of question each) or a
+    JSON Lines file (objects with "question", or with "word"; data/*.jsonl items work as they
+    are), one at a time, each with its line number."""
+    for no, word, item in _input_lines(path, separator):
+        if word is None:
+            yield item
+        else:
+            yield from ({**it, "line": no} for it in items_for_word(word, separator))
+
+
+def read_inputs(path: str | Path, separator: str = "-") -> list[dict]:
+    """iter_inputs' questions as a list (a small file: predict itself streams them)."""
+    check_inputs(path, separator)
+    return list(iter_inputs(path, separator))
+
+
+def chunks(items: Iterable[dict], size: int) -> Iterator[list[dict]]:
+    chunk: list[dict] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def trained_words(source: Source) -> set[str] | None:
+    """The words of the adapter's training items (data/train.jsonl of its workspace or
+    experiment commit); None where that file is not at hand (an --adapter directory, an
+    experiment whose data is not in the local DVC cache)."""
+    if source.read is None:
+        return None
+    try:
+        text = source.read("data/train.jsonl")
+    except Exception:  # noqa: BLE001 - DVC raises many kinds for an output not in its cache
+        return None
+    if text is None:
+        return None
+    words = set()
+    for line in text.splitlines():
+        if line.strip():
+            try:
+                word = json.loads(line).get("word")
+            except (json.JSONDecodeError, AttributeError):
+                return None  # not the training items the pipeline writes: no claim either way
+            if isinstance(word, str):
+                words.add(word.lower())
+    return words
+
+
+def mark_trained(row: dict, words: set[str] | None) -> dict:
+    """`trained`: whether the row's word was among the adapter's training words; "unknown"
+    where those are not known. Rows of free questions (no word) carry none."""
+    if "word" in row:
+        row["trained"] = "unknown" if words is None else row["word"].lower() in words
+    return row
 
 
 def scored(item: dict, reply: str) -> dict:
@@ -234,37 +339,70 @@ def merged_model(model, source: Source):
 # ------------------------------------------------------------------------- output
 
 
-def progress_summary(rows: list[dict]) -> str:
-    from spelltune.task.scoring import summarize
+class Tally:
+    """The running summary of predict's answers, without keeping them."""
 
-    known = [r for r in rows if r["task"] != "other"]
-    if not known:
-        return f"{len(rows)} answers"
-    s = summarize(known)
-    parts = [f"{len(rows)} answers"]
-    if s["letter_position_accuracy"] is not None:
-        parts.append(f"letter-position accuracy {s['letter_position_accuracy']:.3f}")
-    if s["spelling_exact_match"] is not None:
-        parts.append(f"spelling exact match {s['spelling_exact_match']:.3f}")
-    return ", ".join(parts)
+    def __init__(self) -> None:
+        self.n = 0
+        self.right = {"letter_position": 0, "spelling": 0}
+        self.asked = {"letter_position": 0, "spelling": 0}
+        self.trained = {True: 0, False: 0, "unknown": 0}
+
+    def add(self, row: dict) -> None:
+        self.n += 1
+        if row["task"] in self.asked:
+            self.asked[row["task"]] += 1
+            self.right[row["task"]] += bool(row.get("correct"))
+        if "trained" in row:
+            self.trained[row["trained"]] += 1
+
+    def summary(self) -> str:
+        parts = [f"{self.n} answers"]
+        for task, name in (("letter_position", "letter-position accuracy"), ("spelling", "spelling exact match")):
+            if self.asked[task]:
+                parts.append(f"{name} {self.right[task] / self.asked[task]:.3f}")
+        with_word = sum(self.trained.values())
+        if with_word and not self.trained["unknown"]:
+            parts.append(f"{self.trained[True]} of {with_word} about words it trained on (trained: true)")
+        return ", ".join(parts)
+
+
+def progress_summary(rows: Iterable[dict]) -> str:
+    tally = Tally()
+    for row in rows:
+        tally.add(row)
+    return tally.summary()
 
 
 def check_output(out: str, input_path: str) -> None:
-    """Before any work: predict never writes its answers over its own input file, nor
-    into a directory that is a file."""
+    """Before any work: predict never writes its answers over its own input file (by the same
+    name, a symbolic link or a hard link), nor into a directory that is a file."""
+    import os
+
     if out == "-":
         return
-    if Path(out).resolve() == Path(input_path).resolve():
-        raise UseError(f"predict -o {out}: that is the input file; give another output path")
+    same = Path(out).resolve() == Path(input_path).resolve()
+    if not same and Path(out).exists() and Path(input_path).exists():
+        same = os.path.samefile(out, input_path)  # a hard link: the same inode on the same device
+    if same:
+        raise UseError(f"predict -o {out}: that is the input file {input_path} (the same file, by this name or "
+                       "a link); give another output path")
     file_above = next((p for p in Path(out).parents if p.exists() and not p.is_dir()), None)
     if file_above is not None:
         raise UseError(f"predict -o {out}: {file_above} is a file, not a directory")
 
 
-def write_rows(rows: list[dict], out: str) -> None:
-    text = "".join(json.dumps(r) + "\n" for r in rows)
+@contextmanager
+def output_stream(out: str):
+    """The file predict writes its answers to as they come (or stdout, for "-")."""
     if out == "-":
-        sys.stdout.write(text)
-    else:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(text)
+        yield sys.stdout
+        return
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    with open(out, "w") as f:
+        yield f
+
+
+def write_rows(rows: list[dict], out: str) -> None:
+    with output_stream(out) as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)

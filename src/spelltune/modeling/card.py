@@ -62,7 +62,7 @@ def evaluation(read, name: str = "eval") -> tuple[dict | None, str]:
     if text:
         details = json.loads(text)
         return {
-            p: details[p] for p in SPLIT_OF_PREFIX if isinstance(details.get(p), dict)
+            p: details[p] for p in (*SPLIT_OF_PREFIX, "vocabulary") if isinstance(details.get(p), dict)
         }, f"metrics/{name}_details.json"
     text = read(f"metrics/predictions/{name}.jsonl")
     if text:

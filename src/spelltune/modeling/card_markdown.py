@@ -64,6 +64,21 @@ def _groups_table(details: dict) -> list[str]:
             "| split | subset | metric | fine-tuned | 95 % interval | n |", "|---|---|---|---|---|---|", *rows]
 
 
+def _vocabulary_table(details: dict) -> list[str]:
+    """What users meet (evaluate's vocabulary groups): the most frequent words, trained ones included."""
+    from spelltune.task.scoring import VOCABULARY_LABELS
+
+    found = (details.get("vocabulary") or {}).get("groups") or {}
+    rows = [f"| {label} | {METRIC_LABELS[metric][0]} | {m['value']:.3f} | {_interval(m)} | {m.get('n', '')} |"
+            for group, label in VOCABULARY_LABELS.items() for metric in _SHARES
+            if (m := (found.get(group) or {}).get(metric)) and m.get("value") is not None]
+    if not rows:
+        return []
+    return ["What users meet: the most frequent English words as users ask about them, **trained words "
+            "included** (what the model knows; the held-out splits below measure how it generalises).", "",
+            "| words | metric | fine-tuned | 95 % interval | n |", "|---|---|---|---|---|", *rows, ""]
+
+
 def _four_digits(x):
     return round(x, 4) if isinstance(x, float) else x
 
@@ -169,8 +184,11 @@ def _data_lines(facts: dict) -> list[str]:
               f"{data.get('validation_items', '?')} validation questions on {data.get('validation_words', '?')} words; "
               f"tasks: {', '.join(data.get('tasks', [])) or '?'}."), "",
               "## Limitations", "",
-              ("- Trained on two fixed question forms only; other phrasings, words outside a–z, capitals, and words "
-              "longer than the training words are not measured and often fail."),
+              ("- Trained on the canonical question forms and six other wordings of each; held-out wordings are "
+              "measured (Evaluation). Words outside a–z and words longer than the training words are not measured "
+              "and often fail; capitals are not measured either."),
+              ("- Trained words are known far better than words it never saw: compare the vocabulary's trained and "
+              "never-trained rows with the held-out splits."),
               "- Small model, short training: far from perfect (see Evaluation); check answers that matter.",
               "- Scores are on words of the same word list and length range as training.",
               ]
@@ -242,8 +260,9 @@ def render(facts: dict, *, merged: bool = False, details: dict | None = None, de
         "",
     ]
     if details:
-        lines += [(f"Greedy answers on held-out words (no word of these splits was trained on); "
-                  f"from `{details_source}`{' at commit ' + revision if revision else ''}."), "",
+        lines += [*_vocabulary_table(details),
+                  (f"Greedy answers on held-out words (no word of these splits was trained on); "
+                   f"from `{details_source}`{' at commit ' + revision if revision else ''}."), "",
                   *_metrics_table(details, base_details), ""]
     else:
         lines += [("Not in this file: it was written by the train stage, and evaluation runs after it (DVC keeps "

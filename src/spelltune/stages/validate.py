@@ -6,9 +6,11 @@ in the DAG (every stage depends on its marker file, whose content never changes)
 bad params.yaml stops `dvc exp run` before anything is touched. That includes values this
 machine cannot run (spelltune.modeling.backends), e.g. model.load_in_4bit on a CPU, params that
 name things outside the repository (model.source), which are looked up here without the
-network, and split sizes the word list cannot fill (spelltune.training.preflight, which
-`spelltune check` runs too). It also claims the workspace for its `dvc exp run`
-(spelltune/workspace.py): a second run started in it stops here.
+network (a model directory's config.json and safetensors headers too, what prepare_model
+reads first; no weights), lora.r above the model's hidden size, and split sizes the word
+list cannot fill (spelltune.training.preflight, which `spelltune check` runs too). It also
+claims the workspace for its `dvc exp run` (spelltune/workspace.py): a second run started in
+it stops here.
 """
 
 from __future__ import annotations

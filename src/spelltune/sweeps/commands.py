@@ -4,6 +4,9 @@
     spelltune sweep run sweep.yaml [-j N]      grid/random: queue them (`dvc exp run --queue`), run the
                                                queue with N workers and wait; bayes: Optuna TPE
                                                ask-and-tell, each trial `dvc exp run --temp`
+    spelltune sweep finalize sweep.yaml [--top K | --exp NAME ...]
+                                               the test split, once, for the chosen trials (best by the
+                                               sweep's validation metric): `<name>-test` experiments
     spelltune sweep wandb-agent --k=v ...      what `wandb agent` runs: W&B's --key=value -> -S key=value
 
 The search space is sweep.yaml (W&B's sweep schema plus `constraints` and `seed`, see
@@ -74,6 +77,31 @@ def cmd_run(args) -> int:
     return run_queue(sweep, space, args)
 
 
+def cmd_finalize(args) -> int:
+    from spelltune.store import StoreError
+    from spelltune.sweeps.finalize import FinalizeError, finalize, ranked_trials
+
+    if args.top < 1:
+        return error(f"--top {args.top}: allowed: 1 or more")
+    sweep, _ = load_all(args)
+    try:
+        if args.exp:
+            names = args.exp
+        else:
+            if sweep.metric is None:
+                return error(f"{args.sweep}: no metric to choose the finalists by: name them with --exp")
+            ranked = ranked_trials(sweep.name, sweep.metric_key, sweep.metric.goal == "maximize")
+            if not ranked:
+                return error(f"no finished trial of sweep {sweep.name!r} on this commit has {sweep.metric_key}")
+            names = ranked[: args.top]
+            say(f"finalists by {sweep.metric_key}: {', '.join(names)}")
+        for name, found in finalize(names).items():
+            print(f"{name}: " + ", ".join(f"{m} {v:.3f}" if v is not None else f"{m} –" for m, v in found.items()))
+    except (FinalizeError, StoreError) as exc:
+        return error(exc)
+    return 0
+
+
 def add_parser(sub) -> None:
     sweep = sub.add_parser("sweep", help="hyperparameter search over sweep.yaml (grid, random, bayes)",
                            description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -105,6 +133,12 @@ def add_parser(sub) -> None:
                      help="bayes: `dvc exp push GIT_REMOTE <exp>` after each trial (its outputs go to the default DVC "
                      "remote), so that every machine's trials meet in one place")
     run.set_defaults(func=cmd_run)
+
+    final = ssub.add_parser("finalize", help="score the chosen trials on the test split, once (<name>-test)")
+    common(final)
+    final.add_argument("--top", type=int, default=1, help="the K best trials by the sweep's metric (default 1)")
+    final.add_argument("--exp", action="append", help="an experiment to finalize instead (repeatable)")
+    final.set_defaults(func=cmd_finalize)
 
     agent = ssub.add_parser(
         "wandb-agent", help="the program `wandb agent` runs: --key=value -> dvc exp run -S key=value"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import math
 import random
 from pathlib import Path
 from typing import Annotated, Any
@@ -17,7 +18,7 @@ from spelltune.metric_names import TRAINING_METRICS
 from spelltune.params import Params, ParamsError, flatten, parse
 from spelltune.sweeps.constraints import Constraint, safe_holds
 from spelltune.sweeps.overrides import format_value, set_dotted
-from spelltune.sweeps.schema import FINITE, Sweep
+from spelltune.sweeps.schema import FINITE, MAX_GRID, ParamSpec, Sweep
 
 
 class Space:
@@ -48,9 +49,14 @@ class Space:
 
     def check_bounds(self) -> list[str]:
         """Each parameter's extreme values against its params schema field, so a search
-        space reaching outside what params.yaml allows fails before any run."""
+        space reaching outside what params.yaml allows fails before any run; first, a
+        q_uniform too fine to list (its values are listed for the bounds and for each draw)."""
         problems = []
         for key, spec in self.sweep.parameters.items():
+            too_many = too_many_values(spec)
+            if too_many:
+                problems.append(f"parameters.{key}: {too_many}")
+                continue
             if spec.distribution in FINITE:
                 candidates = spec.grid() if spec.distribution != "int_uniform" else [int(spec.min), int(spec.max)]
             else:
@@ -133,6 +139,19 @@ class Space:
             else:
                 rejected += 1
         return kept, rejected
+
+
+def too_many_values(spec: ParamSpec) -> str | None:
+    """Why a q_uniform has more values than a sweep can list (MAX_GRID), counted without
+    listing them; None for every other parameter. Grid, random and bayes alike: random draws
+    and the bounds check list its values, and q = 1e-10 would be tens of millions of them."""
+    if spec.distribution != "q_uniform":
+        return None
+    steps = (spec.max - spec.min) / spec.q
+    if math.isfinite(steps) and math.floor(steps + 1e-9) + 1 <= MAX_GRID:
+        return None
+    count = f"{math.floor(steps + 1e-9) + 1:,}" if math.isfinite(steps) else "more than 10^308"
+    return f"{spec.describe()} has {count} values; at most {MAX_GRID:,}: a larger q, or distribution uniform"
 
 
 def field_adapter(key: str):

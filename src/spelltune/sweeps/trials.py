@@ -60,6 +60,8 @@ def load_all(args) -> tuple[Sweep, Space]:
     try:
         sweep = load_sweep(args.sweep)
         fixed = dict(parse_override(s) for s in args.set or [])
+        if "eval.test" not in sweep.parameters:  # trials choose on validation; test is for the finalists
+            fixed.setdefault("eval.test", False)
         space = Space(sweep, load_base_params(args.params), fixed)
         problems = space.check_bounds() + space.early_terminate_problems()
         if fixed:

@@ -86,16 +86,23 @@ def skip_unstaged_launch_inputs(wandb) -> None:
 # W&B waits up to init_timeout (its default: 90 s) for a server it cannot reach; then this
 # run logs offline instead, beside training (never in its way). WANDB_INIT_TIMEOUT, when set, wins.
 INIT_TIMEOUT_SECONDS = 3.0
+# W&B reports its own errors, the start that timed out included, to that same server at the
+# process's exit, waiting up to 10 s per report for an answer: a closed port refuses at once,
+# but a server that accepts and never replies held each stage's exit ~20 s after its start had
+# given up. spelltune's runs send W&B no such reports unless WANDB_ERROR_REPORTING says so.
+ERROR_REPORTING = "WANDB_ERROR_REPORTING"
 
 
 def init_or_offline(wandb, **kwargs):
     """wandb.init in wandb_mode(), waiting at most INIT_TIMEOUT_SECONDS (or WANDB_INIT_TIMEOUT)
-    for the server; a run that cannot start online (no network, a bad key) starts offline
-    instead, with one warning, so its data is kept for `wandb sync`."""
+    for the server; a run that cannot start online (no network, a bad key, a server that never
+    answers) starts offline instead, with one warning, so its data is kept for `wandb sync`."""
     timeout = float(os.environ.get("WANDB_INIT_TIMEOUT") or INIT_TIMEOUT_SECONDS)
     kwargs = {"project": os.environ.get("WANDB_PROJECT", "spelltune"), **kwargs,
               "settings": wandb.Settings(x_disable_stats=True, console="off", init_timeout=timeout, silent=True)}
     mode = wandb_mode()
+    if mode != "offline":
+        os.environ.setdefault(ERROR_REPORTING, "false")  # read by W&B's init and its wandb-core process
     try:
         return wandb.init(mode=mode, **kwargs)
     except Exception as exc:  # noqa: BLE001 - no server, bad key: keep the run's data offline
@@ -106,6 +113,23 @@ def init_or_offline(wandb, **kwargs):
         log.warning("W&B could not start %s (%s); logging offline to %s instead (`wandb sync` it later)",
                     mode, _first_line(exc), Path(run.dir).parent)
         return run
+
+
+def choose_run_id(recorded: str | None = None) -> str:
+    """The id of the train stage's W&B run: WANDB_RUN_ID when set (`wandb agent` and
+    `spelltune sweep run` set it for each run; the evaluate stage adds its scores to that id,
+    wandb_eval.training_run_id), else the id `recorded` by the checkpoint this run resumes
+    from, else a new one.
+
+    A resumed checkpoint that recorded another id than WANDB_RUN_ID: WANDB_RUN_ID wins, as it
+    does in the evaluate stage, so that the run its caller named (a sweep's, which the sweep
+    reads) gets the curves from the resumed step on and the final scores, in one run; the
+    curves before that step stay in the recorded run, which one warning names."""
+    wanted = os.environ.get(handoff.WANDB_RUN_ID)
+    if wanted and recorded and wanted != recorded:
+        log.warning("W&B: the checkpoint resumed logged to run %s; %s=%s wins, so this run's curves "
+                    "before the resumed step are in run %s", recorded, handoff.WANDB_RUN_ID, wanted, recorded)
+    return wanted or recorded or handoff.new_run_id()
 
 
 class WandbRun:
@@ -121,7 +145,7 @@ class WandbRun:
     def __init__(self, name: str, config: dict, tags: list[str], group: str | None, run_id: str | None = None):
         self.run = None
         self.failed = False
-        self._id = run_id or handoff.new_run_id()
+        self._id = choose_run_id(run_id)
         self._lock = threading.Lock()
         self._pending: list[tuple[dict, int]] | None = []  # (metrics, step) logged during the start; None after
         # W&B's own log records go to its debug.log, not through our handlers to stderr.

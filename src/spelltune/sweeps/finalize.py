@@ -1,0 +1,72 @@
+"""`spelltune sweep finalize`: the test split, read once, for the experiments a sweep chose.
+
+Sweep trials score validation and the vocabulary only (`eval.test: false`): test must not
+steer the choice. Finalizing an experiment runs it again as `<name>-test` with its own
+params and `eval.test: true` (`dvc exp run --temp`, the workspace untouched): DVC's run cache
+restores its prepared data and trained adapter, so only evaluate and report run. A
+finalist already finalized is shown, not scored again.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from spelltune import store
+from spelltune.params import flatten
+from spelltune.repo import tool
+from spelltune.sweeps.overrides import overrides_args
+from spelltune.sweeps.trials import say
+
+SUFFIX = "-test"
+SHOWN = ("test/spelling_exact_match", "test/letter_position_accuracy", "test/common/spelling_exact_match")
+
+
+class FinalizeError(ValueError):
+    """A finalist that cannot be scored here, phrased as the line the user sees."""
+
+
+def ranked_trials(sweep_name: str, metric: str, maximize: bool, repo: Path | None = None) -> list[str]:
+    """The sweep's finished trials of HEAD (`<sweep>-NNN`, `<sweep>-tNNN`), best first by `metric`."""
+    found = []
+    for name in store.refs(repo):
+        if name.startswith(f"{sweep_name}-") and not name.endswith(SUFFIX):
+            value = store.metric(name, metric, repo)
+            if value is not None:
+                found.append((value, name))
+    return [name for _, name in sorted(found, key=lambda t: (-t[0] if maximize else t[0], t[1]))]
+
+
+def overrides(name: str, repo: Path | None = None) -> dict:
+    """What `name` set beyond HEAD's params.yaml, and eval.test; refused when `name` was not
+    run on HEAD (its test score must measure the code it was trained with)."""
+    rev = store.resolve(name, repo)
+    parent = subprocess.run(["git", "rev-parse", f"{rev}^"], cwd=repo, capture_output=True, text=True).stdout.strip()
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=repo, capture_output=True, text=True).stdout.strip()
+    if parent != head:
+        raise FinalizeError(f"{name}: it was run on commit {parent[:7]}, the workspace is at {head[:7]}: "
+                            f"`git checkout {parent[:7]}` first, so that test scores the code it trained with")
+    mine = flatten(store.read_yaml(rev, "params.yaml", repo))
+    base = flatten(store.read_yaml("HEAD", "params.yaml", repo))
+    return {**{k: v for k, v in mine.items() if base.get(k) != v}, "eval.test": True}
+
+
+def finalize(names: list[str], repo: Path | None = None) -> dict[str, dict]:
+    """Score each experiment on test once; {name: its test scores}."""
+    done = store.refs(repo)
+    out = {}
+    for name in names:
+        final = f"{name}{SUFFIX}"
+        if final not in done:
+            config = overrides(name, repo)
+            say(f"{name}: scoring test as {final} (training restored from DVC's run cache)")
+            proc = subprocess.run([tool("dvc"), "exp", "run", "--temp", "-n", final, *overrides_args(config)],
+                                  cwd=repo, capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise FinalizeError(f"{final}: `dvc exp run` failed: {(proc.stderr or proc.stdout).strip()[-400:]}")
+            if "Running stage 'train'" in proc.stdout + proc.stderr:
+                say(f"note: {final}: DVC's run cache lacked {name}'s training, so it was trained again")
+        else:
+            say(f"{name}: already scored on test ({final})")
+        out[name] = {m: store.metric(final, f"metrics/eval.json:{m}", repo) for m in SHOWN}
+    return out
