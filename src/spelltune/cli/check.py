@@ -8,7 +8,8 @@ from spelltune.errors import error
 
 
 def check_args(parser) -> None:
-    parser.add_argument("params", nargs="?", default="params.yaml", help="the params file to check (default: %(default)s)")
+    parser.add_argument("params", nargs="?", default="params.yaml",
+                        help="the params file to check (default: %(default)s)")
 
 
 def cmd_check(args) -> int:
