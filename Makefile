@@ -33,7 +33,9 @@ $(INSTALLED): pyproject.toml
 $(PLOTS_TEMPLATE): $(INSTALLED)
 	$(BIN)/python -m spelltune.experiments.offline_plots
 
+# `spelltune check` first: it refuses in one line what DVC would hang on (a YAML alias bomb).
 run: install
+	spelltune check
 	dvc exp run
 
 # Lint (ruff, configured in pyproject.toml), then the tests.

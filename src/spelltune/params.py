@@ -134,7 +134,8 @@ class ModelParams(Section):
 
 
 class LoraParams(Section):
-    r: Annotated[int, Field(gt=0)] = 16
+    # validate also bounds r by the base model's hidden size (SmolLM2-135M: 576)
+    r: Annotated[int, Field(gt=0, le=4096)] = 16
     alpha: Annotated[float, Field(gt=0)] = 32
     dropout: Annotated[float, Field(ge=0, lt=1)] = 0.0
     target_modules: Annotated[list[Literal[LORA_TARGETS]], Field(min_length=1)] = list(LORA_TARGETS)  # type: ignore[valid-type]

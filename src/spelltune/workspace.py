@@ -55,6 +55,11 @@ def _driver() -> psutil.Process | None:
     return None
 
 
+def run_by_dvc() -> bool:
+    """Whether this stage runs inside `dvc repro` / `dvc exp run` (not by hand)."""
+    return _driver() is not None
+
+
 # DVC's refs of the experiment running in the workspace (dvc/repo/experiments/refs.py);
 # EXEC_BRANCH is symbolic.
 EXEC_REFS = tuple(f"refs/exps/exec/{name}" for name in ("EXEC_BASELINE", "EXEC_HEAD", "EXEC_MERGE"))

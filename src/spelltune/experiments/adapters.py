@@ -18,7 +18,7 @@ import yaml
 from spelltune import store
 from spelltune.modeling import card
 from spelltune.params import schema_default
-from spelltune.paths import ADAPTER_DIR, BASE_MODEL_DIR
+from spelltune.paths import ADAPTER_DIR, BASE_MODEL_DIR, CHECKPOINT_DIR
 
 
 class UseError(Exception):
@@ -105,6 +105,11 @@ def _from_experiment(repo: Path, exp: str, local_source: str):
     if not (adapter_dir / "adapter_config.json").is_file():
         tmp.cleanup()
         raise UseError(f"--exp {exp}: commit {rev[:7]} has no trained adapter in {ADAPTER_DIR}")
+    try:  # DVC serves a cache object as it is: one changed in place would be used without a word
+        _verify_adapter(read("dvc.lock"), adapter_dir, repo, exp)
+    except UseError:
+        tmp.cleanup()
+        raise
     base_source, params = _source_of(read)
     base_dir = repo / BASE_MODEL_DIR
     if (
@@ -119,6 +124,24 @@ def _from_experiment(repo: Path, exp: str, local_source: str):
             raise UseError(f"--exp {exp}: its base model ({base_source}) is not in the local DVC cache; "
                            "`dvc exp pull` it, or run `dvc exp run` there") from None
     return rev, adapter_dir, base_dir, base_source, read, params, tmp
+
+
+def _verify_adapter(lock_text: str | None, adapter_dir: Path, repo: Path, exp: str) -> None:
+    """The adapter's files against the md5s its experiment's dvc.lock recorded (checkpoints/)."""
+    from spelltune import integrity
+
+    recorded = integrity.recorded_outs(lock_text).get(str(CHECKPOINT_DIR))
+    if recorded is None:
+        return
+    prefix = f"{ADAPTER_DIR.relative_to(CHECKPOINT_DIR)}/"
+    files = {rel.removeprefix(f"{CHECKPOINT_DIR}/{prefix}"): value
+             for rel, value in integrity.expected(str(CHECKPOINT_DIR), recorded[1], repo).items()
+             if rel.startswith(f"{CHECKPOINT_DIR}/{prefix}")}
+    try:
+        integrity.check(files, adapter_dir, f"--exp {exp}: {ADAPTER_DIR}/",
+                        lambda _, bad: f"remove it (`rm -f {integrity.cache_object(bad)}`) and run {exp} again")
+    except integrity.IntegrityError as exc:
+        raise UseError(str(exc)) from None
 
 
 def resolve(repo: str | Path = ".", exp: str | None = None, adapter: str | None = None) -> Source:

@@ -36,17 +36,23 @@ def _listed(name: str) -> list[str]:
     return sorted({w for c in CATEGORIES for w in RandomWord().filter(include_categories=[c])})
 
 
-def outside_words(n: int, data, name: str = "common", seed: int = 0) -> list[str]:
-    """`n` words of list `name`, a-z only, in the length range of `data`, that are not
-    training words of our splits: the common list's `n` most frequent such words, or a
-    seeded sample of the wonderwords lists."""
-    min_len, max_len = data.min_word_length, data.max_word_length
+def training_words(data) -> set[str]:
+    """The words `data`'s training split holds."""
     pieces = ()
     if data.token_pieces:
         from spelltune.modeling.pieces import alphabetic_pieces
 
         pieces = alphabetic_pieces()
-    trained = set(split_words(ranked_words(min_len, max_len), data, pieces)["train"])
+    return set(split_words(ranked_words(data.min_word_length, data.max_word_length), data, pieces)["train"])
+
+
+def outside_words(n: int, data, name: str = "common", seed: int = 0, trained_too: bool = False) -> list[str]:
+    """`n` words of list `name`, a-z only, in the length range of `data`, that are not
+    training words of our splits (`trained_too`: trained ones included, as users meet
+    them): the common list's `n` most frequent such words, or a seeded sample of the
+    wonderwords lists."""
+    min_len, max_len = data.min_word_length, data.max_word_length
+    trained = set() if trained_too else training_words(data)
     words = [w for w in dict.fromkeys(_listed(name)) if w.isascii() and w.isalpha() and w.islower()
              and min_len <= len(w) <= max_len and w not in trained]
     if len(words) < n:
@@ -54,13 +60,16 @@ def outside_words(n: int, data, name: str = "common", seed: int = 0) -> list[str
     return words[:n] if name == "common" else random.Random(seed).sample(words, n)
 
 
-def outside_items(n_words: int, data, separator: str, name: str = "common") -> list[dict]:
+def outside_items(n_words: int, data, separator: str, name: str = "common", trained_too: bool = False) -> list[dict]:
     """The held-out questions of the evaluate stage for `n_words` outside words, each with
-    its wordfreq band where it has one ("rare" beyond wordfreq's 30,000)."""
+    its wordfreq band where it has one ("rare" beyond wordfreq's 30,000) and, with
+    `trained_too`, whether it is a training word."""
     rng = random.Random(0)
     ranks = ranked_words(data.min_word_length, data.max_word_length)
-    return [{**q, "band": band_of(ranks[w]) if w in ranks else "rare"}
-            for w in outside_words(n_words, data, name) for q in held_out_items(w, separator, rng)]
+    trained = training_words(data) if trained_too else set()
+    return [{**q, "band": band_of(ranks[w]) if w in ranks else "rare", "trained": w in trained}
+            for w in outside_words(n_words, data, name, trained_too=trained_too)
+            for q in held_out_items(w, separator, rng)]
 
 
 def summary(rows: list[dict], label: str, name: str = "common") -> dict:
@@ -68,6 +77,8 @@ def summary(rows: list[dict], label: str, name: str = "common") -> dict:
     from spelltune.task.scoring import breakdown, details, group_details
 
     by_length = breakdown(rows)["by_length"]
+    trained = {kind: details([r for r in rows if r.get("trained") == (kind == "trained")])
+               for kind in ("trained", "never_trained")} if any(r.get("trained") for r in rows) else {}
     return {"words": len({r["word"] for r in rows}), "source": LISTS[name], "adapter": label, **details(rows),
-            "groups": group_details(rows),
+            "groups": group_details(rows), **({"by_training": trained} if trained else {}),
             "spelling_exact_match_by_length": {k: v["spelling_exact_match"] for k, v in by_length.items()}}

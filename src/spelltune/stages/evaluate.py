@@ -114,7 +114,13 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     params, pin = load_pinned_or_exit("evaluate_base" if args.base else "evaluate")
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
-    evaluate(params, args.base)
+    from spelltune.errors import fail
+    from spelltune.files import DataFileError
+
+    try:
+        evaluate(params, args.base)
+    except DataFileError as exc:
+        fail(str(exc))
     pin.check_or_exit()  # params.yaml changed under this stage: exit non-zero so that DVC records nothing
 
 

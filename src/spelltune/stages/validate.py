@@ -16,6 +16,7 @@ it stops here.
 from __future__ import annotations
 
 from spelltune.errors import fail
+from spelltune.integrity import STAGE_INPUTS, verify_or_exit
 from spelltune.params import ParamsError
 from spelltune.paths import PARAMS_OK
 from spelltune.training.preflight import check
@@ -33,6 +34,8 @@ def main() -> None:
         check()
     except (ParamsError, BackendError) as exc:
         fail(f"{exc}{restore_hint()}")
+    # The stages' recorded inputs, before DVC removes any output (spelltune/integrity.py).
+    verify_or_exit(STAGE_INPUTS)
     PARAMS_OK.parent.mkdir(parents=True, exist_ok=True)
     PARAMS_OK.write_text("params.yaml is valid\n")
 
