@@ -1,7 +1,9 @@
 """The question parsing of `spelltune ask` / `predict` (experiments/use.py), without a model.
-(ask, predict, card and export on trained adapters: e2e/test_use.py.)"""
+(ask, chat, predict and export as a user runs them: cli/test_use.py; on trained adapters: e2e/test_use.py.)"""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 
@@ -65,7 +67,8 @@ def test_a_word_longer_than_predicts_limit_is_refused_in_a_question(tmp_path):
         item_for_question("Spell '" + "a" * 10_000 + "' letter by letter.")
     assert item_for_question("Spell '" + "a" * MAX_WORD_LETTERS + "' letter by letter.")["task"] == "spelling"
     questions = tmp_path / "q.jsonl"
-    questions.write_text('{"question": "Spell \'dog\' letter by letter."}\n{"question": "Spell \'%s\'."}\n' % ("b" * 41))
+    lines = ["Spell 'dog' letter by letter.", "Spell '" + "b" * 41 + "'."]
+    questions.write_text("".join(json.dumps({"question": q}) + "\n" for q in lines))
     with pytest.raises(UseError, match=r"q.jsonl line 2: 'b{20}'\.\.\. has 41 letters; at most 40"):
         read_inputs(questions)
 
@@ -96,4 +99,6 @@ def test_predict_output_is_never_its_input(tmp_path):
     for out in ("hard", "soft", "words.txt"):
         with pytest.raises(UseError, match="that is the input file"):
             check_output(str(tmp_path / out), str(words))
+    with pytest.raises(UseError, match="that is a directory"):
+        check_output(str(tmp_path), str(words))
     check_output(str(tmp_path / "answers.jsonl"), str(words))

@@ -15,7 +15,6 @@ from pathlib import Path
 from spelltune.cli.output import emit, os_error
 from spelltune.errors import error
 
-
 INTERRUPTED = 130  # the shell's status for a command ended by Ctrl-C (128 + SIGINT)
 
 
@@ -110,6 +109,11 @@ def _set_threads(threads: int | None) -> None:
 # ---------------------------------------------------------------------------- ask
 
 def ask_args(parser) -> None:
+    parser.description = (
+        "Answers questions about the letters of one word: \"What is the 3rd letter of 'banana'?\", "
+        "\"Spell 'banana' letter by letter.\" (in your own words too; a word of at most 40 letters). "
+        "Any other question is refused in one line."
+    )
     parser.add_argument("question", nargs="+", help="e.g. \"What is the 3rd letter of 'banana'?\"")
     parser.add_argument("--base", action="store_true", help="the base model's answer too, side by side")
     _use_args(parser, batch=True)
@@ -224,8 +228,18 @@ def predict_args(parser) -> None:
 @_use
 def cmd_predict(args, source) -> int:
     from spelltune.experiments.use import (
-        CHUNK_BATCHES, Tally, check_inputs, check_output, chunks, iter_inputs, mark_trained, output_stream, scored,
-        trained_words, tuned_model, tuned_replies,
+        CHUNK_BATCHES,
+        Tally,
+        check_inputs,
+        check_output,
+        chunks,
+        iter_inputs,
+        mark_trained,
+        output_stream,
+        scored,
+        trained_words,
+        tuned_model,
+        tuned_replies,
     )
 
     check_output(args.out, args.input)

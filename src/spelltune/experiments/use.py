@@ -15,7 +15,7 @@ import json
 import re
 import sys
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 from spelltune.experiments.adapters import Source, UseError
@@ -110,7 +110,8 @@ def _input_lines(path: str | Path, separator: str) -> Iterator[tuple[int, str | 
     path = Path(path)
     if not path.is_file():
         raise UseError(f"{path}: no such file")
-    first = next((line.strip() for _, line in _lines(path) if line.strip()), "")
+    with closing(_lines(path)) as lines:
+        first = next((line.strip() for _, line in lines if line.strip()), "")
     jsonl = path.suffix == ".jsonl" or first.startswith("{")
     for no, line in _lines(path):
         text = line.strip()
@@ -390,6 +391,8 @@ def check_output(out: str, input_path: str) -> None:
     file_above = next((p for p in Path(out).parents if p.exists() and not p.is_dir()), None)
     if file_above is not None:
         raise UseError(f"predict -o {out}: {file_above} is a file, not a directory")
+    if Path(out).is_dir():
+        raise UseError(f"predict -o {out}: that is a directory; give the path of a file to write")
 
 
 @contextmanager

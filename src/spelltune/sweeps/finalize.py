@@ -29,9 +29,9 @@ class FinalizeError(ValueError):
 def ranked_trials(sweep_name: str, metric: str, maximize: bool, repo: Path | None = None) -> list[str]:
     """The sweep's finished trials of HEAD (`<sweep>-NNN`, `<sweep>-tNNN`), best first by `metric`."""
     found = []
-    for name in store.refs(repo):
+    for name, ref in store.refs(repo).items():
         if name.startswith(f"{sweep_name}-") and not name.endswith(SUFFIX):
-            value = store.metric(name, metric, repo)
+            value = store.metric(ref, metric, repo)
             if value is not None:
                 found.append((value, name))
     return [name for _, name in sorted(found, key=lambda t: (-t[0] if maximize else t[0], t[1]))]
@@ -68,5 +68,6 @@ def finalize(names: list[str], repo: Path | None = None) -> dict[str, dict]:
                 say(f"note: {final}: DVC's run cache lacked {name}'s training, so it was trained again")
         else:
             say(f"{name}: already scored on test ({final})")
-        out[name] = {m: store.metric(final, f"metrics/eval.json:{m}", repo) for m in SHOWN}
+        rev = store.resolve(final, repo)
+        out[name] = {m: store.metric(rev, f"metrics/eval.json:{m}", repo) for m in SHOWN}
     return out
