@@ -99,8 +99,8 @@ def test_plain_dvc_queue_workers_share_the_cores(repo_copy):
 
 def test_trials_leave_test_out_and_finalize_scores_the_chosen_once(repo_copy):
     """Trials choose on validation (test/skipped, no test/ score); `sweep finalize` scores
-    the best on test as `<name>-test`, its training restored from DVC's run cache, and
-    a second finalize scores nothing again."""
+    the best on test as `<name>-test`, training nothing again, and a second finalize
+    scores nothing again."""
     write(repo_copy / "two.yaml", {
         "method": "grid",
         "metric": {"name": "val/loss", "goal": "minimize"},

@@ -1,10 +1,12 @@
 """`spelltune sweep finalize`: the test split, read once, for the experiments a sweep chose.
 
 Sweep trials score validation and the vocabulary only (`eval.test: false`): test must not
-steer the choice. Finalizing an experiment runs it again as `<name>-test` with its own
-params and `eval.test: true` (`dvc exp run --temp`, the workspace untouched): DVC's run cache
-restores its prepared data and trained adapter, so only evaluate and report run. A
-finalist already finalized is shown, not scored again.
+steer the choice. Finalizing an experiment applies it to the workspace (`dvc exp apply`,
+its params, lock and outputs) and runs it again as `<name>-test` with `eval.test: true`:
+prepare and train are up to date against its own dvc.lock, so only evaluate and report run
+(not `--temp`: DVC's experiment runs do not fill the run cache, so a temporary copy would
+train again). The workspace then holds the last finalist. A finalist already finalized is
+shown, not scored again.
 """
 
 from __future__ import annotations
@@ -51,23 +53,37 @@ def overrides(name: str, repo: Path | None = None) -> dict:
     return {**{k: v for k, v in mine.items() if base.get(k) != v}, "eval.test": True}
 
 
+def _dvc(*args: str, repo: Path | None, what: str) -> str:
+    proc = subprocess.run([tool("dvc"), *args], cwd=repo, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise FinalizeError(f"{what}: `dvc {' '.join(args[:2])}` failed: {(proc.stderr or proc.stdout).strip()[-400:]}")
+    return proc.stdout + proc.stderr
+
+
 def finalize(names: list[str], repo: Path | None = None) -> dict[str, dict]:
     """Score each experiment on test once; {name: its test scores}."""
     done = store.refs(repo)
+    todo = [name for name in names if f"{name}{SUFFIX}" not in done]
+    if todo:
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=repo,
+                               capture_output=True, text=True).stdout.strip()
+        if dirty:
+            raise FinalizeError(f"the workspace has uncommitted changes ({dirty.splitlines()[0].strip()}, ...): "
+                                "finalize applies each finalist to it; commit or stash them first")
     out = {}
     for name in names:
         final = f"{name}{SUFFIX}"
-        if final not in done:
-            config = overrides(name, repo)
-            say(f"{name}: scoring test as {final} (training restored from DVC's run cache)")
-            proc = subprocess.run([tool("dvc"), "exp", "run", "--temp", "-n", final, *overrides_args(config)],
-                                  cwd=repo, capture_output=True, text=True)
-            if proc.returncode != 0:
-                raise FinalizeError(f"{final}: `dvc exp run` failed: {(proc.stderr or proc.stdout).strip()[-400:]}")
-            if "Running stage 'train'" in proc.stdout + proc.stderr:
-                say(f"note: {final}: DVC's run cache lacked {name}'s training, so it was trained again")
+        if name in todo:
+            test = overrides(name, repo)["eval.test"]
+            say(f"{name}: scoring test as {final} (its training is kept: only evaluate and report run)")
+            _dvc("exp", "apply", name, repo=repo, what=name)
+            ran = _dvc("exp", "run", "-n", final, *overrides_args({"eval.test": test}), repo=repo, what=final)
+            if "Running stage 'train'" in ran:
+                say(f"note: {final}: {name}'s training was not up to date here, so it was trained again")
         else:
             say(f"{name}: already scored on test ({final})")
         rev = store.resolve(final, repo)
         out[name] = {m: store.metric(rev, f"metrics/eval.json:{m}", repo) for m in SHOWN}
+    if todo:
+        say(f"the workspace holds {todo[-1]}{SUFFIX} now; `git checkout HEAD -- . && dvc checkout` goes back")
     return out
