@@ -269,6 +269,8 @@ def outside_args(parser) -> None:
     parser.add_argument("--list", choices=["common", "wonderwords"], default="common",
                         help="common: the most frequent words of another frequency list; wonderwords: a sample of "
                              "its noun/verb/adjective lists (default: %(default)s)")
+    parser.add_argument("--trained-too", action="store_true",
+                        help="keep the list's training words too, as users meet them (scored apart as well)")
     parser.add_argument("--out", default="outside.json", help="result file (default: %(default)s)")
     _use_args(parser, batch=True)
 
@@ -280,7 +282,7 @@ def cmd_outside(args, source) -> int:
     from spelltune.files import write_json
     from spelltune.params import load_or_exit
 
-    items = outside_items(args.words, load_or_exit().data, source.separator, args.list)
+    items = outside_items(args.words, load_or_exit().data, source.separator, args.list, args.trained_too)
     _set_threads(args.threads)
     replies, _ = load_tuned(source, False, items, args.batch_size or source.batch_size)
     rows = [scored(it, r) for it, r in zip(items, replies)]
@@ -290,9 +292,9 @@ def cmd_outside(args, source) -> int:
     for name in ("letter_position_accuracy", "spelling_exact_match", "char_error_rate"):
         m = result[name]
         print(f"outside/{name}: {m['value']:.3f} [{m['ci_low']:.3f}, {m['ci_high']:.3f}] (n={m['n']})")
-    for group in ("canonical", "held_out"):
-        found = result["groups"].get(group, {})
-        print(f"  {group} wording: " + ", ".join(
+    for group, found in [*((f"{g} wording", result["groups"].get(g, {})) for g in ("canonical", "held_out")),
+                         *((f"{k} words", v) for k, v in result.get("by_training", {}).items())]:
+        print(f"  {group}: " + ", ".join(
             f"{name} {m['value']:.3f} (n={m['n']})" for name, m in found.items() if name != "char_error_rate"))
     print(f"wrote {args.out} and the answers beside it ({Path(args.out).with_suffix('.jsonl')})", file=sys.stderr)
     return 0
