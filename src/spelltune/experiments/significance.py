@@ -42,15 +42,17 @@ def split_and_task(metric: str) -> tuple[str, str, str | None]:
     """`metrics/eval.json:test/letter_position_accuracy` -> ("test", "letter_position", None);
     `val/common/spelling_exact_match` -> ("validation", "spelling", "common"): a subset of
     task.scoring.GROUP_ORDER (band, wording, or both)."""
-    from spelltune.task.scoring import GROUP_ORDER
+    from spelltune.task.scoring import GROUP_ORDER, VOCABULARY_LABELS, VOCABULARY_SPLIT
 
     key = metric.split(":")[-1]
     prefix, *group, name = key.split("/")
+    if prefix == VOCABULARY_SPLIT and name in TASKS and len(group) == 1 and group[0] in VOCABULARY_LABELS:
+        return VOCABULARY_SPLIT, TASKS[name], group[0]  # what users meet: rows name their groups
     if prefix not in SPLIT_OF_PREFIX or name not in TASKS or len(group) > 1 or (group and group[0] not in GROUP_ORDER):
         allowed = ", ".join(f"{p}/{t}" for p in SPLIT_OF_PREFIX for t in TASKS)
         raise CompareError(f"significance needs an accuracy metric, got {key!r}; allowed: {allowed}, "
                            f"or one subset of them: {prefix if prefix in SPLIT_OF_PREFIX else 'val'}/"
-                           f"{{{','.join(GROUP_ORDER)}}}/…")
+                           f"{{{','.join(GROUP_ORDER)}}}/…, or vocabulary/{{{','.join(VOCABULARY_LABELS)}}}/…")
     return SPLIT_OF_PREFIX[prefix], TASKS[name], group[0] if group else None
 
 
@@ -126,7 +128,7 @@ def paired_test(preds_a: pd.DataFrame, preds_b: pd.DataFrame, metric: str, a: st
     def pick(p):
         rows = p[(p["split"] == split) & (p["task"] == task)]
         if group is not None:
-            rows = rows[[group in groups(r) for r in rows.to_dict("records")]]
+            rows = rows[[group in (r.get("groups") or groups(r)) for r in rows.to_dict("records")]]
         return rows[[*keys, "correct"]]
 
     pairs = pick(preds_a).merge(pick(preds_b), on=keys, suffixes=("_a", "_b"))
