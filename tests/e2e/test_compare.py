@@ -177,7 +177,7 @@ def test_bad_input_is_one_clear_line(exp_repo, args, needle):
 # ---------------------------------------------------------------------------- dvc exp show
 
 TABLE = ["dvc", "exp", "show", "--no-pager", "--only-changed"]
-HEADLINE_COLUMNS = ["val.letter", "val.spell", "common.letter", "common.spell"]
+HEADLINE_COLUMNS = ["val.letter", "val.spell", "vocab.spell", "common.spell"]
 
 
 def table_at_120_columns(repo: Path) -> tuple[str, str, list[str]]:
@@ -224,7 +224,8 @@ def test_a_grid_table_fits_120_columns(tmp_path):
         "p = yaml.safe_load(open('params.yaml'))\n"
         "rng = random.Random(f\"{p['lora']['r']}-{p['train']['lr']}\")\n"
         "def split(value): return {k: {'value': value()} for k in HEADLINE_KEYS}\n"
-        "def scores(value): return {s: {**split(value), 'groups': {'common': split(value)}} for s in ('val', 'test')}\n"
+        "def scores(value): return {**{s: {**split(value), 'groups': {'common': split(value)}} for s in ('val', 'test')},\n"
+        "                           'vocabulary': {'groups': {'top1k': split(value)}}}\n"
         "if sys.argv[1] == 'validate':\n"
         "    PARAMS_OK.parent.mkdir(exist_ok=True); PARAMS_OK.write_text('ok')\n"
         "elif sys.argv[1] == 'train':\n"
