@@ -16,16 +16,24 @@ word inside the prompt (--context prompt; the prefix "<|im_start|>user\\nSpell '
 and its KV cache reused: the model is causal, so the word's states are exactly those of the
 full prompt) or the token alone (--context alone).
 
-Probes (torch, full-batch L-BFGS on z-scored features, L2 chosen per head on a dev split of
-the probe-train tokens at three layers, then fixed for all layers):
-  presence     26 logistic "the token contains letter c"
+Probes, on z-scored features (train statistics), all heads one linear map:
+  ridge     closed-form least squares on 0/1 / one-hot targets, every layer; L2 per head and
+            per layer chosen on a dev split of the probe-train tokens (RIDGE_LAMBDAS); the
+            z-scoring uses all probe-train tokens, dev included
+  logistic  logistic / softmax regression (torch, full-batch L-BFGS, --iters), on
+            --logistic-layers plus ridge's best layer; L2 per head chosen on the dev split
+            at ridge's best layer, then fixed (LAMBDAS). Logistic fits cost ~15x ridge's on
+            this shared 2-core machine, hence not every layer.
+  --feature-cache: the features, and the candidate list they were made for, saved once and reused.
+Heads:
+  presence     26 binary "the token contains letter c"
   pos1..pos10  26-way "letter at position i" (trained/scored on tokens of >= i letters)
   last         26-way "last letter"
   length       8-way  "number of letters" (3..10)
 Full spelling: every position 1..L right, with L the true length (full_given_length), or
 also the predicted length right (full_predicted_length).
 
-Run from the repository root (about 10 minutes on 2 busy cores):
+Run from the repository root:
 
     nice -n 15 .venv/bin/python research/probe.py --model-dir /tmp/probe_model
 
@@ -55,7 +63,7 @@ LETTERS = string.ascii_lowercase
 MIN_LEN, MAX_LEN = 3, 10
 POSITIONS = list(range(1, MAX_LEN + 1))
 PREFIX = "<|im_start|>user\nSpell '"  # the compact prompt up to the word (spelltune.task.prompts)
-LAMBDAS = (1e-3, 1e-2, 1e-1)
+LAMBDAS = (3e-3, 3e-2)
 
 
 def wilson(k: int, n: int, z: float = 1.96) -> list[float]:
@@ -136,7 +144,8 @@ def fit(x: torch.Tensor, t: dict, lam: dict[str, float], iters: int) -> tuple[to
     def closure():
         opt.zero_grad()
         z = x @ w + b
-        loss = F.binary_cross_entropy_with_logits(z[:, SLICES["presence"]], t["presence"], reduction="none").mean(0).sum()
+        presence = F.binary_cross_entropy_with_logits(z[:, SLICES["presence"]], t["presence"], reduction="none")
+        loss = presence.mean(0).sum()
         for h in HEADS:
             if h != "presence":
                 loss = loss + F.cross_entropy(z[:, SLICES[h]], t[h], ignore_index=-100)
@@ -148,13 +157,59 @@ def fit(x: torch.Tensor, t: dict, lam: dict[str, float], iters: int) -> tuple[to
     return w.detach(), b.detach()
 
 
-def predict(x, w, b) -> dict[str, torch.Tensor]:
+def predict(x, w, b, threshold: float = 0.0) -> dict[str, torch.Tensor]:
+    """threshold: on the presence outputs (0 for logits, 0.5 for ridge's least-squares outputs)."""
     z = x @ w + b
-    p = {"presence": (z[:, SLICES["presence"]] > 0).float()}
+    p = {"presence": (z[:, SLICES["presence"]] > threshold).float()}
     for h in HEADS:
         if h != "presence":
             p[h] = z[:, SLICES[h]].argmax(1)
     return p
+
+
+def ridge_stats(x: torch.Tensor, t: dict, lengths: torch.Tensor) -> dict[int, tuple]:
+    """Sufficient statistics per word length L: n, sum x, x'x, sum y, x'y, with y every head's
+    0/1 (presence) or one-hot (position, length) targets, zero where a position is past L."""
+    y = torch.zeros(len(x), N_OUT)
+    y[:, SLICES["presence"]] = t["presence"]
+    for h in HEADS:
+        if h != "presence":
+            m = t[h] != -100
+            y[m, SLICES[h]] = F.one_hot(t[h][m], HEADS[h]).float()
+    out = {}
+    for L in range(MIN_LEN, MAX_LEN + 1):
+        m = lengths == L
+        xl, yl = x[m].double(), y[m].double()
+        out[L] = (int(m.sum()), xl.sum(0), xl.T @ xl, yl.sum(0), xl.T @ yl)
+    return out
+
+
+def add_stats(a: dict, b: dict) -> dict:
+    return {L: tuple(u + v for u, v in zip(a[L], b[L])) for L in a}
+
+
+def ridge_solutions(stats: dict, lams) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Closed-form ridge regression of every head, one (W, b) per L2 value; the position-i head
+    only on tokens of >= i letters (the sum of the per-length statistics from i up)."""
+    d = stats[MIN_LEN][1].shape[0]
+    sols = [(torch.zeros(d, N_OUT), torch.zeros(N_OUT)) for _ in lams]
+    eye = torch.eye(d, dtype=torch.float64)
+    for k in range(MIN_LEN, MAX_LEN + 1):
+        heads = ["presence", *[f"pos{i}" for i in POSITIONS if i <= MIN_LEN], "last", "length"] if k == MIN_LEN \
+            else [f"pos{k}"]
+        cols = torch.cat([torch.arange(N_OUT)[SLICES[h]] for h in heads])
+        n, sx, sxx, sy, sxy = (sum(stats[L][j] for L in range(k, MAX_LEN + 1)) for j in range(5))
+        mu, ym = sx / n, sy[cols] / n
+        gram = sxx - n * torch.outer(mu, mu)
+        xty = sxy[:, cols] - n * torch.outer(mu, ym)
+        for (w, b), lam in zip(sols, lams):
+            wk = torch.cholesky_solve(xty, torch.linalg.cholesky(gram + lam * eye))
+            w[:, cols] = wk.float()
+            b[cols] = (ym - mu @ wk).float()
+    return sols
+
+
+RIDGE_LAMBDAS = (1.0, 10.0, 100.0, 1000.0, 10000.0)
 
 
 def head_score(h: str, p: dict, t: dict) -> float:
@@ -216,7 +271,8 @@ def main() -> None:
     ap.add_argument("--context", choices=["prompt", "alone"], default="prompt")
     ap.add_argument("--held-share", type=float, default=0.2, help="share of the other tokens also held out")
     ap.add_argument("--dev-share", type=float, default=0.15, help="share of probe-train used to choose L2")
-    ap.add_argument("--select-layers", default="0,15,30", help="layers on which L2 is chosen")
+    ap.add_argument("--logistic-layers", default="0,30",
+                    help="layers that get logistic probes too (plus the ridge probes' best layer)")
     ap.add_argument("--iters", type=int, default=30, help="L-BFGS iterations per fit")
     ap.add_argument("--batch", type=int, default=512)
     ap.add_argument("--seed", type=int, default=0)
@@ -237,7 +293,11 @@ def main() -> None:
     from spelltune.task.questions import build_splits, ranked_words
 
     tokenizer = AutoTokenizer.from_pretrained(args.model_dir)
-    cands = candidate_tokens(tokenizer)
+    if args.feature_cache and args.feature_cache.exists():
+        vocab = tokenizer.get_vocab()
+        cands = [(str(w), vocab[str(w)]) for w in np.load(args.feature_cache)["words"]]
+    else:
+        cands = candidate_tokens(tokenizer)
     if args.limit:
         cands = random.Random(args.seed).sample(cands, args.limit)
     words = [w for w, _ in cands]
@@ -284,54 +344,84 @@ def main() -> None:
         mu, sd = x[a].mean(0), x[a].std(0) + 1e-6
         return [(x[i] - mu) / sd for i in bs]
 
-    # Choose L2 per head on the dev split, averaged over a few layers.
-    select = [int(s) for s in args.select_layers.split(",") if int(s) < n_layers]
-    dev_scores = {h: {lam: [] for lam in LAMBDAS} for h in HEADS}
-    for layer in select:
-        xf, xd = standardize(layer, fit_idx, (fit_idx, dev_idx))
-        for lam in LAMBDAS:
-            w, b = fit(xf, sel(tgt, fit_idx), dict.fromkeys(HEADS, lam), args.iters)
-            p = predict(xd, w, b)
-            for h in HEADS:
-                dev_scores[h][lam].append(head_score(h, p, sel(tgt, dev_idx)))
-        print(f"  chose on layer {layer}: {time.time() - t0:.0f} s", flush=True)
-    chosen = {h: max(LAMBDAS, key=lambda lam: np.mean(dev_scores[h][lam])) for h in HEADS}
-    print("L2 per head:", chosen, flush=True)
-
+    lengths = torch.tensor([len(w) for w in words])
+    t_fit, t_dev = sel(tgt, fit_idx), sel(tgt, dev_idx)
     base = majority(t_tr, t_te)
-    layers = []
+
+    def row_for(layer, p_te, p_tr):
+        return {"layer": layer, "n_train": len(tr_idx), "n_held_out": len(te_idx),
+                **scores(p_te, t_te, words_te, groups), "train_pos1_accuracy": head_score("pos1", p_tr, t_tr)}
+
+    def show(kind, row):
+        print(f"{kind} layer {row['layer']:2d}: presence F1 {row['presence_macro_f1']:.3f} "
+              f"pos1 {row['pos1_accuracy']:.3f} "
+              f"pos3 {row['pos3_accuracy']:.3f} last {row['last_accuracy']:.3f} len {row['length_accuracy']:.3f} "
+              f"full|L {row['full_given_length']:.3f} ({time.time() - t0:.0f} s)", flush=True)
+
+    # Ridge probes, every layer: L2 per head chosen on the dev split of probe-train, at each layer.
+    ridge_rows, ridge_l2 = [], []
     for layer in range(n_layers):
         xt, xe = standardize(layer, tr_idx, (tr_idx, te_idx))
-        w, b = fit(xt, t_tr, chosen, args.iters)
-        row = {"layer": layer, "n_train": len(tr_idx), "n_held_out": len(te_idx),
-               **scores(predict(xe, w, b), t_te, words_te, groups)}
-        row["train_pos1_accuracy"] = head_score("pos1", predict(xt, w, b), t_tr)
-        layers.append(row)
-        print(f"layer {layer:2d}: presence F1 {row['presence_macro_f1']:.3f} pos1 {row['pos1_accuracy']:.3f} "
-              f"last {row['last_accuracy']:.3f} full|L {row['full_given_length']:.3f} "
-              f"({time.time() - t0:.0f} s)", flush=True)
+        pos = {i: j for j, i in enumerate(tr_idx)}
+        xf, xd = xt[[pos[i] for i in fit_idx]], xt[[pos[i] for i in dev_idx]]
+        s_fit, s_dev = ridge_stats(xf, t_fit, lengths[fit_idx]), ridge_stats(xd, t_dev, lengths[dev_idx])
+        dev = [predict(xd, w, b, 0.5) for w, b in ridge_solutions(s_fit, RIDGE_LAMBDAS)]
+        pick = {h: int(np.argmax([head_score(h, p, t_dev) for p in dev])) for h in HEADS}
+        sols = ridge_solutions(add_stats(s_fit, s_dev), RIDGE_LAMBDAS)
+        w, b = torch.zeros(xt.shape[1], N_OUT), torch.zeros(N_OUT)
+        for h, j in pick.items():
+            w[:, SLICES[h]], b[SLICES[h]] = sols[j][0][:, SLICES[h]], sols[j][1][SLICES[h]]
+        ridge_l2.append({h: RIDGE_LAMBDAS[j] for h, j in pick.items()})
+        row = row_for(layer, predict(xe, w, b, 0.5), predict(xt, w, b, 0.5))
+        row["l2_per_head"] = ridge_l2[-1]
+        ridge_rows.append(row)
+        show("ridge", row)
+    ridge_best = max(ridge_rows, key=lambda r: r["full_given_length"])["layer"]
 
-    best = max(layers, key=lambda r: r["full_given_length"])
+    # Logistic probes (the headline), on a few layers: L2 per head chosen on the dev split at
+    # the ridge probes' best layer, then fixed.
+    xf, xd = standardize(ridge_best, fit_idx, (fit_idx, dev_idx))
+    dev_scores = {h: {} for h in HEADS}
+    for lam in LAMBDAS:
+        p = predict(xd, *fit(xf, t_fit, dict.fromkeys(HEADS, lam), args.iters))
+        for h in HEADS:
+            dev_scores[h][lam] = head_score(h, p, t_dev)
+        print(f"  logistic L2 {lam} on layer {ridge_best}: {time.time() - t0:.0f} s", flush=True)
+    chosen = {h: max(LAMBDAS, key=lambda lam: dev_scores[h][lam]) for h in HEADS}
+    print("logistic L2 per head:", chosen, flush=True)
+    log_layers = sorted({int(s) for s in args.logistic_layers.split(",") if int(s) < n_layers} | {ridge_best})
+    log_rows = []
+    for layer in log_layers:
+        xt, xe = standardize(layer, tr_idx, (tr_idx, te_idx))
+        w, b = fit(xt, t_tr, chosen, args.iters)
+        log_rows.append(row_for(layer, predict(xe, w, b), predict(xt, w, b)))
+        show("logistic", log_rows[-1])
+    log_best = max(log_rows, key=lambda r: r["full_given_length"])["layer"]
+
+    args_out = {k: str(v) for k, v in vars(args).items() if v not in (None, 0) or k == "seed"}
     out = {
         "what": "linear probes on the frozen base model (SmolLM2-135M-Instruct, the embedded Q4_1 GGUF "
-                "de-quantized to fp32) per layer; scores on held-out tokens",
+                "de-quantized to fp32), per layer, scored on held-out tokens; layer 0 = input embedding, "
+                f"layer {n_layers - 1} = last hidden state (after the final norm)",
         "command": "nice -n 15 .venv/bin/python research/probe.py " + " ".join(
-            f"--{k.replace('_', '-')} {v}" for k, v in vars(args).items() if v is not None),
+            f"--{k.replace('_', '-')} {v}" for k, v in args_out.items()),
         "token_form": "bare piece (no leading-space marker), as the word appears in "
                       "\"Spell 'X' letter by letter.\" after the token \"Ġ'\"",
         "context": args.context,
         "n_candidates": len(words),
-        "n_train": len(tr_idx), "n_held_out": len(te_idx),
+        "n_train": len(tr_idx), "n_held_out": len(te_idx), "n_dev_within_train": len(dev_idx),
         "n_held_out_project_words": int(groups["project_held_out"].sum()),
         "n_held_out_random": int(groups["random_held_out"].sum()),
+        "n_held_out_in_wordlist": int(groups["in_wordlist"].sum()),
         "n_project_train_words_among_tokens": sum(w in project_train for w in words),
-        "l2_per_head": chosen,
-        "l2_dev_scores": {h: {str(k): float(np.mean(v)) for k, v in d.items()} for h, d in dev_scores.items()},
         "majority_baseline": base,
-        "best_layer_by_full_given_length": best["layer"],
+        "ridge": {"l2_grid": RIDGE_LAMBDAS, "best_layer_by_full_given_length": ridge_best, "layers": ridge_rows},
+        "logistic": {"l2_grid": LAMBDAS, "l2_per_head": chosen, "l2_chosen_on_layer": ridge_best,
+                     "l2_dev_scores": {h: {str(k): v for k, v in d.items()} for h, d in dev_scores.items()},
+                     "lbfgs_iterations": args.iters,
+                     "best_layer_by_full_given_length": log_best, "layers": log_rows},
         "seconds_features": round(t_feat, 1),
         "seconds_total": round(time.time() - t0, 1),
-        "layers": layers,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".json").write_text(json.dumps(out, indent=1) + "\n")
@@ -342,9 +432,12 @@ def main() -> None:
             "random_held_out/full_given_length", *[f"pos{i}_accuracy" for i in range(6, 11)]]
     with args.out.with_suffix(".csv").open("w", newline="") as f:
         wr = csv.writer(f)
-        wr.writerow(cols)
-        for r in layers:
-            wr.writerow([r[c] if isinstance(r[c], int) else f"{r[c]:.4f}" for c in cols])
+        wr.writerow(["probe", *cols])
+        wr.writerow(["majority", "", len(tr_idx), len(te_idx), f"{base['presence_accuracy']:.4f}", "0.0000",
+                     *[f"{base[c]:.4f}" if c in base else "" for c in cols[5:]]])
+        for kind, rows in (("logistic", log_rows), ("ridge", ridge_rows)):
+            for r in rows:
+                wr.writerow([kind, *[r[c] if isinstance(r[c], int) else f"{r[c]:.4f}" for c in cols]])
     print(f"wrote {args.out}.json/.csv; {out['seconds_total']} s", flush=True)
 
 
