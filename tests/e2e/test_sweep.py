@@ -449,7 +449,8 @@ def test_wandb_agent_command_line_one_experiment_one_wandb_run(repo_copy):
     logged = [h[metric] for h in history if metric in h]
     assert len(logged) == FAST["train.max_steps"] // FAST["train.eval_every"]  # W&B's hyperband counts these
     assert summary[metric] == pytest.approx(scores[metric])  # the final val score: what W&B optimises
-    assert summary["test/letter_position_accuracy"] == pytest.approx(scores["test/letter_position_accuracy"])
+    # a sweep trial leaves test for `spelltune sweep finalize`: W&B gets no test score to choose by
+    assert scores["test/skipped"] == 1 and not any(k.startswith("test/letter") for k in summary)
     # Optuna's rung for the same min_iter: that many evaluations, in optimizer steps
     space = Space(load_sweep(repo_copy / "sweep.yaml"), load_base_params(repo_copy / "params.yaml"))
     spec = pruner_spec(space.sweep, space)
